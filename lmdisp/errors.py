@@ -1,0 +1,26 @@
+"""The one exception type the CLI turns into a single line and a non-zero exit.
+
+Library code raises `LmdispError` (or a subclass) for anything the user can fix: bad
+options, a model that cannot be found, a corpus that is too small. Anything else is a bug
+and keeps its traceback.
+"""
+
+
+class LmdispError(Exception):
+    """A user-facing error: the message is the whole story, no traceback needed."""
+
+
+class ConfigError(LmdispError):
+    """An option or configuration value is invalid."""
+
+
+class ModelLoadError(LmdispError):
+    """A model or tokenizer could not be resolved or loaded."""
+
+
+class DataError(LmdispError):
+    """A corpus could not be loaded or does not hold enough text."""
+
+
+class RunDirError(LmdispError):
+    """A run folder cannot be created without losing earlier results."""
