@@ -1,0 +1,1 @@
+"""The `lmdisp` command line: a thin Typer layer over the `lmdisp` library."""

@@ -1,0 +1,165 @@
+"""Corpora and the paper's text sampling.
+
+A corpus spec is one string:
+
+- `wikipedia`, `pubmed`, `imdb`, `squad`: the paper's four sources and fields;
+- `builtin`: CPython's own `pydoc_data` help topics, an English corpus present on every
+  Python install (about 114k words), so everything works offline;
+- a local `.txt` (one record per line), `.jsonl`/`.json`, `.parquet` file, or a folder of
+  them;
+- any other Hugging Face dataset id (`--text-field` names the column).
+
+Sampling follows the authors' protocol: repetition r seeds `numpy.random.default_rng(r)`,
+draws a start record in the first 95% of the corpus and concatenates consecutive records
+until the sample holds `min_words` words. Unlike the authors' loop (whose upper bound never
+triggers), the sample is then cut at `max_words` words. Words are counted as runs of word
+characters or single punctuation marks, close to NLTK's `word_tokenize` without needing
+its downloadable models.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lmdisp.errors import DataError
+
+# name -> (hub id, config, split, field); the hub ids the authors' short names now resolve to.
+PAPER_CORPORA: dict[str, tuple[str, str | None, str, str]] = {
+    "wikipedia": ("Salesforce/wikitext", "wikitext-103-v1", "train", "text"),
+    "pubmed": ("qiaojin/PubMedQA", "pqa_labeled", "train", "long_answer"),
+    "imdb": ("stanfordnlp/imdb", None, "train", "text"),
+    "squad": ("rajpurkar/squad", None, "train", "context"),
+}
+LOCAL_FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_WORD = re.compile(r"\w+|[^\w\s]")
+OFFLINE_HINT = "use `--dataset builtin` (offline) or a local .txt/.jsonl/.parquet file"
+
+
+@dataclass
+class Corpus:
+    """Records of text, indexable without materialising a large hub dataset."""
+
+    name: str
+    records: Any  # a list[str] or a datasets.Dataset with one column
+    field: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> str:
+        rec = self.records[i]
+        return (rec[self.field] if self.field else rec) or ""
+
+
+def count_words(text: str) -> int:
+    return sum(1 for _ in _WORD.finditer(text))
+
+
+def load_corpus(spec: str = "wikipedia", *, text_field: str | None = None,
+                split: str = "train", subset: str | None = None) -> Corpus:
+    if spec == "builtin":
+        import pydoc_data.topics as topics
+
+        return Corpus("builtin", [topics.topics[k] for k in sorted(topics.topics)])
+    path = Path(spec).expanduser()
+    if path.exists():
+        return _load_local(path, text_field)
+    if spec in PAPER_CORPORA:
+        hub_id, config, split_, field = PAPER_CORPORA[spec]
+        return _load_hub(spec, hub_id, subset or config, split_, text_field or field)
+    if spec.endswith(tuple(LOCAL_FORMATS)) or spec.startswith((".", "/", "~")):
+        raise DataError(f"corpus file not found: {spec}")
+    if not text_field:
+        raise DataError(f"--dataset {spec}: a hub dataset needs --text-field (the column holding text)")
+    return _load_hub(spec, spec, subset, split, text_field)
+
+
+def _load_local(path: Path, text_field: str | None) -> Corpus:
+    files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_FORMATS) if path.is_dir() else [path]
+    kinds = {LOCAL_FORMATS.get(p.suffix) for p in files}
+    if not files or None in kinds:
+        raise DataError(f"{path}: expected .txt, .jsonl, .json or .parquet file(s)")
+    if len(kinds) > 1:
+        raise DataError(f"{path}: mixes file formats {sorted(kinds)}; use one format per folder")
+    kind = kinds.pop()
+    field = "text" if kind == "text" else (text_field or "text")
+    return _load_hub(str(path), kind, None, "train", field, data_files=[str(p) for p in files])
+
+
+def _load_hub(name: str, path: str, config: str | None, split: str, field: str, **kwargs) -> Corpus:
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        ds = datasets.load_dataset(path, config, split=split, **kwargs)
+    except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"cannot load dataset `{name}`: {first[:300]}; {OFFLINE_HINT}") from None
+    if field not in ds.column_names:
+        raise DataError(f"dataset `{name}` has no text field `{field}` (columns: {', '.join(ds.column_names)}); "
+                        "set --text-field")
+    if len(ds) == 0:
+        raise DataError(f"dataset `{name}` is empty")
+    return Corpus(name, ds.select_columns([field]), field)
+
+
+def sample_text(corpus: Corpus, seed: int, min_words: int = 1024, max_words: int = 1280) -> str:
+    """One long text: consecutive records from a seeded random start (see module docstring)."""
+    n = len(corpus)
+    rng = np.random.default_rng(seed=seed)
+    idx = int(rng.integers(0, max(1, int(n * 0.95))))  # the authors' start range
+    parts: list[str] = []
+    words = 0
+    for step in range(n):
+        rec = corpus[(idx + step) % n]
+        if parts and rec and not parts[-1][-1:].isspace():
+            parts.append("\n")
+        parts.append(rec)
+        words += count_words(rec)
+        if words >= min_words:
+            return _truncate_words("".join(parts), max_words)
+    raise DataError(f"corpus `{corpus.name}` holds only {words} words, fewer than --min-words "
+                    f"{min_words} needed for one sample")
+
+
+def _truncate_words(text: str, max_words: int) -> str:
+    for i, m in enumerate(_WORD.finditer(text)):
+        if i + 1 == max_words:
+            return text[: m.end()]
+    return text
+
+
+def sample_texts(corpus: Corpus, repetitions: int, *, seed: int = 0, min_words: int = 1024,
+                 max_words: int = 1280) -> list[str]:
+    """The texts for repetitions 0..R-1: repetition r uses seed `seed + r`."""
+    return [sample_text(corpus, seed + r, min_words, max_words) for r in range(repetitions)]
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """Fixed texts for `--texts`: a .txt file (one text per line) or .jsonl with a `text` field."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"--texts file not found: {path}")
+    if path.suffix in (".jsonl", ".json"):
+        import json
+
+        try:
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            texts = [r["text"] if isinstance(r, dict) else str(r) for r in rows]
+        except (ValueError, KeyError) as exc:
+            raise DataError(f"--texts {path}: expected one JSON object with a `text` field per line ({exc})") from None
+    else:
+        texts = [line for line in path.read_text().splitlines() if line.strip()]
+    if not texts:
+        raise DataError(f"--texts file holds no text: {path}")
+    return texts
+
+
+def cycle_texts(texts: Sequence[str], repetitions: int) -> list[str]:
+    """Repetition r uses text r mod len(texts), as in the authors' package."""
+    return [texts[r % len(texts)] for r in range(repetitions)]

