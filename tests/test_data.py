@@ -1,0 +1,73 @@
+"""Corpora and the paper's seeded sampling."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lmdisp.data import Corpus, count_words, load_corpus, read_texts, sample_text, sample_texts
+from lmdisp.errors import DataError
+
+
+def test_builtin_corpus_is_offline_and_large_enough():
+    corpus = load_corpus("builtin")
+    assert len(corpus) > 50
+    assert sum(count_words(corpus[i]) for i in range(len(corpus))) > 100_000
+
+
+def test_sampling_follows_the_authors_start_and_word_bounds():
+    records = [f"record {i} " + "word " * 50 for i in range(200)]
+    corpus = Corpus("toy", records)
+    text = sample_text(corpus, seed=7, min_words=120, max_words=130)
+    # the authors' start record: default_rng(seed).integers(0, int(N * 0.95))
+    start = int(np.random.default_rng(7).integers(0, int(200 * 0.95)))
+    assert text.startswith(f"record {start} ")
+    assert 120 <= count_words(text) <= 130
+    assert sample_text(corpus, seed=7, min_words=120, max_words=130) == text  # reproducible
+    assert sample_texts(corpus, 3, seed=5, min_words=120, max_words=130)[1] == sample_text(corpus, 6, 120, 130)
+
+
+def test_sampling_wraps_around_the_end():
+    corpus = Corpus("toy", ["a b c"] * 4)
+    assert count_words(sample_text(corpus, seed=0, min_words=10, max_words=12)) >= 10
+
+
+def test_corpus_too_small_is_a_clear_error():
+    with pytest.raises(DataError, match="holds only 6 words"):
+        sample_text(Corpus("toy", ["a b c", "d e f"]), seed=0, min_words=100)
+
+
+def test_local_files_and_folders(tmp_path):
+    (tmp_path / "a.txt").write_text("first line\nsecond line\n")
+    rows = [{"body": "hello world"}, {"body": "more text"}]
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    txt = load_corpus(str(tmp_path / "a.txt"))
+    assert [txt[i] for i in range(len(txt))] == ["first line", "second line"]
+    jl = load_corpus(str(tmp_path / "b.jsonl"), text_field="body")
+    assert jl[1] == "more text"
+    pd = pytest.importorskip("pandas")
+    pd.DataFrame({"text": ["x y", "z"]}).to_parquet(tmp_path / "c.parquet")
+    assert load_corpus(str(tmp_path / "c.parquet"))[0] == "x y"
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "1.txt").write_text("one\n")
+    (folder / "2.txt").write_text("two\n")
+    assert len(load_corpus(str(folder))) == 2
+    with pytest.raises(DataError, match="no text field"):
+        load_corpus(str(tmp_path / "b.jsonl"))
+
+
+def test_hub_dataset_offline_is_a_clear_error():
+    with pytest.raises(DataError, match="cannot load dataset `imdb`.*builtin"):
+        load_corpus("imdb")
+    with pytest.raises(DataError, match="--text-field"):
+        load_corpus("someone/some-dataset")
+
+
+def test_read_texts(tmp_path):
+    (tmp_path / "t.txt").write_text("one text\n\nanother\n")
+    assert read_texts(tmp_path / "t.txt") == ["one text", "another"]
+    (tmp_path / "t.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n')
+    assert read_texts(tmp_path / "t.jsonl") == ["a", "b"]
+    with pytest.raises(DataError):
+        read_texts(tmp_path / "missing.txt")

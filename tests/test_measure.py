@@ -1,0 +1,121 @@
+"""`lmdisp measure` end to end, on tiny random models, a local folder and the bundled SmolLM2."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmdisp.measure import MeasureConfig, run_measure
+
+FAST = ["--dataset", "builtin", "--repetitions", "3", "--max-length", "48", "--min-words", "64",
+        "--max-words", "80"]
+
+
+def test_cli_several_random_models(run_cli, tmp_path):
+    out = tmp_path / "run"
+    res = run_cli("measure", "random:tiny-gpt2", "random:tiny-llama", "random:tiny-bert", *FAST,
+                  "--metrics", "all", "--save-matrices", "--output", out)
+    assert res.code == 0, res.err
+    assert "Spearman" in res.out
+    table = pd.read_csv(out / "models.csv")
+    assert list(table["model"]) == ["random:tiny-gpt2", "random:tiny-llama", "random:tiny-bert"]
+    assert (out / "models.md").is_file() and (out / "trend.png").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["repetitions"] == 3 and "git_commit" in manifest and "versions" in manifest
+    for sub in ("random-tiny-gpt2", "random-tiny-llama", "random-tiny-bert"):
+        layers = pd.read_csv(out / sub / "layers.csv")
+        summary = json.loads((out / sub / "summary.json").read_text())
+        assert len(layers) == summary["num_layers"] + 1 == 5
+        assert {"layer_fraction", "mean_cos", "std_cos", "entropy_mean", "variance_mean",
+                "effective_rank"} <= set(layers.columns)
+        mats = np.load(out / sub / "matrices.npz")["cossim_by_layer"]
+        assert mats.shape == (5, 48, 48)
+        np.testing.assert_allclose(layers["mean_cos"], mats.astype(np.float64).mean(axis=(1, 2)), atol=1e-6)
+        assert summary["spearman_rho"] == pytest.approx(
+            pd.Series(layers["mean_cos"]).corr(pd.Series(range(5)), method="spearman"))
+        assert len(summary["mean_last_n_layers"]) == 5
+        for key in ("model", "num_params", "corpus", "repetitions", "seq_len", "dtype", "device",
+                    "versions", "git_commit", "wall_time_s", "kendall_tau"):
+            assert key in summary, key
+        assert (out / sub / "heatmap.png").is_file()
+
+
+def test_python_api_local_folder_and_fixed_texts(tiny_gpt2_dir, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(" ".join(f"word{i}" for i in range(j, j + 100)) for j in range(3)))
+    run = run_measure(MeasureConfig(models=[str(tiny_gpt2_dir)], texts=str(texts), repetitions=4,
+                                    max_length=32, results_dir=str(tmp_path / "res"), plots=False,
+                                    include_logits=True))
+    (item,) = run.models
+    assert item.source == "local" and item.num_layers == 3
+    assert run.path.parent == tmp_path / "res" / "measure"
+    assert item.result.mean_matrices.shape == (4, 32, 32)
+    assert item.result.logits_matrix.shape == (32, 32)
+    assert item.layers["layer"].iloc[-1] == "logits"
+    # never overwrite: a second run gets its own folder
+    again = run_measure(MeasureConfig(models=[str(tiny_gpt2_dir)], texts=str(texts), repetitions=1,
+                                      max_length=32, results_dir=str(tmp_path / "res"), plots=False))
+    assert again.path != run.path and run.path.is_dir()
+
+
+@pytest.mark.slow
+def test_bundled_smollm2_condenses(run_cli, tmp_path):
+    res = run_cli("measure", "--dataset", "builtin", "--repetitions", "2", "--max-length", "128",
+                  "--output", tmp_path / "smol")
+    assert res.code == 0, res.err
+    summary = json.loads((tmp_path / "smol" / "smollm2-135m" / "summary.json").read_text())
+    assert summary["num_layers"] == 30 and summary["num_params"] > 100e6
+    assert summary["spearman_rho"] > 0.5, summary["spearman_rho"]  # a small model condenses
+
+
+def test_gguf_file_argument(run_cli, tmp_path, monkeypatch):
+    """A .gguf path loads through the same cached conversion as the alias."""
+    from lmdisp.models import alias_path, classify
+
+    assert classify(str(alias_path("smollm2-135m")))[0] == "gguf"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["gpt2-nonexistent-model-xyz"], "bundled offline default"),
+    (["random:tiny-gpt2", "--dataset", "builtin", "--min-words", "200000", "--max-words", "200000"],
+     "holds only"),
+    (["random:tiny-gpt2", "--dataset", "builtin", "--max-length", "300"], "exceeds the 256 positions"),
+    (["random:tiny-gpt2", "--dataset", "builtin", "--min-words", "5", "--max-words", "5",
+      "--max-length", "64"], "fewer than --max-length"),
+    (["--repetitions", "0"], "--repetitions must be >= 1"),
+    (["--max-length", "1"], "--max-length must be >= 2"),
+    (["--dtype", "float8"], "--dtype"),
+    (["--metrics", "foo"], "--metrics"),
+    (["--output", "/nonexistent/parent/run"], "parent folder does not exist"),
+    (["--dataset", "imdb"], "cannot load dataset"),
+    (["./no/such/folder"], "neither a model folder"),
+    (["missing.gguf"], "GGUF file not found"),
+])
+def test_bad_input_is_one_clear_line(run_cli, args, message):
+    res = run_cli("measure", *args)
+    assert res.code == 2
+    assert message in res.err
+    assert "Traceback" not in res.err and len(res.err.strip().splitlines()) == 1, res.err
+
+
+def test_gguf_that_is_not_a_model(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("LMDISP_CACHE", str(tmp_path / "cache"))
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    res = run_cli("measure", bad, "--dataset", "builtin")
+    assert res.code == 2 and "not a loadable GGUF model" in res.err
+    assert "Traceback" not in res.err
+
+
+def test_output_folder_is_never_overwritten(run_cli, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier result")
+    res = run_cli("measure", "random:tiny-gpt2", *FAST, "--output", out)
+    assert res.code == 2 and "refusing to overwrite" in res.err
+    assert (out / "keep.txt").read_text() == "earlier result"
+
+
+def test_trust_remote_code_is_off_by_default():
+    assert MeasureConfig().trust_remote_code is False
