@@ -121,6 +121,11 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, Any]:
     return {k: torch.tensor(v) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
+def resolve_batch_size(batch_size: int | None, device_type: str) -> int:
+    """The default trades nothing on a CPU (no speed-up from batching) for throughput on a GPU."""
+    return batch_size or (8 if device_type == "cuda" else 1)
+
+
 def measure_model(loaded: LoadedModel, texts: list[str], cfg: MeasureConfig,
                   progress: Progress | None = None) -> CondensationResult:
     """Stream all repetitions through the model and accumulate the cosine matrices."""
@@ -131,7 +136,7 @@ def measure_model(loaded: LoadedModel, texts: list[str], cfg: MeasureConfig,
                         f"`{loaded.spec}`")
     model = loaded.model
     device = model.get_input_embeddings().weight.device
-    batch_size = cfg.batch_size or (8 if device.type == "cuda" else 1)
+    batch_size = resolve_batch_size(cfg.batch_size, device.type)
     enc = tokenize(loaded.tokenizer, texts, cfg.max_length)
     acc = CondensationAccumulator(cfg.metrics)
     total = len(texts)
@@ -179,7 +184,7 @@ def summarize(loaded: LoadedModel, result: CondensationResult, cfg: MeasureConfi
         "mean_last_n_layers": {str(i + 1): v for i, v in enumerate(last_n_means(m))},
         "corpus": corpus, "repetitions": result.num_repetitions, "seq_len": int(result.mean_matrices.shape[1]),
         "min_words": cfg.min_words, "max_words": cfg.max_words, "seed": cfg.seed,
-        "batch_size": cfg.batch_size, "dtype": dtype, "device": device, "metrics": list(cfg.metrics),
+        "batch_size": resolve_batch_size(cfg.batch_size, device.split(":")[0]), "dtype": dtype, "device": device, "metrics": list(cfg.metrics),
         "wall_time_s": round(wall, 3),
     }
     return layers, summary

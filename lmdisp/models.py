@@ -152,8 +152,9 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = 
     try:
         if source == "random":
             config, tok_default = _random_config(location, trust_remote_code)
-            torch.manual_seed(seed)
-            model = model_cls.from_config(config, trust_remote_code=trust_remote_code).to(torch_dtype)
+            with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+                torch.manual_seed(seed)
+                model = model_cls.from_config(config, trust_remote_code=trust_remote_code).to(torch_dtype)
             tokenizer = tokenizer or tok_default
         else:
             model = model_cls.from_pretrained(location, **kwargs)

@@ -46,11 +46,16 @@ def _atomic_write(path: Path, write) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -216,6 +221,7 @@ class RunDir:
 def peak_memory() -> Iterator[dict]:
     """Track the peak resident memory (CPU) and peak CUDA memory of the block, in MiB."""
     stats: dict[str, float] = {}
+    _reset_peak_rss()
     try:
         import torch
 
@@ -230,6 +236,14 @@ def peak_memory() -> Iterator[dict]:
         stats["peak_rss_mib"] = round(_vm_hwm_kib() / 1024, 1)
         if cuda:
             stats["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
+def _reset_peak_rss() -> None:
+    """Start the kernel's peak-RSS counter (VmHWM) afresh, so the peak is this block's (Linux)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def _vm_hwm_kib() -> float:
