@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from cli import measure
+from cli import measure, midtrain
 
 app = typer.Typer(
     name="lmdisp",
@@ -20,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("measure")(measure.measure)
+app.command("midtrain")(midtrain.midtrain)
 
 
 @app.callback()

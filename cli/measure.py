@@ -26,7 +26,7 @@ def measure(
     min_words: int = typer.Option(1024, help="Minimum words per sampled text."),
     max_words: int = typer.Option(1280, help="Maximum words per sampled text."),
     seed: int = typer.Option(0, help="Repetition r samples its text with seed SEED + r."),
-    batch_size: Optional[int] = typer.Option(None, help="Repetitions per forward pass [default: 1 on CPU, 8 on GPU]."),
+    batch_size: Optional[int] = typer.Option(None, help="Repetitions per forward pass (default: 1 on CPU, 8 on GPU)."),
     dtype: str = typer.Option("auto", help="auto|float32|bfloat16|float16 (auto: bf16 on GPU, fp32 on CPU)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
     device_map: Optional[str] = typer.Option(None, help="`auto` spreads a large model over all GPUs."),

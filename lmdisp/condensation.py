@@ -72,7 +72,7 @@ class CondensationResult:
     @property
     def layer_means(self) -> np.ndarray:
         """m_l = mean of all entries of M_l (diagonal included)."""
-        return self.mean_matrices.astype(np.float64).mean(axis=(1, 2))
+        return self.mean_matrices.mean(axis=(1, 2), dtype=np.float64)
 
     @property
     def num_repetitions(self) -> int:
@@ -127,12 +127,16 @@ class CondensationAccumulator:
         self.count += batch
 
     def result(self) -> CondensationResult:
+        """The means. Divides the running sums in place (no second S x S copy per layer), so
+        call it once, after the last `update`."""
         if not self.count:
             raise ValueError("no repetitions were accumulated")
-        mean = (self.sum / self.count).clamp_(-1.0, 1.0).cpu().numpy()
+        mean = self.sum.div_(self.count).clamp_(-1.0, 1.0).cpu().numpy()
         logits = None
         if self.logits_sum is not None:
-            logits = (self.logits_sum / self.count).clamp_(-1.0, 1.0).cpu().numpy()
+            logits = self.logits_sum.div_(self.count).clamp_(-1.0, 1.0).cpu().numpy()
+        self.count = 0  # the sums are means now: further updates would be wrong
+        self.sum = self.logits_sum = None
         return CondensationResult(
             mean_matrices=mean,
             rep_means=torch.cat(self._rep_means).double().numpy(),

@@ -59,3 +59,18 @@ def require(ok: bool, message: str) -> None:
     """Raise a ConfigError with `message` unless `ok` (user input is never `assert`ed)."""
     if not ok:
         raise ConfigError(message)
+
+
+def parse_sets(items: list[str], cls) -> dict[str, Any]:
+    """`--set key=value` pairs, values parsed as YAML scalars; keys must be fields of `cls`."""
+    import yaml
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in names:
+            raise ConfigError(f"--set {item!r}: expected key=value with key one of {', '.join(sorted(names))}")
+        out[key] = yaml.safe_load(value)
+    return out

@@ -164,16 +164,40 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = 
         model.to(device)
     model.eval()
     tok = load_tokenizer(tokenizer or location, trust_remote_code=trust_remote_code)
-    config = model.config
-    get_text = getattr(config, "get_text_config", None)
-    text_config = get_text() if get_text else config
+    if source == "random":  # fresh weights: make the special-token ids the tokenizer's own
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(tok, name, None)
+            if value is not None and value < model.config.vocab_size:
+                setattr(model.config, name, value)
+    text_config = _text_config(model.config)
     return LoadedModel(
         model=model, tokenizer=tok, spec=spec, source=source, location=location,
         num_params=sum(p.numel() for p in model.parameters()),
         num_layers=int(getattr(text_config, "num_hidden_layers", 0) or 0),
-        max_positions=getattr(text_config, "max_position_embeddings", None)
-        or getattr(text_config, "n_positions", None),
+        max_positions=_positions(text_config),
     )
+
+
+def _text_config(config):
+    get_text = getattr(config, "get_text_config", None)
+    return get_text() if get_text else config
+
+
+def _positions(config) -> int | None:
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def model_positions(spec: str, *, trust_remote_code: bool = False) -> int | None:
+    """The number of positions a model spec supports, from its config alone (no weights)."""
+    from transformers import AutoConfig
+
+    source, location = classify(spec)
+    if source == "random":
+        config = _random_config(location, trust_remote_code)[0]
+    else:
+        folder = gguf_to_folder(Path(location)) if source in ("alias", "gguf") else location
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    return _positions(_text_config(config))
 
 
 def load_tokenizer(spec: str, *, trust_remote_code: bool = False):

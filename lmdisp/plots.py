@@ -58,3 +58,21 @@ def condensation_trend(names: Sequence[str], layer_means: Sequence[np.ndarray],
         ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     return fig
+
+
+def condensation_trace(df, title: str = ""):
+    """Layer x training step heatmap of the mean cosine similarity (`condensation.csv`)."""
+    plt = _plt()
+    grid = df.pivot_table(index="layer", columns="step", values="mean_cos")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    steps = grid.columns.to_numpy()
+    im = ax.imshow(grid.to_numpy(), aspect="auto", origin="lower", cmap="Reds", vmin=0, vmax=1,
+                   extent=[-0.5, len(steps) - 0.5, -0.5, len(grid) - 0.5], interpolation="nearest")
+    ticks = np.linspace(0, len(steps) - 1, min(len(steps), 8)).round().astype(int)
+    ax.set_xticks(ticks, [str(steps[i]) for i in ticks])
+    ax.set_xlabel("Training step")
+    ax.set_ylabel("Layer")
+    if title:
+        ax.set_title(title)
+    fig.colorbar(im, ax=ax).ax.set_title("mean cos", fontsize=9)
+    return fig

@@ -1,0 +1,228 @@
+"""`run_train`: one training run (midtrain / pretrain) from a `TrainConfig` to a run folder.
+
+    from lmdisp.trainer import TrainConfig
+    from lmdisp.training import run_train
+    run_train(TrainConfig(model="random:tiny-gpt2", dataset="builtin", loss="dispersion",
+                          train_tokens="200k", context_length=128, batch_size=8, grad_accum=1))
+
+Run folder: `config.yaml` (resolved config), `metrics.jsonl`, `condensation.csv` +
+`condensation.png`, `checkpoints/checkpoint-N/` (safetensors, optimiser, RNG states),
+`final/` (model + tokenizer) and `manifest.json` (versions, commit, seed, wall time, peak
+memory). Under `torchrun`/`accelerate launch` only the main process writes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmdisp.config import as_dict
+from lmdisp.errors import ConfigError, DataError, RunDirError
+from lmdisp.results import RunDir, peak_memory, save_figure, write_json, write_text
+from lmdisp.trainer import DispersionTrainer, TrainConfig
+
+# Fields that may differ when the same run folder is continued.
+_RESUME_FREE = {"resume", "output", "results_dir", "num_proc", "report_to"}
+
+
+@dataclass
+class TrainRun:
+    path: Path
+    final: Path
+    steps: int
+    metrics: list[dict]
+
+
+def _dist_state():
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def prepare_run_dir(cfg: TrainConfig, command: str, state) -> Path:
+    """Create (main process) or agree on (all processes) the run folder; guard reuse."""
+    import yaml
+
+    path = None
+    if state.is_main_process:
+        out = Path(cfg.output) if cfg.output else None
+        if out is not None and (out / "config.yaml").is_file():
+            old = yaml.safe_load((out / "config.yaml").read_text()) or {}
+            new = as_dict(cfg)
+            diff = sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE and old.get(k) != new.get(k))
+            if diff:
+                shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
+                raise RunDirError(f"{out} holds a run with a different config ({shown}); use a new --output")
+            if not cfg.resume:
+                raise RunDirError(f"{out} already holds this run; pass --resume to continue it, "
+                                  "or choose a new --output")
+            path = out
+        else:
+            name = f"{Path(cfg.model).name or cfg.model}-{cfg.loss}-seed{cfg.seed}"
+            path = RunDir.create(command, name, root=cfg.results_dir, output=out).path
+            write_text(path / "config.yaml", yaml.safe_dump(as_dict(cfg), sort_keys=False))
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        path = broadcast_object_list([path])[0]
+    return Path(path)
+
+
+def build_data(cfg: TrainConfig, tokenizer):
+    """Packed training blocks, plus a fixed held-out batch for condensation tracking."""
+    from lmdisp.data import load_text_dataset, pack_blocks
+
+    text = load_text_dataset(cfg.dataset, text_field=cfg.text_field, split=cfg.split, subset=cfg.subset)
+    blocks = pack_blocks(text, tokenizer, cfg.context_length, num_proc=cfg.num_proc)
+    held = min(cfg.condensation_sequences, len(blocks) // 10) if cfg.condensation_every else 0
+    if len(blocks) - held < 1:
+        raise DataError(f"dataset `{cfg.dataset}` gives {len(blocks)} blocks of {cfg.context_length} tokens; "
+                        "need at least one (lower --context-length or use more text)")
+    train = blocks.select(range(len(blocks) - held))
+    heldout = None
+    if held:
+        heldout = blocks.select(range(len(blocks) - held, len(blocks))).with_format("torch")[:]
+    return train, heldout
+
+
+def _check_positions(cfg: TrainConfig) -> None:
+    from lmdisp.models import model_positions
+
+    positions = model_positions(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    if positions and cfg.context_length > positions:
+        raise ConfigError(f"--context-length {cfg.context_length} exceeds the {positions} positions of `{cfg.model}`")
+
+
+def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_size: int):
+    import torch
+    from transformers import TrainingArguments
+
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.scaled_lr(world_size),
+        weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
+        max_grad_norm=cfg.max_grad_norm,
+        lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio
+        max_steps=max_steps,
+        logging_steps=cfg.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed, data_seed=cfg.seed,
+        bf16=precision == "bf16", fp16=precision == "fp16",
+        **{_checkpointing_field(): cfg.gradient_checkpointing},
+        dataloader_pin_memory=torch.cuda.is_available(),
+        neftune_noise_alpha=cfg.noise_alpha if cfg.loss == "noisy-embedding" else None,
+        report_to=[] if cfg.report_to == "none" else cfg.report_to.split(","),
+        dataloader_drop_last=True,
+        disable_tqdm=True,
+        ddp_find_unused_parameters=False,
+        remove_unused_columns=False,
+    )
+
+
+def _checkpointing_field() -> str:
+    """`gradient_checkpointing` was renamed `activation_checkpointing` in transformers 5."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+def _apply_lora(model, cfg: TrainConfig):
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ConfigError("--lora needs the `peft` package: pip install peft") from None
+    return get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                            target_modules="all-linear", task_type="CAUSAL_LM"))
+
+
+def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = False) -> TrainRun:
+    """Validate, prepare data, load the model, train (or resume), save; return the run."""
+    from transformers import default_data_collator
+
+    from lmdisp.callbacks import ActiveForgetting, CondensationTracker, EvalHook, JsonlLogger, RichProgress
+    from lmdisp.models import check_model, load_model, load_tokenizer
+
+    started = time.time()
+    state = _dist_state()
+    world = state.num_processes
+    max_steps = cfg.max_steps(world)          # refuses a budget below one step
+    check_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    _check_positions(cfg)
+    tokenizer = load_tokenizer(cfg.tokenizer or _tokenizer_spec(cfg.model), trust_remote_code=cfg.trust_remote_code)
+    train, heldout = build_data(cfg, tokenizer)   # refuses an empty corpus, before the model loads
+    run_dir = prepare_run_dir(cfg, command, state)
+
+    loaded = load_model(cfg.model, dtype=cfg.dtype, device="cpu", lm_head=True, tokenizer=cfg.tokenizer,
+                        trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
+    model = loaded.model
+    model.train()
+    if cfg.lora:
+        model = _apply_lora(model, cfg)
+    args = training_arguments(cfg, run_dir, max_steps, world)
+    callbacks = [JsonlLogger(run_dir / "metrics.jsonl")]
+    if heldout is not None:
+        callbacks.append(CondensationTracker(run_dir / "condensation.csv", heldout, cfg.condensation_every))
+    if cfg.loss == "active-forgetting":
+        callbacks.append(ActiveForgetting(cfg.forget_every, cfg.seed))
+    if cfg.eval_every or cfg.eval_tasks:
+        callbacks.append(EvalHook(cfg.eval_every, cfg.eval_tasks, run_dir))
+    if progress:
+        callbacks.append(RichProgress())
+    trainer = DispersionTrainer(model=model, args=args, train_dataset=train, data_collator=default_data_collator,
+                                processing_class=tokenizer, callbacks=callbacks, run_config=cfg)
+    if progress:  # the rich bar replaces the Trainer's printed log dicts
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+    resume = cfg.resume and _last_checkpoint(run_dir) is not None
+    with peak_memory() as mem:
+        trainer.train(resume_from_checkpoint=True if resume else None)
+    final = run_dir / "final"
+    trainer.save_model(str(final))               # main process only, safetensors
+    if state.is_main_process:
+        tokenizer.save_pretrained(final)
+        _finish(cfg, run_dir, started, mem, trainer, command)
+    state.wait_for_everyone()
+    return TrainRun(run_dir, final, trainer.state.global_step, list(trainer.state.log_history))
+
+
+def _tokenizer_spec(model: str) -> str:
+    if model.startswith("random:"):
+        from lmdisp.models import _random_config
+
+        return _random_config(model.split(":", 1)[1], False)[1]
+    return model
+
+
+def _last_checkpoint(run_dir: Path):
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = run_dir / "checkpoints"
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer, command: str) -> None:
+    import pandas as pd
+
+    trace = run_dir / "condensation.csv"
+    if trace.is_file():
+        from lmdisp.plots import condensation_trace
+
+        save_figure(condensation_trace(pd.read_csv(trace), title=f"{cfg.model} · {cfg.loss}"),
+                    run_dir / "condensation.png")
+    extra = {"steps": trainer.state.global_step, "world_size": trainer.args.world_size,
+             "learning_rate": trainer.args.learning_rate, "memory": mem,
+             "wall_time_s": round(time.time() - started, 3)}
+    rd = RunDir(run_dir, command, started=started)
+    rd.write_manifest(as_dict(cfg), seed=cfg.seed, **{k: v for k, v in extra.items() if k != "wall_time_s"})
+    write_json(run_dir / "train_summary.json", extra)

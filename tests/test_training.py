@@ -1,0 +1,281 @@
+"""The trainer: configs, refusals, loss scaling, baselines, condensation trace, resume, NaN stop."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lmdisp.config import load_config
+from lmdisp.errors import ConfigError
+from lmdisp.trainer import DispersionTrainer, NonFiniteLoss, TrainConfig, parse_tokens
+from lmdisp.training import run_train
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = dict(model="random:tiny-gpt2", dataset="builtin", context_length=32, batch_size=4, grad_accum=1,
+            lr=1e-3, gradient_checkpointing=False, condensation_every=0, logging_steps=1, save_steps=1000,
+            warmup_ratio=0.0)
+TINY_FLAGS = ["--model", "random:tiny-gpt2", "--dataset", "builtin", "--context-length", "32", "--batch-size", "4",
+              "--grad-accum", "1", "--no-gradient-checkpointing", "--condensation-every", "0"]
+
+
+def tiny(tmp_path, **kw):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return TrainConfig(**{**TINY, "output": str(tmp_path / "run"), **kw})
+
+
+def test_parse_tokens():
+    assert parse_tokens("200M") == 200_000_000 and parse_tokens("1.5B") == 1_500_000_000
+    assert parse_tokens("50k") == 50_000 and parse_tokens(1000) == 1000
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "midtrain").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_midtrain_config_parses(path):
+    cfg = load_config(TrainConfig, path)
+    assert cfg.loss in path.name or cfg.loss in ("ce",)
+
+
+def test_config_precedence(tmp_path):
+    from lmdisp.config import parse_sets
+
+    (tmp_path / "c.yaml").write_text("loss: dispersion\nlr: 1.0e-4\ntau: 0.5\nseed: 3\n")
+    cfg = load_config(TrainConfig, tmp_path / "c.yaml", {**parse_sets(["tau=0.7", "seed=4"], TrainConfig), "seed": 9})
+    assert (cfg.loss, cfg.lr, cfg.tau, cfg.seed, cfg.lambda_disp) == ("dispersion", 1e-4, 0.7, 9, 0.1)
+    (tmp_path / "bad.yaml").write_text("loss: ce\nlearning_rate: 1\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(TrainConfig, tmp_path / "bad.yaml")
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Refusals must happen before any weights are loaded."""
+    import lmdisp.models
+
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded before the input was validated")
+
+    monkeypatch.setattr(lmdisp.models, "load_model", boom)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--lambda", "-0.1"], "--lambda must be >= 0"),
+    (["--tau", "0"], "--tau must be > 0"),
+    (["--loss", "magic"], "--loss 'magic'"),
+    (["--loss", "dispersion", "--location", "middle"], "--location 'middle'"),
+    (["--train-tokens", "100"], "less than one optimiser step"),
+    (["--context-length", "512", "--train-tokens", "1M"], "exceeds the 256 positions"),
+])
+def test_bad_training_input_is_refused_early(run_cli, no_model_load, tmp_path, extra, message):
+    res = run_cli("midtrain", *TINY_FLAGS, "--output", tmp_path / "r", *extra)
+    assert res.code == 2, res.err
+    assert message in res.err and "Traceback" not in res.err
+
+
+def test_empty_corpus_is_refused(run_cli, no_model_load, tmp_path):
+    (tmp_path / "empty.txt").write_text("\n   \n\n")
+    res = run_cli("midtrain", *TINY_FLAGS[:2], "--dataset", tmp_path / "empty.txt", "--train-tokens", "10k",
+                  "--context-length", "32", "--batch-size", "4", "--grad-accum", "1")
+    assert res.code == 2 and "no non-empty text" in res.err
+
+
+def _trainer(cfg, tmp_path):
+    from transformers import default_data_collator
+
+    from lmdisp.models import load_model, load_tokenizer
+    from lmdisp.training import build_data, training_arguments
+
+    tok = load_tokenizer("smollm2-135m")
+    train, _ = build_data(cfg, tok)
+    model = load_model(cfg.model, dtype="float32", device="cpu", lm_head=True, seed=0).model.train()
+    args = training_arguments(cfg, tmp_path, 2, 1)
+    return DispersionTrainer(model=model, args=args, train_dataset=train, data_collator=default_data_collator,
+                             run_config=cfg), train
+
+
+def test_ce_loss_is_exactly_the_parents(tmp_path):
+    from transformers import Trainer
+
+    trainer, train = _trainer(tiny(tmp_path), tmp_path)
+    batch = {k: torch.tensor(v) for k, v in train[:4].items()}
+    torch.manual_seed(0)  # same dropout masks for both calls
+    ours = trainer.compute_loss(trainer.model, batch)
+    torch.manual_seed(0)
+    parent = Trainer.compute_loss(trainer, trainer.model, batch)
+    assert torch.equal(ours, parent)
+
+
+def test_dispersion_adds_lambda_times_regulariser(tmp_path):
+    from lmdisp.losses import regularizer
+
+    cfg = tiny(tmp_path, loss="dispersion", lambda_disp=0.5)
+    trainer, train = _trainer(cfg, tmp_path)
+    batch = {k: torch.tensor(v) for k, v in train[:4].items()}
+    trainer.model.eval()  # no dropout: both forward passes must see the same network
+    trainer.model.training = True  # ... while compute_loss still takes its training path
+    total = trainer.compute_loss(trainer.model, batch)
+    out = trainer.model(**batch, output_hidden_states=True)
+    expected = out.loss + 0.5 * regularizer(out.hidden_states, batch["attention_mask"], "dispersion")
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def _weights(run):
+    return load_file(str(Path(run.final) / "model.safetensors"))
+
+
+def test_gradient_accumulation_scales_the_regulariser_like_the_loss(tmp_path):
+    """Same global batch: 4 x 1 micro-step == 2 x 2 micro-steps, with the regulariser on."""
+    a = run_train(tiny(tmp_path / "a", loss="dispersion", lambda_disp=1.0, train_tokens=3 * 128))
+    b = run_train(tiny(tmp_path / "b", loss="dispersion", lambda_disp=1.0, train_tokens=3 * 128,
+                       batch_size=2, grad_accum=2))
+    wa, wb = _weights(a), _weights(b)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=2e-5, rtol=1e-4)
+    ce_a = [r["ce"] for r in a.metrics if "ce" in r]
+    ce_b = [r["ce"] for r in b.metrics if "ce" in r]
+    reg_a = [r["reg"] for r in a.metrics if "reg" in r]
+    reg_b = [r["reg"] for r in b.metrics if "reg" in r]
+    assert ce_a == pytest.approx(ce_b, rel=1e-4) and reg_a == pytest.approx(reg_b, rel=1e-4)
+
+
+def test_run_folder_contents_and_condensation_trace(tmp_path):
+    import pandas as pd
+
+    run = run_train(tiny(tmp_path, loss="dispersion", train_tokens=6 * 128, condensation_every=3,
+                         condensation_sequences=4))
+    trace = pd.read_csv(run.path / "condensation.csv")
+    assert sorted(trace["step"].unique()) == [0, 3, 6]
+    assert trace.groupby("step").size().tolist() == [5, 5, 5]  # embedding + 4 blocks
+    assert (run.path / "condensation.png").is_file()
+    lines = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
+    assert {"ce", "reg", "loss", "learning_rate", "tokens_per_s"} <= set(lines[0])
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    assert manifest["seed"] == 1 and manifest["steps"] == 6 and "git_commit" in manifest
+    assert "peak_rss_mib" in manifest["memory"] and manifest["wall_time_s"] > 0
+    assert (run.final / "model.safetensors").is_file() and (run.final / "tokenizer.json").is_file()
+    assert list((run.path / "checkpoints").glob("checkpoint-*/model.safetensors"))
+    # the final model is a measurable model folder
+    from lmdisp.models import load_model
+
+    assert load_model(str(run.final)).num_layers == 4
+
+
+def test_run_folder_is_not_reused_for_another_config(tmp_path, run_cli):
+    run_train(tiny(tmp_path, train_tokens=128))
+    res = run_cli("midtrain", *TINY_FLAGS, "--train-tokens", "128", "--output", tmp_path / "run", "--lr", "0.001",
+                  "--set", "warmup_ratio=0", "--set", "save_steps=1000", "--logging-steps", "1", "--tau", "2")
+    assert res.code == 2 and "different config" in res.err and "tau" in res.err
+    res = run_cli("midtrain", *TINY_FLAGS, "--train-tokens", "128", "--output", tmp_path / "run", "--lr", "0.001",
+                  "--set", "warmup_ratio=0", "--set", "save_steps=1000", "--logging-steps", "1")
+    assert res.code == 2 and "--resume" in res.err
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import lmdisp.trainer as trainer_mod
+
+    real = trainer_mod.regularizer
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        value = real(*a, **k)
+        return value * float("nan") if calls["n"] > 3 else value
+
+    monkeypatch.setattr(trainer_mod, "regularizer", poisoned)
+    with pytest.raises(NonFiniteLoss, match="step 4"):
+        run_train(tiny(tmp_path, loss="dispersion", train_tokens=8 * 128, save_steps=2))
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert ckpts == ["checkpoint-2"]
+    assert not (tmp_path / "run" / "final").exists()
+
+
+def test_noisy_embedding_uses_neftune_with_the_paper_bound(tmp_path):
+    from transformers.integrations.neftune import activate_neftune
+
+    from lmdisp.models import load_model
+    from lmdisp.training import training_arguments
+
+    assert training_arguments(tiny(tmp_path, loss="noisy-embedding", noise_alpha=5.0), tmp_path, 1, 1) \
+        .neftune_noise_alpha == 5.0
+    assert training_arguments(tiny(tmp_path, loss="dispersion"), tmp_path, 1, 1).neftune_noise_alpha is None
+    model = load_model("random:tiny-gpt2", device="cpu", lm_head=True).model
+    emb = model.get_input_embeddings()
+    ids = torch.randint(0, 1000, (2, 16))
+    clean = emb(ids)
+    activate_neftune(model, 5.0)
+    model.train()
+    noise = emb(ids) - clean
+    bound = 5.0 / (16 * clean.shape[-1]) ** 0.5  # alpha / sqrt(S d)
+    assert noise.abs().max() <= bound + 1e-7 and noise.abs().max() > 0.5 * bound
+    model.eval()
+    assert torch.equal(emb(ids), clean)
+
+
+def test_active_forgetting_resets_embeddings_and_their_optimiser_state(tmp_path):
+    from lmdisp.callbacks import ActiveForgetting, forgetting_cycle
+
+    cfg = tiny(tmp_path, loss="active-forgetting", forget_every=3, forget_lr=1e-4, forget_warmup=1)
+    trainer, _ = _trainer(cfg, tmp_path)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    groups = trainer.optimizer.param_groups
+    emb = trainer.model.get_input_embeddings().weight
+    (emb_group,) = [g for g in groups if any(p is emb for p in g["params"])]
+    assert emb_group["lr"] == pytest.approx(1e-4 * forgetting_cycle(1, 3)(0)) and len(emb_group["params"]) == 1
+    trainer.optimizer.state[emb] = {"step": torch.tensor(5.0)}
+    other = next(p for p in trainer.model.parameters() if p is not emb)
+    trainer.optimizer.state[other] = {"step": torch.tensor(5.0)}
+    before = emb.detach().clone()
+    cb = ActiveForgetting(every=3, seed=1)
+
+    class S:  # the bits of TrainerState the callback reads
+        global_step = 2
+
+    cb.on_step_begin(None, S, None, model=trainer.model, optimizer=trainer.optimizer)
+    assert torch.equal(emb, before)  # step 2: nothing
+    S.global_step = 3
+    cb.on_step_begin(None, S, None, model=trainer.model, optimizer=trainer.optimizer)
+    assert not torch.equal(emb, before)
+    assert emb.std().item() == pytest.approx(0.02, rel=0.05) and abs(emb.mean().item()) < 1e-3
+    assert emb not in trainer.optimizer.state and other in trainer.optimizer.state
+    f = forgetting_cycle(2, 10)
+    assert [round(f(s), 3) for s in (0, 1, 2, 6, 9, 10)] == [0.5, 1.0, 1.0, 0.5, 0.125, 0.5]
+
+
+def test_active_forgetting_run(tmp_path):
+    run = run_train(tiny(tmp_path, loss="active-forgetting", forget_every=2, train_tokens=5 * 128))
+    assert run.steps == 5
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "cli.main", "midtrain", *map(str, args)]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_reaches_the_same_weights(tmp_path):
+    args = [*TINY_FLAGS, "--loss", "dispersion", "--train-tokens", str(16 * 128), "--save-steps", "4",
+            "--lr", "0.001", "--logging-steps", "2"]
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    subprocess.run(_cli(*args, "--output", tmp_path / "full"), check=True, env=env, cwd=REPO,
+                   capture_output=True)
+    proc = subprocess.Popen(_cli(*args, "--output", tmp_path / "killed"), env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "killed" / "checkpoints" / "checkpoint-8" / "trainer_state.json"
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists() and not (tmp_path / "killed" / "final").exists()
+    subprocess.run(_cli(*args, "--output", tmp_path / "killed", "--resume"), check=True, env=env, cwd=REPO,
+                   capture_output=True)
+    full = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "killed" / "final" / "model.safetensors"))
+    for k in full:
+        torch.testing.assert_close(resumed[k], full[k], atol=1e-6, rtol=1e-5)
+    records = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "ce" in r]
+    assert steps == sorted(set(steps)) == [1, *range(2, 17, 2)]  # none lost, none logged twice
