@@ -7,6 +7,7 @@ Precedence: TrainConfig defaults < --config FILE.yaml < --set key=value < explic
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -60,7 +61,8 @@ def make_command(command: str, doc: str, **fixed):
         flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in kwargs.items() if v is not None}
         cfg = load_config(TrainConfig, config, {**parse_sets(sets, TrainConfig), **fixed, **flags})
         run = run_train(cfg, command=command, progress=True)
-        console.print(f"{command}: {run.steps} steps; final model [bold]{run.final}[/]; run folder [bold]{run.path}[/]")
+        if int(os.environ.get("RANK", "0")) == 0:  # one line, from the main process only
+            console.print(f"{command}: {run.steps} steps; final model [bold]{run.final}[/]; run folder [bold]{run.path}[/]")
 
     cmd.__doc__ = doc
     cmd.__name__ = command

@@ -34,10 +34,17 @@ class TrainRun:
     metrics: list[dict]
 
 
+def _use_cpu() -> bool:
+    """No GPU: train on the CPU; under torchrun that is a gloo process group (MULTI_CPU)."""
+    import torch
+
+    return not torch.cuda.is_available()
+
+
 def _dist_state():
     from accelerate import PartialState
 
-    return PartialState()
+    return PartialState(cpu=_use_cpu())
 
 
 def prepare_run_dir(cfg: TrainConfig, command: str, state) -> Path:
@@ -116,6 +123,7 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_si
         bf16=precision == "bf16", fp16=precision == "fp16",
         **{_checkpointing_field(): cfg.gradient_checkpointing},
         dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=_use_cpu(),
         neftune_noise_alpha=cfg.noise_alpha if cfg.loss == "noisy-embedding" else None,
         report_to=[] if cfg.report_to == "none" else cfg.report_to.split(","),
         dataloader_drop_last=True,

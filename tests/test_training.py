@@ -279,3 +279,55 @@ def test_resume_after_sigkill_reaches_the_same_weights(tmp_path):
     records = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if "ce" in r]
     assert steps == sorted(set(steps)) == [1, *range(2, 17, 2)]  # none lost, none logged twice
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_matches_one_process(tmp_path):
+    """torchrun --nproc_per_node 2 (CPU, gloo), 2 sequences each == 1 process with 4."""
+    import os
+
+    common = [*TINY_FLAGS[:6], "--grad-accum", "1", "--no-gradient-checkpointing", "--condensation-every", "4",
+              "--loss", "dispersion", "--train-tokens", str(8 * 128), "--logging-steps", "1", "--lr", "0.001",
+              "--set", "scale_lr=false", "--set", "warmup_ratio=0"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "cli.main", "midtrain"]
+    two = subprocess.run([*torchrun, *common, "--batch-size", "2", "--set", f"results_dir={tmp_path / 'res2'}"],
+                         env=env, cwd=REPO, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-2000:]
+    subprocess.run(_cli(*common, "--batch-size", "4", "--output", tmp_path / "one"), env=env, cwd=REPO,
+                   check=True, capture_output=True)
+    (run2,) = list((tmp_path / "res2" / "midtrain").iterdir())  # rank 0 alone made the folder
+    assert two.stdout.count("final model") == 1
+
+    def curve(folder):
+        records = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["ce"], r["reg"]) for r in records if "ce" in r]
+
+    c2, c1 = curve(run2), curve(tmp_path / "one")
+    assert [s for s, _, _ in c2] == [s for s, _, _ in c1] == list(range(1, 9))  # each step logged once
+    for (_, ce2, reg2), (_, ce1, reg1) in zip(c2, c1):
+        assert ce2 == pytest.approx(ce1, rel=1e-3) and reg2 == pytest.approx(reg1, rel=1e-3)
+    trace = (run2 / "condensation.csv").read_text().splitlines()
+    assert len(trace) == 1 + 3 * 5  # header + steps 0, 4, 8 x 5 layers, written once
+    assert (run2 / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_toy_dispersion_lowers_late_layer_condensation_at_similar_ce(tmp_path):
+    """Figure 7's direction at toy scale: same start and data, ce vs ce + 0.1 * dispersion."""
+    import pandas as pd
+
+    results = {}
+    for loss in ("ce", "dispersion"):
+        cfg = load_config(TrainConfig, REPO / "configs" / "midtrain" / "tiny-dispersion.yaml",
+                          {"loss": loss, "train_tokens": "80k", "output": str(tmp_path / loss),
+                           "condensation_every": 1000, "logging_steps": 25})
+        run = run_train(cfg)
+        trace = pd.read_csv(run.path / "condensation.csv")
+        last = trace[trace["step"] == trace["step"].max()]
+        late = last[last["layer"] > last["layer"].max() // 2]["mean_cos"].mean()
+        ce = [r["ce"] for r in run.metrics if "ce" in r][-2:]
+        results[loss] = (late, sum(ce) / len(ce))
+    (late_ce, ce_ce), (late_disp, ce_disp) = results["ce"], results["dispersion"]
+    assert late_disp < late_ce - 0.05, results
+    assert abs(ce_disp - ce_ce) / ce_ce < 0.03, results
