@@ -196,7 +196,12 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = Fals
     with peak_memory() as mem:
         trainer.train(resume_from_checkpoint=True if resume else None)
     final = run_dir / "final"
-    trainer.save_model(str(final))               # main process only, safetensors
+    if cfg.lora:  # keep the adapter, and make `final` a plain model every command can load
+        trainer.save_model(str(run_dir / "adapter"))
+        if state.is_main_process:
+            trainer.accelerator.unwrap_model(trainer.model).merge_and_unload().save_pretrained(final)
+    else:
+        trainer.save_model(str(final))           # main process only, safetensors
     if state.is_main_process:
         tokenizer.save_pretrained(final)
         _finish(cfg, run_dir, started, mem, trainer, command)

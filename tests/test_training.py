@@ -331,3 +331,15 @@ def test_toy_dispersion_lowers_late_layer_condensation_at_similar_ce(tmp_path):
     (late_ce, ce_ce), (late_disp, ce_disp) = results["ce"], results["dispersion"]
     assert late_disp < late_ce - 0.05, results
     assert abs(ce_disp - ce_ce) / ce_ce < 0.03, results
+
+
+def test_lora_run_saves_adapter_and_a_merged_model(tmp_path):
+    from lmdisp.models import load_model
+
+    run = run_train(tiny(tmp_path, model="random:tiny-llama", loss="dispersion", lora=True, train_tokens=3 * 128))
+    assert (run.path / "adapter" / "adapter_model.safetensors").is_file()
+    merged = load_model(str(run.final))
+    base = load_model("random:tiny-llama", seed=1)
+    changed = [n for (n, p), (_, q) in zip(merged.model.named_parameters(), base.model.named_parameters())
+               if not torch.equal(p, q)]
+    assert changed and all("proj" in n or "mlp" in n for n in changed)  # only LoRA-wrapped linears moved
