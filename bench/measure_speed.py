@@ -272,6 +272,9 @@ def main(argv=None) -> int:
     out = Path(args.output)
     write_json(out.with_suffix(".json"), report)  # atomic: temp file, then os.replace
     write_text(out.with_suffix(".md"), table)
+    from bench.readme import update_readme
+
+    update_readme("measure", table)
     print(table)
     return 0
 

@@ -122,6 +122,9 @@ def main(argv=None) -> int:
 
     write_json(out.with_suffix(".json"), report)
     write_text(out.with_suffix(".md"), md)
+    from bench.readme import update_readme
+
+    update_readme("train_step", md)
     print(md)
     return 0
 
