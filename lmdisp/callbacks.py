@@ -147,8 +147,11 @@ class EvalHook(TrainerCallback):
             self._maybe(state, model, processing_class, "step-0")
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if self.every and state.global_step % self.every == 0:
+        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
             self._maybe(state, model, processing_class, f"step-{state.global_step}")
+
+    def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        self._maybe(state, model, processing_class, f"step-{state.global_step}")
 
 
 def _evaluation_module():

@@ -131,10 +131,11 @@ class CondensationAccumulator:
         call it once, after the last `update`."""
         if not self.count:
             raise ValueError("no repetitions were accumulated")
-        mean = self.sum.div_(self.count).clamp_(-1.0, 1.0).cpu().numpy()
-        logits = None
-        if self.logits_sum is not None:
-            logits = self.logits_sum.div_(self.count).clamp_(-1.0, 1.0).cpu().numpy()
+        with torch.inference_mode(self.sum.is_inference()):  # sums made under inference_mode
+            mean = self.sum.div_(self.count).clamp_(-1.0, 1.0).cpu().numpy()
+            logits = None
+            if self.logits_sum is not None:
+                logits = self.logits_sum.div_(self.count).clamp_(-1.0, 1.0).cpu().numpy()
         self.count = 0  # the sums are means now: further updates would be wrong
         self.sum = self.logits_sum = None
         return CondensationResult(

