@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from cli import measure, midtrain
+from cli import measure, midtrain, pretrain
 
 app = typer.Typer(
     name="lmdisp",
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.command("measure")(measure.measure)
 app.command("midtrain")(midtrain.midtrain)
+app.command("pretrain")(pretrain.pretrain)
 
 
 @app.callback()

@@ -160,6 +160,8 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = Fals
     from lmdisp.models import check_model, load_model, load_tokenizer
 
     started = time.time()
+    if cfg.init == "scratch" and not cfg.model.startswith("random:"):
+        cfg.model = f"random:{cfg.model}"  # pre-training: the spec names a config, weights start fresh
     state = _dist_state()
     world = state.num_processes
     max_steps = cfg.max_steps(world)          # refuses a budget below one step

@@ -343,3 +343,19 @@ def test_lora_run_saves_adapter_and_a_merged_model(tmp_path):
     changed = [n for (n, p), (_, q) in zip(merged.model.named_parameters(), base.model.named_parameters())
                if not torch.equal(p, q)]
     assert changed and all("proj" in n or "mlp" in n for n in changed)  # only LoRA-wrapped linears moved
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "pretrain").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_pretrain_config_parses(path):
+    assert load_config(TrainConfig, path, {"init": "scratch"}).init == "scratch"
+
+
+def test_pretrain_starts_from_fresh_weights(run_cli, tmp_path):
+    res = run_cli("pretrain", "--model", "tiny-llama", *TINY_FLAGS[2:], "--train-tokens", "256",
+                  "--output", tmp_path / "pre")
+    assert res.code == 0, res.err
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "pre" / "config.yaml").read_text())
+    assert saved["init"] == "scratch" and saved["model"] == "random:tiny-llama"
+    assert (tmp_path / "pre" / "final" / "model.safetensors").is_file()
