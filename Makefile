@@ -16,7 +16,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 REPS ?= 100
 TOYDIR ?= results/toy/$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install demo toy test test-fast bench bench-train fig2 figS2 clean
+.PHONY: install demo toy test test-fast bench bench-train bench-eval fig2 figS2 table2 table3 table4 clean
 
 install: $(VENV)/.installed
 
@@ -71,6 +71,49 @@ figS2: install
 	for ds in wikipedia pubmed imdb squad; do \
 		$(LMDISP) measure gpt2 --dataset $$ds --repetitions $(REPS) || exit 1; \
 	done
+
+# ---- The paper's result tables from your own runs (GPU and hub access; hours per row and seed).
+#   make table2 MODEL=gpt2 SEEDS="1 2 3"   base + the 7 mid-training rows of Table 2, each seed,
+#                                          evaluated with the paper preset, then tabulated
+#   make table3 / make table4              the location (Table 3) and lambda/tau (Table 4) rows
+# Rows come from configs/midtrain/<model>-<row>.yaml (<model> = MODEL's last part, lower case).
+# A step whose output exists is skipped, and a stopped training run resumes: re-run to continue.
+MODEL  ?= gpt2
+SEEDS  ?= 1 2 3
+TABLES ?= results/tables
+TABLE_CFG   = $(shell echo '$(notdir $(MODEL))' | tr A-Z a-z)
+TABLE2_ROWS = ce noisy-embedding active-forgetting decorrelation l2-repel orthogonalization dispersion
+TABLE3_ROWS = dispersion dispersion-early-half dispersion-late-half dispersion-last
+TABLE4_ROWS = dispersion dispersion-lambda0.01 dispersion-lambda0.5 dispersion-lambda1.0 \
+              dispersion-tau0.1 dispersion-tau0.5 dispersion-tau2.0
+
+# $(1): table name, $(2): rows. Writes $(TABLES)/<table>-<model>/{train,evals,report}/.
+define paper_table
+	@set -e; out=$(TABLES)/$(1)-$(TABLE_CFG); mkdir -p $$out/train $$out/evals; \
+	test -f $$out/evals/base/tasks.csv || \
+		$(LMDISP) evaluate --model $(MODEL) --preset paper --seed 1 --output $$out/evals/base; \
+	for seed in $(SEEDS); do for row in $(2); do \
+		run=$$out/train/$$row-seed$$seed; \
+		test -d $$run/final || $(LMDISP) midtrain --config configs/midtrain/$(TABLE_CFG)-$$row.yaml \
+			--seed $$seed --output $$run --resume; \
+		test -f $$out/evals/$$row-seed$$seed/tasks.csv || \
+			$(LMDISP) evaluate --model $$run --preset paper --output $$out/evals/$$row-seed$$seed; \
+	done; done; \
+	$(LMDISP) report $$out/evals --results-dir $$out
+endef
+
+table2: install
+	$(call paper_table,table2,$(TABLE2_ROWS))
+
+table3: install
+	$(call paper_table,table3,$(TABLE3_ROWS))
+
+table4: install
+	$(call paper_table,table4,$(TABLE4_ROWS))
+
+# Evaluation throughput at batch size 1 (the authors') vs lmdisp's default, same model and task.
+bench-eval: install
+	$(OFFLINE) $(BIN)/python bench/eval_speed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

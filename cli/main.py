@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from cli import measure, midtrain, pretrain
+from cli import distill, evaluate, measure, midtrain, pretrain, report
 
 app = typer.Typer(
     name="lmdisp",
@@ -22,6 +22,9 @@ app = typer.Typer(
 app.command("measure")(measure.measure)
 app.command("midtrain")(midtrain.midtrain)
 app.command("pretrain")(pretrain.pretrain)
+app.command("distill")(distill.distill)
+app.command("evaluate")(evaluate.evaluate)
+app.command("report")(report.report)
 
 
 @app.callback()

@@ -41,6 +41,7 @@ def _options(
     report_to: Optional[str] = typer.Option(None, help="none | tensorboard | wandb (the Trainer's report_to)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder: new, or the one to --resume."),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue the run in --output."),
+    teacher: Optional[str] = typer.Option(None, help="distill only: the teacher model (same tokenizer)."),
     trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code/--no-trust-remote-code"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of TrainConfig fields."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Any TrainConfig field, e.g. --set warmup_ratio=0.1."),

@@ -91,6 +91,9 @@ class TrainConfig:
     dtype: str = "float32"            # master weights; bf16 compute comes from `precision`
     trust_remote_code: bool = False
     init: str = "pretrained"          # pretrained (midtrain) | scratch (pretrain)
+    teacher: str | None = None        # distill: the teacher model spec
+    distill_alpha: float = 0.5        # distill: weight of KD; CE gets 1 - alpha
+    distill_temperature: float = 2.0  # distill: softmax temperature T (KD scaled by T^2)
     output: str | None = None
     results_dir: str = "results"
     resume: bool = False
@@ -113,6 +116,8 @@ class TrainConfig:
         require(self.dtype in DTYPES, f"--dtype: choose one of {', '.join(DTYPES)}")
         require(self.init in ("pretrained", "scratch"), "--init: pretrained or scratch")
         require(self.forget_every >= 1, "--forget-every must be >= 1")
+        require(0 <= self.distill_alpha <= 1, f"distill_alpha must be in [0, 1] (got {self.distill_alpha})")
+        require(self.distill_temperature > 0, f"distill_temperature must be > 0 (got {self.distill_temperature})")
         require(self.noise_alpha >= 0, "--noise-alpha must be >= 0")
         require(not self.resume or self.output, "--resume needs --output: the run folder to continue")
         if self.output:
@@ -152,31 +157,44 @@ class DispersionTrainer(Trainer):
     def __init__(self, *args, run_config: TrainConfig, **kwargs):
         super().__init__(*args, **kwargs)
         self.run_config = run_config
-        self._sums = torch.zeros(3)  # ce, reg, tokens since the last log (this process)
+        self._sums = torch.zeros(len(self.TERMS) + 2)  # ce, terms, tokens since the last log
         self._micro = (-1, 0)         # (global step, micro-batch index) for the subsample seed
 
     # -- the loss ---------------------------------------------------------------------
 
+    TERMS = ("reg",)  # auxiliary terms this trainer logs next to ce (subclasses add theirs)
+    ce_weight = 1.0
+
+    def has_auxiliary(self) -> bool:
+        return self.run_config.regularizer is not None
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        cfg = self.run_config
-        if cfg.regularizer is None or not model.training:
+        if not self.has_auxiliary() or not model.training:
             loss_out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             if model.training:
-                loss = loss_out[0] if return_outputs else loss_out
-                self._track(loss, None, inputs, num_items_in_batch)
+                self._track(loss_out[0] if return_outputs else loss_out, {}, inputs, num_items_in_batch)
             return loss_out
-        inputs = {**inputs, "output_hidden_states": True}
+        if self.run_config.regularizer:
+            inputs = {**inputs, "output_hidden_states": True}
         ce, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        terms = self.auxiliary_terms(model, inputs, outputs)
+        # Per-micro-batch means are scaled the way HF scales the model's own loss: when the
+        # CE is already normalised over the whole accumulated batch, training_step does not
+        # divide by the accumulation steps, so these terms must be divided here.
+        scale = 1 / self._ga_steps if self._loss_scaled_for_ga(num_items_in_batch) else 1
+        total = self.ce_weight * ce + scale * sum(weight * value for weight, value in terms.values())
+        self._track(ce, terms, inputs, num_items_in_batch)
+        return (total, outputs) if return_outputs else total
+
+    def auxiliary_terms(self, model, inputs, outputs) -> dict[str, tuple[float, torch.Tensor]]:
+        """name -> (weight, per-micro-batch mean value): here the hidden-state regulariser."""
+        cfg = self.run_config
+        if cfg.regularizer is None:
+            return {}
         reg = regularizer(outputs.hidden_states, inputs.get("attention_mask"), cfg.regularizer,
                           location=cfg.location, max_tokens=cfg.max_tokens, generator=self._generator(),
                           **self._loss_options())
-        # Scale the per-micro-batch regulariser the way HF scales the model's own loss: when
-        # the CE is already normalised over the whole accumulated batch, training_step does
-        # not divide by the accumulation steps, so the regulariser must be divided here.
-        ga = self._ga_steps
-        total = ce + cfg.lambda_disp * reg / (ga if self._loss_scaled_for_ga(num_items_in_batch) else 1)
-        self._track(ce, reg, inputs, num_items_in_batch)
-        return (total, outputs) if return_outputs else total
+        return {"reg": (cfg.lambda_disp, reg)}
 
     @property
     def _ga_steps(self) -> int:
@@ -206,17 +224,19 @@ class DispersionTrainer(Trainer):
 
     # -- logging: CE and regulariser separately --------------------------------------------
 
-    def _track(self, ce, reg, inputs, num_items_in_batch=None) -> None:
+    def _track(self, ce, terms, inputs, num_items_in_batch=None) -> None:
         ga = self._ga_steps
         ce_part = ce.detach().float() / (1 if self._loss_scaled_for_ga(num_items_in_batch) else ga)
-        if not torch.isfinite(ce_part) or (reg is not None and not torch.isfinite(reg.detach())):
-            raise NonFiniteLoss(
-                f"non-finite loss at step {self.state.global_step + 1} (ce={ce.item():.4g}"
-                + (f", regulariser={reg.item():.4g}" if reg is not None else "")
-                + f"); stopped, the last good checkpoint is kept in {self.args.output_dir}")
-        reg_part = reg.detach().float() / ga if reg is not None else torch.zeros((), device=ce.device)
-        tokens = inputs["input_ids"].numel()
-        self._sums += torch.stack([ce_part.cpu(), reg_part.cpu(), torch.tensor(float(tokens))])
+        values = {name: value.detach().float() for name, (_, value) in terms.items()}
+        if not torch.isfinite(ce_part) or not all(torch.isfinite(v) for v in values.values()):
+            shown = ", ".join(f"{k}={v.item():.4g}" for k, v in {"ce": ce.detach(), **values}.items())
+            raise NonFiniteLoss(f"non-finite loss at step {self.state.global_step + 1} ({shown}); stopped, "
+                                f"the last good checkpoint is kept in {self.args.output_dir}")
+        parts = [ce_part.cpu()] + [values[n].cpu() / ga if n in values else torch.zeros(()) for n in self.TERMS]
+        parts.append(torch.tensor(float(inputs["input_ids"].numel())))
+        if self._sums.numel() != len(parts):
+            self._sums = torch.zeros(len(parts))
+        self._sums += torch.stack(parts)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log (evaluation logs carry eval_loss)
@@ -225,13 +245,13 @@ class DispersionTrainer(Trainer):
             sums = self._sums.to(self.args.device)
             if self.args.world_size > 1:
                 sums = self.accelerator.reduce(sums, reduction="sum")
-                sums[:2] /= self.args.world_size
+                sums[:-1] /= self.args.world_size  # means over processes; tokens stay a sum
             steps = max(self.state.global_step - getattr(self, "_last_logged_step", 0), 1)
             now = time.perf_counter()
             elapsed = now - getattr(self, "_last_log_time", self._train_start)
-            logs["ce"] = round(float(sums[0]) / steps, 6)
-            logs["reg"] = round(float(sums[1]) / steps, 6)
-            logs["tokens_per_s"] = round(float(sums[2]) / max(elapsed, 1e-9), 1)
+            for i, name in enumerate(("ce", *self.TERMS)):
+                logs[name] = round(float(sums[i]) / steps, 6) if i < len(sums) - 1 else 0.0
+            logs["tokens_per_s"] = round(float(sums[-1]) / max(elapsed, 1e-9), 1)
             self._sums.zero_()
             self._last_logged_step, self._last_log_time = self.state.global_step, now
         super().log(logs, start_time)

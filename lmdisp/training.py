@@ -165,7 +165,11 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = Fals
     state = _dist_state()
     world = state.num_processes
     max_steps = cfg.max_steps(world)          # refuses a budget below one step
+    if (command == "distill") != bool(cfg.teacher):
+        raise ConfigError("distill needs --teacher" if command == "distill" else "--teacher applies to distill only")
     check_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    if cfg.teacher:
+        check_model(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
     _check_positions(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer or _tokenizer_spec(cfg.model), trust_remote_code=cfg.trust_remote_code)
     train, heldout = build_data(cfg, tokenizer)   # refuses an empty corpus, before the model loads
@@ -187,8 +191,16 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = Fals
         callbacks.append(EvalHook(cfg.eval_every, cfg.eval_tasks, run_dir))
     if progress:
         callbacks.append(RichProgress())
-    trainer = DispersionTrainer(model=model, args=args, train_dataset=train, data_collator=default_data_collator,
-                                processing_class=tokenizer, callbacks=callbacks, run_config=cfg)
+    kwargs = dict(model=model, args=args, train_dataset=train, data_collator=default_data_collator,
+                  processing_class=tokenizer, callbacks=callbacks, run_config=cfg)
+    if cfg.teacher:
+        from lmdisp.distill import DistillTrainer
+
+        teacher = load_model(cfg.teacher, dtype=cfg.dtype, device="cpu", lm_head=True,
+                             trust_remote_code=cfg.trust_remote_code, seed=cfg.seed).model
+        trainer = DistillTrainer(teacher=teacher, **kwargs)
+    else:
+        trainer = DispersionTrainer(**kwargs)
     if progress:  # the rich bar replaces the Trainer's printed log dicts
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 

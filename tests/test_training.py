@@ -359,3 +359,37 @@ def test_pretrain_starts_from_fresh_weights(run_cli, tmp_path):
     saved = yaml.safe_load((tmp_path / "pre" / "config.yaml").read_text())
     assert saved["init"] == "scratch" and saved["model"] == "random:tiny-llama"
     assert (tmp_path / "pre" / "final" / "model.safetensors").is_file()
+
+
+def test_distillation_loss_matches_a_direct_kl():
+    from lmdisp.distill import DistillTrainer
+
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(2, 5, 7, generator=g), torch.randn(2, 5, 7, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    T = 2.0
+    value = DistillTrainer.distillation_loss(s, t, mask, T)
+    p, q = torch.softmax(t.double() / T, -1), torch.softmax(s.double() / T, -1)
+    kl = (p * (p.log() - q.log())).sum(-1)
+    expected = kl[mask.bool()].mean() * T**2
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert DistillTrainer.distillation_loss(t, t).item() == pytest.approx(0.0, abs=1e-6)
+    x = torch.randn(1, 3, 4, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda a: DistillTrainer.distillation_loss(a, t[:1, :3, :4].double(), None, T), (x,))
+
+
+def test_distill_run_logs_kd_and_needs_a_teacher(run_cli, tmp_path):
+    res = run_cli("distill", *TINY_FLAGS, "--train-tokens", "256", "--output", tmp_path / "d")
+    assert res.code == 2 and "needs --teacher" in res.err
+    res = run_cli("midtrain", *TINY_FLAGS, "--train-tokens", "256", "--teacher", "random:tiny-llama",
+                  "--output", tmp_path / "m")
+    assert res.code == 2 and "distill only" in res.err
+    res = run_cli("distill", *TINY_FLAGS, "--train-tokens", str(3 * 128), "--teacher", "random:tiny-llama",
+                  "--loss", "dispersion", "--logging-steps", "1", "--output", tmp_path / "d2")
+    assert res.code == 0, res.err
+    records = [json.loads(x) for x in (tmp_path / "d2" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "ce" in r]
+    assert len(train) == 3 and all(r["kd"] > 0 and r["reg"] > 0 for r in train)
+    # total = (1 - alpha) ce + alpha kd + lambda reg, as logged at step 1
+    r = train[0]
+    assert r["loss"] == pytest.approx(0.5 * r["ce"] + 0.5 * r["kd"] + 0.1 * r["reg"], rel=1e-4)

@@ -1,0 +1,442 @@
+"""`lmdisp evaluate`: lm-evaluation-harness on any lmdisp model, the paper's protocol as a preset.
+
+    from lmdisp.evaluation import load_evaluate_config, run_evaluate
+    run = run_evaluate(load_evaluate_config("paper", {"model": "results/midtrain/<run>"}))
+    print(run.path, run.table)
+
+Scoring is lm-eval's own. The model is loaded through `lmdisp.models` (aliases, GGUF files,
+`random:<config>`, and training run folders, which resolve to their `final/`), wrapped in
+lm-eval's `HFLM` (or `VLLM`) and handed to `lm_eval.simple_evaluate` with every seed set.
+`simple_evaluate` takes one `num_fewshot`, so tasks are evaluated in one call per distinct
+n-shot on the same loaded model (the paper preset: two calls, 0 and 1 shot) and the raw
+results are merged. Task names are checked and task data loaded before any weights load.
+
+Run folder: `lm_eval_results.json` (lm-eval's raw results, samples left out),
+`tasks.csv/.md` (one row per task: its reported metric in %, stderr, n-shot, limit, n),
+`metrics.csv/.md` (every metric of every task and subtask), `samples/<task>.jsonl` with
+`log_samples`, and `manifest.json` (config, model, report labels, batch size, versions,
+wall time). The training commands' periodic evaluation (`evaluate_in_training`) writes the
+same files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import random
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from lmdisp.config import load_config, read_yaml, require
+from lmdisp.errors import ConfigError, DataError, ModelLoadError
+from lmdisp.models import DEFAULT_MODEL, DTYPES, REPO_ROOT
+from lmdisp.eval_results import EvaluateRun, write_evaluation
+from lmdisp.results import RunDir
+
+PRESET_DIR = REPO_ROOT / "configs" / "eval"
+BACKENDS = ("hf", "vllm")
+CPU_BATCH_SIZE = 8       # batching helps on a CPU too (bench/eval_speed.py); "auto" probes GPU memory
+DEFAULT_SEED = 1         # a model that is not a training run; the paper's seeds are 1, 2, 3
+_TASK_KEYS = {"num_fewshot", "metric"}
+Stage = Callable[[str], None]
+
+
+@dataclass
+class EvaluateConfig:
+    model: str = DEFAULT_MODEL
+    tasks: Any = None                 # "a,b" | [a, b] | {task: {num_fewshot: n, metric: m}}
+    preset: str | None = None         # set by load_evaluate_config (configs/eval/<preset>.yaml)
+    num_fewshot: int | None = None    # every task; None: the preset's per-task value, else the task's
+    limit: float | None = None        # examples per task (per subtask of a group); < 1: a fraction
+    batch_size: Any = None            # int | "auto"; None: auto on a GPU, 8 on a CPU
+    max_batch_size: int = 64          # the ceiling of "auto"
+    seed: int | None = None           # random/numpy/torch/few-shot; None: the training run's, else 1
+    gen_kwargs: str | None = None     # generative tasks only: "do_sample=False,max_gen_toks=256"
+    include_path: Any = None          # folder(s) of your own task YAMLs (local data: the offline way)
+    backend: str = "hf"               # hf | vllm
+    device: str = "auto"
+    dtype: str = "auto"
+    tokenizer: str | None = None      # override the model's tokenizer
+    trust_remote_code: bool = False
+    log_samples: bool = False         # write every model response to samples/<task>.jsonl
+    base_model: str | None = None     # report label; None: the training run's model, else the spec
+    method: str | None = None         # report label; None: the training run's loss, else "base"
+    output: str | None = None         # exact run folder (must be new or empty)
+    results_dir: str = "results"
+
+    def __post_init__(self):
+        self.tasks = normalize_tasks(self.tasks)
+        require(bool(self.tasks), "give --tasks (e.g. arc_easy,mmlu) or --preset paper")
+        if isinstance(self.include_path, str):
+            self.include_path = [p for p in self.include_path.split(",") if p]
+        self.include_path = [str(Path(p).expanduser()) for p in self.include_path or []]
+        for folder in self.include_path:
+            require(Path(folder).is_dir(), f"--include-path: not a folder: {folder}")
+        require(self.num_fewshot is None or self.num_fewshot >= 0,
+                f"--num-fewshot must be >= 0 (got {self.num_fewshot})")
+        if self.limit is not None:
+            require(self.limit > 0, f"--limit must be > 0 (got {self.limit})")
+            self.limit = int(self.limit) if float(self.limit) >= 1 and float(self.limit).is_integer() else self.limit
+        if isinstance(self.batch_size, str) and self.batch_size.isdigit():
+            self.batch_size = int(self.batch_size)
+        require(self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size >= 1)
+                or (isinstance(self.batch_size, str) and re.fullmatch(r"auto(:\d+)?", self.batch_size) is not None),
+                f"--batch-size must be a positive integer or auto (got {self.batch_size!r})")
+        require(self.max_batch_size >= 1, "--max-batch-size must be >= 1")
+        require(self.backend in BACKENDS, f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        require(self.backend != "vllm" or importlib.util.find_spec("vllm") is not None,
+                "--backend vllm needs the `vllm` package (pip install vllm); or use --backend hf")
+        require(self.dtype in DTYPES, f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        if self.output is not None:
+            parent = Path(self.output).expanduser().resolve().parent
+            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}")
+
+
+def normalize_tasks(tasks: Any) -> dict[str, dict[str, Any]]:
+    """Any accepted form of the task list -> {task: {"num_fewshot": n | None, "metric": m | None}}."""
+    if tasks is None:
+        return {}
+    if isinstance(tasks, str):
+        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    if isinstance(tasks, (list, tuple)):
+        tasks = {t: None for t in tasks}
+    require(isinstance(tasks, dict), "tasks: expected a comma list, a list or a mapping task -> settings")
+    out = {}
+    for name, settings in tasks.items():
+        settings = dict(settings or {})
+        bad = sorted(set(settings) - _TASK_KEYS)
+        require(not bad, f"task `{name}`: unknown setting(s) {', '.join(bad)}; valid: {', '.join(sorted(_TASK_KEYS))}")
+        out[str(name)] = {"num_fewshot": settings.get("num_fewshot"), "metric": settings.get("metric")}
+    return out
+
+
+def preset_path(preset: str) -> Path:
+    path = Path(preset).expanduser()
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"--preset: file not found: {preset}")
+        return path
+    path = PRESET_DIR / f"{preset}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+        raise ConfigError(f"--preset {preset!r}: no such preset; choose one of {known} or give a .yaml file")
+    return path
+
+
+def load_evaluate_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> EvaluateConfig:
+    """Defaults < the preset's YAML < non-None `overrides`. `tasks` given with a preset selects
+    those tasks, each keeping the preset's n-shot and metric (others get the task defaults)."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if preset is None:
+        return load_config(EvaluateConfig, None, overrides)
+    path = preset_path(preset)
+    if "tasks" in overrides:
+        preset_tasks = normalize_tasks(read_yaml(path).get("tasks"))
+        overrides["tasks"] = {t: preset_tasks.get(t) for t in normalize_tasks(overrides["tasks"])}
+    return load_config(EvaluateConfig, path, {"preset": preset, **overrides})
+
+
+# ----------------------------------------------------------------------------- tasks
+
+def task_manager(include_path: list[str], names: list[str]):
+    """lm-eval's TaskManager. Only your folders (fast) when they define every task asked for."""
+    from lm_eval.tasks import TaskManager
+
+    if include_path:
+        own = TaskManager(include_path=include_path, include_defaults=False)
+        if all(n in own.task_index for n in names):
+            return own
+    return TaskManager(include_path=include_path or None)
+
+
+def check_task_names(tm, names: list[str], include_path: list[str]) -> None:
+    unknown = [n for n in names if n not in tm.task_index]
+    if not unknown:
+        return
+    hints = [f"`{n}` (did you mean {', '.join(close)}?)" if (close := difflib.get_close_matches(n, tm.all_tasks, 3))
+             else f"`{n}`" for n in unknown]
+    where = "lm-eval's registry" + (f" or {', '.join(include_path)}" if include_path else "")
+    raise ConfigError(f"unknown task(s) {', '.join(hints)}: not in {where}; "
+                      "task YAMLs of your own go in a folder given with --include-path")
+
+
+def load_tasks(tm, plan: dict[str, dict]) -> tuple[dict[str, dict], dict[Any, list]]:
+    """Build every task (downloads/reads its data) -> (plan with tags expanded, {n_shot: objects})."""
+    expanded: dict[str, dict] = {}
+    by_shot: dict[Any, list] = {}
+    owner: dict[str, str] = {}  # leaf task -> the requested name it belongs to
+    for name, settings in plan.items():
+        try:  # the data libraries raise many exception types for a missing or unreadable dataset
+            loaded = tm.load([name])
+        except Exception as exc:  # noqa: BLE001
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"cannot load task `{name}`: {first}; offline, task data must be cached or "
+                            "local (a task YAML with dataset_path: json, via --include-path)") from None
+        if name in loaded["groups"] or name in loaded["tasks"]:
+            objs, names = [loaded["groups"][name] if name in loaded["groups"] else loaded["tasks"][name]], [name]
+        else:  # a tag: its tasks, each reported on its own
+            objs, names = list(loaded["tasks"].values()), list(loaded["tasks"])
+        for obj, leaf in zip(objs, names):
+            _check_metric(obj, leaf, settings["metric"])
+            for inner in ([t.task_name for t in obj.get_all_tasks()] if hasattr(obj, "get_all_tasks") else [leaf]):
+                require(owner.setdefault(inner, leaf) == leaf, f"task `{inner}` is asked for twice (in "
+                        f"`{owner[inner]}` and `{leaf}`); lm-eval evaluates a task once: drop one of them")
+            expanded[leaf] = settings
+            by_shot.setdefault(settings["num_fewshot"], []).append(obj)
+    return expanded, by_shot
+
+
+def _check_metric(obj, name: str, metric: str | None) -> None:
+    if metric is None:
+        return
+    if hasattr(obj, "get_all_tasks"):  # a group reports what it aggregates
+        known = [a.metric for a in getattr(obj, "aggregate_metric_list", None) or []]
+    else:
+        known = list(getattr(obj, "_metric_fn_list", {}))
+    require(not known or metric in known, f"task `{name}` has no metric `{metric}`; it reports {', '.join(known)}")
+
+
+# ----------------------------------------------------------------------------- models
+
+@dataclass
+class ModelTarget:
+    spec: str                   # as given
+    load: str                   # what lmdisp.models loads (a training run's final/)
+    training: dict | None       # the training run's config.yaml, when the model is one
+    run: str | None = None
+
+
+def resolve_model(spec: str) -> ModelTarget:
+    """A training run folder (from midtrain/pretrain/distill) -> its `final/`; anything else as is."""
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        return ModelTarget(spec, spec, None)
+    if (path / "config.yaml").is_file() and not (path / "config.json").is_file() and _training_config(path):
+        if not (path / "final").is_dir():
+            raise ModelLoadError(f"{spec} is a training run without a final/ model (still running or stopped "
+                                 "early?); pass one of its checkpoints/checkpoint-N folders")
+        return ModelTarget(spec, str(path / "final"), _training_config(path), str(path))
+    run = training_run_of(path)
+    return ModelTarget(spec, spec, _training_config(run) if run else None, str(run) if run else None)
+
+
+def training_run_of(path: Path) -> Path | None:
+    """The training run a folder belongs to (`<run>/final`, `<run>/checkpoints/checkpoint-N`,
+    `<run>/evals/step-N`): the nearest of it and its two parents with a training config.yaml."""
+    for folder in (path, path.parent, path.parent.parent):
+        if (folder / "config.yaml").is_file() and _training_config(folder):
+            return folder
+    return None
+
+
+def _training_config(run: Path) -> dict | None:
+    data = read_yaml(run / "config.yaml")
+    return data if "model" in data and "loss" in data else None
+
+
+def method_label(train: dict) -> str:
+    """The loss, plus the settings that differ from the paper's defaults: `dispersion (tau=0.5)`."""
+    from lmdisp.trainer import BASELINES, TrainConfig
+
+    shown = {"noisy-embedding": ("noise_alpha",), "active-forgetting": ("forget_every", "forget_lr")}
+    names = shown.get(train["loss"], () if train["loss"] in BASELINES else ("lambda_disp", "tau", "location"))
+    defaults = TrainConfig.__dataclass_fields__
+    parts = [f"{n.replace('lambda_disp', 'lambda')}={train[n]}" for n in names
+             if n in train and train[n] != defaults[n].default]
+    parts += ["lora"] if train.get("lora") else []
+    parts += [f"KD from {train['teacher']}"] if train.get("teacher") else []  # a distill run
+    return train["loss"] + (f" ({', '.join(parts)})" if parts else "")
+
+
+def report_labels(cfg: EvaluateConfig, target: ModelTarget, seed: int) -> dict[str, Any]:
+    train = target.training
+    base = train and (train["model"] + (" (scratch)" if train.get("init") == "scratch" else ""))
+    return {"base_model": cfg.base_model or base or target.spec,
+            "method": cfg.method or (method_label(train) if train else "base"),
+            "seed": int(train.get("seed", seed)) if train else seed}
+
+
+def resolve_batch_size(batch_size: Any, device_type: str) -> Any:
+    return batch_size if batch_size is not None else ("auto" if device_type == "cuda" else CPU_BATCH_SIZE)
+
+
+def build_lm(cfg: EvaluateConfig, target: ModelTarget, seed: int):
+    """lm-eval's model object for the target, and what was loaded (for the manifest)."""
+    from lmdisp.models import classify, gguf_to_folder, load_model, resolve_device, resolve_dtype
+
+    if cfg.backend == "vllm":
+        source, location = classify(target.load)
+        if source == "random":
+            raise ConfigError("--backend vllm loads weights from a folder or hub id, not random:<config>")
+        if source in ("alias", "gguf"):
+            location = str(gguf_to_folder(Path(location)))
+        from lm_eval.models.vllm_causallms import VLLM
+
+        batch = cfg.batch_size or "auto"
+        dtype = str(resolve_dtype(cfg.dtype, resolve_device(cfg.device))).replace("torch.", "")
+        lm = VLLM(pretrained=location, tokenizer=cfg.tokenizer or location, dtype=dtype, batch_size=batch,
+                  max_batch_size=cfg.max_batch_size, seed=seed, trust_remote_code=cfg.trust_remote_code)
+        return lm, {"source": source, "location": location, "device": "cuda", "dtype": dtype, "batch_size": batch}
+    loaded = load_model(target.load, dtype=cfg.dtype, device=cfg.device, lm_head=True, tokenizer=cfg.tokenizer,
+                        trust_remote_code=cfg.trust_remote_code, seed=seed)
+    device = loaded.model.get_input_embeddings().weight.device
+    batch = resolve_batch_size(cfg.batch_size, device.type)
+    info = {"source": loaded.source, "location": loaded.location, "num_params": loaded.num_params,
+            "device": str(device), "dtype": str(loaded.model.dtype).replace("torch.", ""), "batch_size": batch}
+    return hf_lm(loaded.model, loaded.tokenizer, batch, cfg.max_batch_size), info
+
+
+def hf_lm(model, tokenizer, batch_size: Any, max_batch_size: int = 64):
+    """lm-eval's HF wrapper around a model already in memory."""
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_batch_size=max_batch_size)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def evaluate_tasks(lm, by_shot: dict[Any, list], cfg: EvaluateConfig, seed: int, tm,
+                   stage: Stage | None = None) -> dict:
+    """`simple_evaluate` once per n-shot group, all seeds = `seed`; the raw results merged."""
+    from lm_eval import simple_evaluate
+
+    merged: dict[str, Any] = {}
+    calls = []
+    for n_shot, objs in by_shot.items():
+        if stage:
+            shot = "task default" if n_shot is None else f"{n_shot}-shot"
+            stage(f"evaluating {', '.join(_obj_name(o) for o in objs)} ({shot})")
+        start = time.perf_counter()
+        out = simple_evaluate(model=lm, tasks=objs, num_fewshot=n_shot, limit=cfg.limit, gen_kwargs=cfg.gen_kwargs,
+                              task_manager=tm, log_samples=cfg.log_samples, batch_size=cfg.batch_size,
+                              random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                              fewshot_random_seed=seed)
+        calls.append({"num_fewshot": n_shot, "tasks": [_obj_name(o) for o in objs], "config": out.get("config"),
+                      "wall_time_s": round(time.perf_counter() - start, 3)})
+        for key, value in out.items():
+            if isinstance(value, dict) and key != "config":
+                merged.setdefault(key, {}).update(value)
+            else:
+                merged.setdefault(key, value)
+    merged["lmdisp_calls"] = calls
+    return merged
+
+
+def _obj_name(obj) -> str:
+    return getattr(obj, "task_name", None) or obj.name
+
+
+def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None) -> EvaluateRun:
+    """Check names and model, load task data, then the model; evaluate; write the run folder."""
+    from lmdisp.models import check_model
+
+    target = resolve_model(cfg.model)
+    check_model(target.load, trust_remote_code=cfg.trust_remote_code)
+    seed = cfg.seed if cfg.seed is not None else int((target.training or {}).get("seed", DEFAULT_SEED))
+    labels = report_labels(cfg, target, seed)
+    tm = task_manager(cfg.include_path, list(cfg.tasks))
+    check_task_names(tm, list(cfg.tasks), cfg.include_path)
+    plan = _plan(cfg)
+    if stage:
+        stage("loading task data")
+    plan, by_shot = load_tasks(tm, plan)
+    run = RunDir.create("evaluate", target.spec, root=cfg.results_dir, output=cfg.output)
+    try:
+        if stage:
+            stage(f"loading {target.spec}")
+        lm, model_info = build_lm(cfg, target, seed)
+        raw = evaluate_tasks(lm, by_shot, cfg, seed, tm, stage)
+    except BaseException:
+        if not any(run.path.iterdir()):  # nothing written: leave no empty run folder behind
+            run.path.rmdir()
+        raise
+    return write_evaluation(run, raw, plan, cfg, seed=seed, labels=labels, model=target.spec,
+                            model_info=model_info, training_run=target.run, training=target.training)
+
+
+def _plan(cfg: EvaluateConfig) -> dict[str, dict]:
+    """Per-task settings after `--num-fewshot` (which applies to every task)."""
+    if cfg.num_fewshot is None:
+        return {t: dict(s) for t, s in cfg.tasks.items()}
+    return {t: {**s, "num_fewshot": cfg.num_fewshot} for t, s in cfg.tasks.items()}
+
+
+# ----------------------------------------------------------------------------- in training
+
+def evaluate_in_training(model, tokenizer, tasks: str, out_dir: Path | str, **overrides) -> EvaluateRun:
+    """Evaluate a model in memory (the training hook): `tasks` is a comma list, a preset name
+    or an eval YAML. Writes the run folder `out_dir` (a sibling `-2`, ... if it holds results),
+    leaves the model in the mode it was in and the global RNG states as they were."""
+    out_dir = Path(out_dir)
+    is_preset = "," not in tasks and (tasks.endswith((".yaml", ".yml")) or (PRESET_DIR / f"{tasks}.yaml").is_file())
+    cfg = load_evaluate_config(tasks if is_preset else None, {**({} if is_preset else {"tasks": tasks}), **overrides,
+                                                              "model": "<in-memory>"})
+    run_folder = training_run_of(out_dir)
+    train = _training_config(run_folder) if run_folder else None
+    seed = cfg.seed if cfg.seed is not None else int((train or {}).get("seed", DEFAULT_SEED))
+    target = ModelTarget("<in-memory>", "<in-memory>", train, str(run_folder) if run_folder else None)
+    tm = task_manager(cfg.include_path, list(cfg.tasks))
+    check_task_names(tm, list(cfg.tasks), cfg.include_path)
+    plan, by_shot = load_tasks(tm, _plan(cfg))
+    device = next(model.parameters()).device
+    batch = resolve_batch_size(cfg.batch_size, device.type)
+    was_training = model.training
+    with _rng_preserved(), _quiet_lm_eval():
+        try:
+            raw = evaluate_tasks(hf_lm(model, tokenizer, batch, cfg.max_batch_size), by_shot, cfg, seed, tm)
+        finally:
+            model.train(was_training)
+    run = RunDir.create("evaluate", "", output=_free_folder(out_dir))
+    step = re.fullmatch(r"step-(\d+)", out_dir.name)
+    return write_evaluation(run, raw, plan, cfg, seed=seed, labels=report_labels(cfg, target, seed),
+                            model=cfg.model, model_info={"device": str(device), "batch_size": batch,
+                                                         "dtype": str(model.dtype).replace("torch.", "")},
+                            training_run=target.run, training=train,
+                            training_step=int(step.group(1)) if step else None)
+
+
+def _free_folder(path: Path) -> Path:
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+    for i in range(2, 1000):
+        other = path.with_name(f"{path.name}-{i}")
+        if not other.exists():
+            return other
+    raise ConfigError(f"no free folder name next to {path}")
+
+
+@contextmanager
+def _quiet_lm_eval():
+    """lm-eval's INFO/WARNING lines would break the training progress bar; errors still show."""
+    import logging
+
+    logger = logging.getLogger("lm_eval")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextmanager
+def _rng_preserved():
+    """simple_evaluate seeds the global RNGs: keep the training run's streams untouched."""
+    import numpy as np
+    import torch
+
+    state = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+             torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    try:
+        yield
+    finally:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        torch.set_rng_state(state[2])
+        if state[3] is not None:
+            torch.cuda.set_rng_state_all(state[3])

@@ -1,0 +1,358 @@
+"""`lmdisp report`: the paper's Table 2 (and 3, 4, 5) from your own evaluation runs.
+
+    from lmdisp.report import ReportConfig, run_report
+    run = run_report(ReportConfig(runs=["results/table2/evals"]))
+    print(run.path, run.values)
+
+Input: `lmdisp evaluate` run folders (their `manifest.json` labels and `tasks.csv`); a folder
+that is not one is searched for them. Rows are (base model, method); the runs of a row are
+its seeds, and the rows of one base model form a block. Per row:
+
+- per task: mean +- sample standard deviation (n - 1) over the seeds, in %;
+- Average: the mean over the table's tasks, per seed, then mean +- std over the seeds. A row
+  whose seeds miss any task gets no Average, Rank or p (shown as "—", with a note naming the
+  missing tasks): never an average over a subset;
+- Rank: within the block, each task ranks the complete rows by their mean (1 = best, ties
+  share the mean rank); the row's Rank is the mean over tasks;
+- p: Student's t-test (equal variances, `scipy.stats.ttest_ind`) of the row's per-seed
+  Averages against the reference row's (default the `dispersion` row of the block), shown as
+  p < 0.0001 / p < 0.01 / p < 0.05 / n.s.; "ref." for the reference, "single seed" when
+  either side has one seed.
+
+Run folder: `table.csv/.md/.tex` (formatted; Markdown and LaTeX with the best of each column
+of a block in bold, booktabs), `table_values.csv/.md` (the numbers), `runs.csv/.md` (every
+run and task read), `averages.png` (bar chart, error bars = std) and `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmdisp.config import as_dict, require
+from lmdisp.errors import ConfigError
+from lmdisp.results import RunDir, save_figure, slugify, write_table, write_text
+
+# Display order of the methods inside a block (the paper's Table 2); others follow by name.
+METHOD_ORDER = ("base", "ce", "noisy-embedding", "active-forgetting", "decorrelation", "l2-repel",
+                "orthogonalization", "infonce-cos", "dispersion")
+DASH = "—"
+
+
+@dataclass
+class ReportConfig:
+    runs: list[str] = field(default_factory=list)  # evaluation run folders, or folders holding them
+    reference: str = "dispersion"     # the method each row is t-tested against, in every block
+    tasks: Any = None                 # table columns; default: every task of the runs, paper's order first
+    output: str | None = None         # exact run folder (must be new or empty)
+    results_dir: str = "results"
+    plot: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.runs, (str, Path)):
+            self.runs = [self.runs]
+        self.runs = [str(r) for r in self.runs or []]
+        require(bool(self.runs), "give at least one evaluation run folder (or a folder holding them)")
+        if isinstance(self.tasks, str):
+            self.tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
+        require(self.tasks is None or len(self.tasks) > 0, "--tasks: give at least one task")
+
+
+@dataclass
+class ReportRun:
+    path: Path
+    values: Any          # pandas DataFrame: the numbers, one row per (base model, method)
+    display: Any         # pandas DataFrame: the formatted table
+    notes: list[str]
+    tasks: list[str] = field(default_factory=list)
+    table: Any = None    # `values` plus per-task seed counts: what `formatted` takes
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def t_test(a, b) -> float:
+    """Two-sided p of Student's t-test with equal variances (scipy.stats.ttest_ind)."""
+    import warnings
+
+    from scipy.stats import ttest_ind
+
+    with warnings.catch_warnings():  # scipy warns on (nearly) identical samples; p is still its own
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(ttest_ind(a, b, equal_var=True).pvalue)
+
+
+def significance(p: float) -> str:
+    if p != p:  # identical constant samples: no evidence of a difference
+        return "n.s."
+    for bound in (0.0001, 0.01, 0.05):
+        if p < bound:
+            return f"p < {bound:g}"
+    return "n.s."
+
+
+# ----------------------------------------------------------------------------- reading
+
+def find_runs(paths: list[str]) -> list[Path]:
+    """Evaluation run folders among `paths` and below them, in order, each once."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ConfigError(f"no such folder: {p}")
+        candidates = [p] if _is_eval_run(p) else sorted(m.parent for m in p.rglob("manifest.json"))
+        found += [c for c in candidates if _is_eval_run(c) and c not in found]
+    if not found:
+        raise ConfigError(f"no evaluation runs (folders with manifest.json and tasks.csv written by "
+                          f"`lmdisp evaluate`) in {', '.join(paths)}")
+    return found
+
+
+def _is_eval_run(path: Path) -> bool:
+    if not ((path / "manifest.json").is_file() and (path / "tasks.csv").is_file()):
+        return False
+    try:
+        return json.loads((path / "manifest.json").read_text()).get("command") == "evaluate"
+    except json.JSONDecodeError:
+        return False
+
+
+def read_runs(folders: list[Path]):
+    """One tidy frame: every task of every run, with the run's report labels."""
+    import pandas as pd
+
+    frames = []
+    for folder in folders:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        labels = manifest.get("labels") or {}
+        tasks = pd.read_csv(folder / "tasks.csv")
+        tasks.insert(0, "run", str(folder))
+        tasks.insert(1, "base_model", str(labels.get("base_model", manifest.get("model"))))
+        tasks.insert(2, "method", str(labels.get("method", "base")))
+        tasks.insert(3, "seed", int(labels.get("seed", manifest.get("seed", 0))))
+        tasks.insert(4, "created", manifest.get("created", ""))
+        tasks.insert(5, "training_step", manifest.get("training_step"))  # set by the training hooks
+        frames.append(tasks)
+    return pd.concat(frames, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------- the table
+
+def _paper_tasks() -> list[str]:
+    from lmdisp.config import read_yaml
+    from lmdisp.evaluation import normalize_tasks, preset_path
+
+    return list(normalize_tasks(read_yaml(preset_path("paper")).get("tasks")))
+
+
+def _method_key(method: str) -> tuple:
+    head = method.split(" ")[0]
+    return (METHOD_ORDER.index(head) if head in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def build_table(long, tasks: list[str] | None = None, reference: str = "dispersion"):
+    """(numeric table, notes) from the tidy runs frame."""
+    import numpy as np
+    import pandas as pd
+
+    notes: list[str] = []
+    # the same row and seed evaluated more than once: a final evaluation (no training step) beats
+    # the training hooks' ones, a later step an earlier one, a later run an earlier one
+    runs = long.drop_duplicates("run").assign(final=lambda d: d["training_step"].isna(),
+                                              step=lambda d: d["training_step"].fillna(-1))
+    runs = runs.sort_values(["final", "step", "created"], kind="stable")
+    dups = runs[runs.duplicated(["base_model", "method", "seed"], keep="last")]
+    for (base, method, seed), g in dups.groupby(["base_model", "method", "seed"], sort=False):
+        kept = runs[(runs["base_model"] == base) & (runs["method"] == method) & (runs["seed"] == seed)]["run"].iloc[-1]
+        notes.append(f"{base} / {method} / seed {seed} was evaluated {len(g) + 1} times; using {kept}")
+    long = long[~long["run"].isin(dups["run"])]
+    if tasks is None:
+        paper = _paper_tasks()
+        seen = list(dict.fromkeys(long["task"]))
+        tasks = [t for t in paper if t in seen] + [t for t in seen if t not in paper]
+    for task, g in long[long["task"].isin(tasks)].groupby("task", sort=False):
+        for col in ("metric", "n_shot", "limit"):
+            vals = sorted({str(v) for v in g[col]})
+            if len(vals) > 1:
+                notes.append(f"`{task}`: the runs differ in {col} ({', '.join(vals)})")
+    higher = {t: bool(long.loc[long["task"] == t, "higher_is_better"].iloc[0]) if (long["task"] == t).any() else True
+              for t in tasks}
+
+    rows = []
+    blocks = list(dict.fromkeys(long["base_model"]))
+    for base in blocks:
+        in_block = long[long["base_model"] == base]
+        for method in sorted(dict.fromkeys(in_block["method"]), key=_method_key):
+            g = in_block[in_block["method"] == method]
+            seeds = sorted(g["seed"].unique())
+            by_seed = g.set_index(["seed", "task"])["value"].unstack().reindex(index=seeds, columns=tasks)
+            row: dict[str, Any] = {"base_model": base, "method": method, "n_seeds": len(seeds),
+                                   "seeds": ",".join(map(str, seeds))}
+            missing = []
+            for t in tasks:
+                vals = by_seed[t].dropna()
+                row[t], row[f"{t}_std"], row[f"{t}_n"] = (vals.mean() if len(vals) else np.nan,
+                                                          vals.std(ddof=1) if len(vals) > 1 else np.nan, len(vals))
+                if len(vals) < len(seeds):
+                    lacking = [str(s) for s in seeds if s not in vals.index]
+                    missing.append(t if len(vals) == 0 else f"{t} (seed {', '.join(lacking)})")
+            averages = by_seed.mean(axis=1) if not missing else pd.Series(dtype=float)
+            row.update(average=averages.mean() if not missing else np.nan,
+                       average_std=averages.std(ddof=1) if len(averages) > 1 else np.nan,
+                       seed_averages=list(averages), missing_tasks="; ".join(missing))
+            if missing:
+                notes.append(f"{base} / {method}: no Average, Rank or p, missing {', '.join(missing)}")
+            elif len(seeds) == 1:
+                notes.append(f"{base} / {method}: a single seed ({seeds[0]}), so no std and no t-test")
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    table["rank"], table["p_value"], table["significance"] = np.nan, np.nan, DASH
+    for base in blocks:
+        _rank_and_test(table, table.index[table["base_model"] == base], tasks, higher, reference, notes)
+    return table, tasks, notes
+
+
+def _rank_and_test(table, idx, tasks, higher, reference, notes) -> None:
+    import numpy as np
+
+    block = table.loc[idx]
+    complete = block[block["missing_tasks"] == ""]
+    if len(complete):
+        ranks = [complete[t].rank(ascending=not higher[t], method="average") for t in tasks]
+        table.loc[complete.index, "rank"] = np.mean(ranks, axis=0)
+    refs = block[block["method"] == reference]
+    base = block["base_model"].iloc[0]
+    if refs.empty:
+        notes.append(f"{base}: no `{reference}` row to t-test against (choose one with --reference)")
+        return
+    ref = refs.iloc[0]
+    for i, row in block.iterrows():
+        if row["method"] == reference:
+            table.loc[i, "significance"] = "ref."
+        elif row["missing_tasks"] or ref["missing_tasks"]:
+            table.loc[i, "significance"] = DASH
+        elif row["n_seeds"] < 2 or ref["n_seeds"] < 2:
+            table.loc[i, "significance"] = "single seed"
+        else:
+            p = t_test(row["seed_averages"], ref["seed_averages"])
+            table.loc[i, "p_value"], table.loc[i, "significance"] = p, significance(p)
+
+
+# ----------------------------------------------------------------------------- formats
+
+def formatted(table, tasks: list[str], style: str = "plain") -> list[list[str]]:
+    """Rows of cells: `mean ± std`, best of each block column in bold (markdown/latex)."""
+    bold = {"plain": "{}", "markdown": "**{}**", "latex": r"\mathbf{{{}}}", "rich": "[bold]{}[/]"}[style]
+    pm = r" \pm " if style == "latex" else " ± "
+    higher = {c: True for c in tasks} | {"average": True, "rank": False}
+    best = {}
+    for base, block in table.groupby("base_model", sort=False):
+        for col in (*tasks, "average", "rank"):
+            vals = block[col].dropna().round(2)
+            best[(base, col)] = (vals.max() if higher[col] else vals.min()) if len(vals) else None
+    out = []
+    for _, r in table.iterrows():
+        def cell(col, std=None, n=None):
+            if r[col] != r[col]:
+                return DASH if style != "latex" else "--"
+            text = f"{r[col]:.2f}"
+            text = bold.format(text) if style != "plain" and round(r[col], 2) == best[(r["base_model"], col)] else text
+            text += f"{pm}{r[std]:.2f}" if std and r[std] == r[std] else ""
+            text += f" ({r[n]}/{r['n_seeds']})" if n and r[n] < r["n_seeds"] else ""
+            return f"${text}$" if style == "latex" else text
+        p = r["significance"]
+        if style == "latex":
+            p = f"$p < {p[4:]}$" if p.startswith("p < ") else {DASH: "--"}.get(p, p)
+        out.append([r["base_model"], r["method"], r["seeds"], *[cell(t, f"{t}_std", f"{t}_n") for t in tasks],
+                    cell("average", "average_std"), cell("rank"), p])
+    return out
+
+
+def _header(tasks: list[str]) -> list[str]:
+    return ["Model", "Method", "Seeds", *tasks, "Average", "Rank", "p"]
+
+
+def caption(long, tasks: list[str], reference: str) -> str:
+    metrics = {t: sorted(set(long.loc[long["task"] == t, "metric"])) for t in tasks}
+    kinds = {"/".join(m) for m in metrics.values()}
+    metric = (f"metric {kinds.pop()} for every task" if len(kinds) == 1
+              else "metrics: " + ", ".join(f"{t} {'/'.join(m)}" for t, m in metrics.items()))
+    return (f"Mean ± sample std (n - 1) over seeds, in %; {metric}. Average over the {len(tasks)} tasks; "
+            "Rank: mean over tasks of the rank within the base model's block (1 = best); p: Student's "
+            f"t-test of the per-seed averages against the {reference} row (ref.). Best of each block in bold.")
+
+
+def markdown(table, tasks, cap: str, notes: list[str]) -> str:
+    lines = ["| " + " | ".join(_header(tasks)) + " |", "|" + "---|" * len(_header(tasks))]
+    rows = formatted(table, tasks, "markdown")
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    lines += ["", cap] + (["", "Notes:", *[f"- {n}" for n in notes]] if notes else [])
+    return "\n".join(lines) + "\n"
+
+
+def latex(table, tasks, cap: str, notes: list[str]) -> str:
+    def esc(s: str) -> str:
+        for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#")):
+            s = s.replace(a, b)
+        return s
+    rows = formatted(table, tasks, "latex")
+    lines = ["% needs \\usepackage{booktabs}", *[f"% note: {esc(n)}" for n in notes],
+             r"\begin{table}[t]", r"\centering", r"\small", r"\resizebox{\linewidth}{!}{%",
+             r"\begin{tabular}{ll" + "r" * (len(tasks) + 4) + "}", r"\toprule",
+             " & ".join(esc(h) for h in _header(tasks)) + r" \\", r"\midrule"]
+    last = None
+    for row in rows:
+        if last is not None and row[0] != last:
+            lines.append(r"\midrule")
+        cells = [esc(row[0]) if row[0] != last else "", esc(row[1]), esc(row[2]), *row[3:]]
+        lines.append(" & ".join(cells) + r" \\")
+        last = row[0]
+    cap_tex = esc(cap).replace("±", r"$\pm$")
+    lines += [r"\bottomrule", r"\end{tabular}}", rf"\caption{{{cap_tex}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(table):
+    """Averages with std error bars, one panel per base model; the reference row in a dark colour."""
+    import matplotlib.pyplot as plt
+
+    blocks = [(b, g.dropna(subset=["average"])) for b, g in table.groupby("base_model", sort=False)]
+    blocks = [(b, g) for b, g in blocks if len(g)]
+    fig, axes = plt.subplots(1, max(len(blocks), 1), figsize=(max(4.0, 1.2 * len(table) + 1.5), 3.6),
+                             squeeze=False)
+    for ax, (base, g) in zip(axes[0], blocks):
+        colors = ["#444444" if s == "ref." else "#d95f02" for s in g["significance"]]
+        ax.bar(range(len(g)), g["average"], yerr=g["average_std"].fillna(0), color=colors, capsize=3)
+        ax.set_xticks(range(len(g)), g["method"], rotation=40, ha="right", fontsize=8)
+        low, high = (g["average"] - g["average_std"].fillna(0)).min(), (g["average"] + g["average_std"].fillna(0)).max()
+        pad = max(0.5, 0.25 * (high - low))
+        ax.set_ylim(low - pad, high + pad)
+        ax.set_title(base, fontsize=9)
+        ax.set_ylabel("average (%)")
+    fig.tight_layout()
+    return fig
+
+
+def run_report(cfg: ReportConfig) -> ReportRun:
+    import pandas as pd
+
+    folders = find_runs(cfg.runs)
+    long = read_runs(folders)
+    table, tasks, notes = build_table(long, cfg.tasks, cfg.reference)
+    absent = [t for t in tasks if t not in set(long["task"])]
+    require(not absent, f"--tasks: no run has {', '.join(absent)}")
+    name = "+".join(dict.fromkeys(table["base_model"]))
+    run = RunDir.create("report", slugify(name), root=cfg.results_dir, output=cfg.output)
+    cap = caption(long, tasks, cfg.reference)
+    display = pd.DataFrame(formatted(table, tasks, "plain"), columns=_header(tasks))
+    write_text(run.path / "table.csv", display.to_csv(index=False))
+    write_text(run.path / "table.md", markdown(table, tasks, cap, notes))
+    write_text(run.path / "table.tex", latex(table, tasks, cap, notes))
+    values = table.drop(columns=[f"{t}_n" for t in tasks])
+    values["seed_averages"] = [",".join(f"{a:.10g}" for a in v) for v in values["seed_averages"]]
+    write_table(values, run.path / "table_values", float_format="%.10g")
+    write_table(long, run.path / "runs", float_format="%.10g")
+    if cfg.plot and table["average"].notna().any():
+        save_figure(bar_chart(table), run.path / "averages.png")
+    run.write_manifest(as_dict(cfg), runs=[str(f) for f in folders], tasks=tasks, notes=notes)
+    return ReportRun(run.path, values, display, notes, tasks, table)
