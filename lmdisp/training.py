@@ -207,8 +207,13 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = Fals
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
     resume = cfg.resume and _last_checkpoint(run_dir) is not None
-    with peak_memory() as mem:
-        trainer.train(resume_from_checkpoint=True if resume else None)
+    try:
+        with peak_memory() as mem:
+            trainer.train(resume_from_checkpoint=True if resume else None)
+    finally:  # a failed run (NaN, Ctrl-C) must not leave the terminal inside a live progress bar
+        for cb in callbacks:
+            if isinstance(cb, RichProgress):
+                cb.on_train_end(None, None, None)
     final = run_dir / "final"
     if cfg.lora:  # keep the adapter, and make `final` a plain model every command can load
         trainer.save_model(str(run_dir / "adapter"))
