@@ -132,17 +132,27 @@ class EvalHook(TrainerCallback):
     """Benchmark evaluation at the start, every `every` steps and at the end, through
     `lmdisp.evaluation` (the `evaluate` command's module). Off until that module exists."""
 
-    def __init__(self, every: int, tasks: str | None, run_dir: Path):
+    def __init__(self, every: int, tasks: str | None, run_dir: Path, **overrides):
         self.every, self.tasks, self.run_dir = every, tasks, Path(run_dir)
+        self.overrides = {k: v for k, v in overrides.items() if v is not None}  # EvaluateConfig fields
         self.available = _evaluation_module() is not None
 
     def _maybe(self, state, model, tokenizer, when: str) -> None:
         if not (self.available and self.tasks and state.is_world_process_zero):
             return
         module = _evaluation_module()
-        module.evaluate_in_training(model, tokenizer, self.tasks, self.run_dir / "evals" / f"{when}")
+        module.evaluate_in_training(model, tokenizer, self.tasks, self.run_dir / "evals" / f"{when}", **self.overrides)
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if self.available and self.tasks and _sharded():
+            # The hook evaluates on the main process alone; FSDP/DeepSpeed-sharded weights
+            # would need every rank, and the run would hang. Say so once and evaluate later.
+            if state.is_world_process_zero:
+                import warnings
+
+                warnings.warn("periodic evaluation is off under FSDP/DeepSpeed sharding; evaluate the "
+                              "checkpoints with `lmdisp evaluate` afterwards", stacklevel=1)
+            self.available = False
         if state.global_step == 0:
             self._maybe(state, model, processing_class, "step-0")
 
@@ -152,6 +162,17 @@ class EvalHook(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         self._maybe(state, model, processing_class, f"step-{state.global_step}")
+
+
+def _sharded() -> bool:
+    """True under FSDP or DeepSpeed, where no single process holds the whole model."""
+    try:
+        from accelerate.state import PartialState
+        from accelerate.utils import DistributedType
+
+        return PartialState().distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    except (ImportError, ValueError):
+        return False
 
 
 def _evaluation_module():

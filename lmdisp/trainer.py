@@ -86,7 +86,9 @@ class TrainConfig:
     condensation_every: int = 100     # steps between condensation snapshots (0: off)
     condensation_sequences: int = 8   # held-out blocks measured at each snapshot
     eval_every: int = 0               # steps between benchmark evaluations (0: off)
-    eval_tasks: str | None = None
+    eval_tasks: str | None = None     # a comma list, a preset name (paper) or an eval YAML
+    eval_include_path: str | None = None  # folder(s) of task YAMLs for eval_tasks (local data)
+    eval_limit: float | None = None   # examples per task for the periodic evaluation
     report_to: str = "none"           # tensorboard, wandb, ... (the Trainer's report_to)
     dtype: str = "float32"            # master weights; bf16 compute comes from `precision`
     trust_remote_code: bool = False

@@ -188,7 +188,8 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = Fals
     if cfg.loss == "active-forgetting":
         callbacks.append(ActiveForgetting(cfg.forget_every, cfg.seed))
     if cfg.eval_every or cfg.eval_tasks:
-        callbacks.append(EvalHook(cfg.eval_every, cfg.eval_tasks, run_dir))
+        callbacks.append(EvalHook(cfg.eval_every, cfg.eval_tasks, run_dir, include_path=cfg.eval_include_path,
+                                  limit=cfg.eval_limit))
     if progress:
         callbacks.append(RichProgress())
     kwargs = dict(model=model, args=args, train_dataset=train, data_collator=default_data_collator,

@@ -278,3 +278,17 @@ def test_bundled_model_equals_simple_evaluate(task_dir, tmp_path):
                      device="cpu", batch_size=8)
     _assert_same(run.path, direct, ["toy_mc", "toy_ll"])
     assert run.manifest["model"] == "smollm2-135m" and run.manifest["model_info"]["source"] == "alias"
+
+
+def test_training_evaluates_at_begin_every_n_steps_and_end(run_cli, task_dir, tmp_path):
+    """The midtrain hook goes through this module: local tasks via eval_include_path."""
+    res = run_cli("midtrain", "--model", "random:tiny-gpt2", "--dataset", "builtin", "--context-length", "32",
+                  "--batch-size", "4", "--grad-accum", "1", "--no-gradient-checkpointing", "--condensation-every", "0",
+                  "--train-tokens", str(5 * 128), "--output", tmp_path / "run", "--set", "eval_tasks=toy_mc",
+                  "--set", f"eval_include_path={task_dir}", "--set", "eval_every=2", "--set", "eval_limit=4")
+    assert res.code == 0, res.err
+    evals = sorted(p.name for p in (tmp_path / "run" / "evals").iterdir())
+    assert evals == ["step-0", "step-2", "step-4", "step-5"]
+    for name in evals:
+        table = (tmp_path / "run" / "evals" / name / "tasks.csv").read_text()
+        assert "toy_mc" in table
