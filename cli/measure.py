@@ -70,12 +70,13 @@ def measure(
 
 
 def _print_table(run) -> None:
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="Embedding condensation", caption="ρ: Spearman, τ: Kendall, of mean cosine "
-                  "similarity vs layer index (positive = condenses with depth)")
-    table.add_column("model", overflow="fold")
-    for col in ("params", "layers", "ρ", "τ", "cos first", "cos last", "time (s)"):
+    table = Table(title="Embedding condensation", box=box.SIMPLE_HEAD, caption="ρ, τ: Spearman, Kendall of mean cosine similarity "
+                  "vs layer (positive = condenses with depth); L: blocks; cos[0], cos[L]: embedding and last layer; s: seconds")
+    table.add_column("model", no_wrap=True, min_width=12)
+    for col in ("params", "L", "ρ", "τ", "cos[0]", "cos[L]", "s"):
         table.add_column(col, justify="right")
     for row in run.table.itertuples(index=False):
         table.add_row(row.model, f"{row.params / 1e6:.1f}M", str(row.layers), f"{row.spearman_rho:+.3f}",
