@@ -29,6 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import device_name, update_readme  # noqa: E402
+
 WORDS = ("river stone light north garden market winter signal paper engine window silver forest "
          "letter number course motion harbor castle valley island circle bridge shadow").split()
 
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
 
     best = {b: min(v) for b, v in times.items()}
     report = {
-        "model": args.model, "num_params": loaded.num_params, "device": _device_name(device),
+        "model": args.model, "num_params": loaded.num_params, "device": device_name(device),
         "dtype": str(loaded.model.dtype).replace("torch.", ""), "examples": args.examples, "choices": 4,
         "default_batch_size": default, "rounds": args.rounds, "best_s": best, "raw_s": times,
         "examples_per_s": {b: args.examples / s for b, s in best.items()},
@@ -115,7 +117,6 @@ def main(argv=None) -> int:
     out = Path(args.output)
     write_json(out.with_suffix(".json"), report)
     write_text(out.with_suffix(".md"), md)
-    from bench.readme import update_readme
 
     update_readme("eval_speed", md)
     print(md)
@@ -133,22 +134,6 @@ def markdown(r: dict) -> str:
         lines.append(f"| {b}{tag} | {s:.2f} | {r['examples_per_s'][b]:.1f} | {speed} | {r['acc'][b]:.4f} |")
     lines += ["", "Same accuracy at every batch size: " + ("yes" if r["same_acc"] else "no (float noise in padding)")]
     return "\n".join(lines) + "\n"
-
-
-def _device_name(device) -> str:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import os
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 if __name__ == "__main__":

@@ -142,16 +142,10 @@ def spawn(method: str, args, matrices: Path | None) -> dict:
 def machine_info() -> dict:
     import torch
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench.common import cpu_model
+
     return {
-        "cpu_model": cpu, "cpu_cores": os.cpu_count(),
+        "cpu_model": cpu_model(), "cpu_cores": os.cpu_count(),
         "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(), "platform": platform.platform(),
@@ -272,7 +266,7 @@ def main(argv=None) -> int:
     out = Path(args.output)
     write_json(out.with_suffix(".json"), report)  # atomic: temp file, then os.replace
     write_text(out.with_suffix(".md"), table)
-    from bench.readme import update_readme
+    from bench.common import update_readme
 
     update_readme("measure", table)
     print(table)

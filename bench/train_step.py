@@ -27,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import device_name, update_readme  # noqa: E402
+
 SHAPES = {  # n_layer, n_embd, n_head
     "small": (6, 384, 6),
     "gpt2": (12, 768, 12),
@@ -105,11 +107,11 @@ def main(argv=None) -> int:
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
 
     med = {loss: statistics.median(v) for loss, v in times.items()}
-    device_name = torch.cuda.get_device_name() if device == "cuda" else _cpu_name()
+    device_name_ = device_name(device)
     report = {
         "shape": args.shape, "layers": model.config.n_layer, "width": model.config.n_embd,
         "context_length": args.context_length, "batch_size": args.batch_size, "location": "all",
-        "subsample": 256, "device": device_name, "bf16": bf16, "rounds": args.rounds, "steps": args.steps,
+        "subsample": 256, "device": device_name_, "bf16": bf16, "rounds": args.rounds, "steps": args.steps,
         "median_step_s": med, "ratio_vs_ce": {loss: med[loss] / med["ce"] for loss in losses},
         "raw_step_s": times, "torch": torch.__version__, "python": platform.python_version(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -121,21 +123,10 @@ def main(argv=None) -> int:
 
     write_json(out.with_suffix(".json"), report)
     write_text(out.with_suffix(".md"), md)
-    from bench.readme import update_readme
 
     update_readme("train_step", md)
     print(md)
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({__import__('os').cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def markdown(r: dict) -> str:
