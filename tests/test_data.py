@@ -45,7 +45,8 @@ def test_local_files_and_folders(tmp_path):
     assert [txt[i] for i in range(len(txt))] == ["first line", "second line"]
     jl = load_corpus(str(tmp_path / "b.jsonl"), text_field="body")
     assert jl[1] == "more text"
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
+
     pd.DataFrame({"text": ["x y", "z"]}).to_parquet(tmp_path / "c.parquet")
     assert load_corpus(str(tmp_path / "c.parquet"))[0] == "x y"
     folder = tmp_path / "docs"
