@@ -213,6 +213,13 @@ def load_tokenizer(spec: str, *, trust_remote_code: bool = False):
         raise ModelLoadError(f"cannot load a tokenizer from `{spec}`: {_first_line(exc)}") from None
 
 
+def default_tokenizer(spec: str) -> str:
+    """The tokenizer spec that goes with a model spec (`random:` configs name their own)."""
+    if spec.startswith("random:"):
+        return _random_config(spec.split(":", 1)[1], False)[1]
+    return spec
+
+
 def _auto_class(lm_head: bool):
     from transformers import AutoModel, AutoModelForCausalLM
 

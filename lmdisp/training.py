@@ -156,8 +156,8 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = Fals
     """Validate, prepare data, load the model, train (or resume), save; return the run."""
     from transformers import default_data_collator
 
-    from lmdisp.callbacks import ActiveForgetting, CondensationTracker, EvalHook, JsonlLogger, RichProgress
-    from lmdisp.models import check_model, load_model, load_tokenizer
+    from lmdisp.callbacks import RichProgress
+    from lmdisp.models import check_model, default_tokenizer, load_model, load_tokenizer
 
     started = time.time()
     if cfg.init == "scratch" and not cfg.model.startswith("random:"):
@@ -171,7 +171,7 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = Fals
     if cfg.teacher:
         check_model(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
     _check_positions(cfg)
-    tokenizer = load_tokenizer(cfg.tokenizer or _tokenizer_spec(cfg.model), trust_remote_code=cfg.trust_remote_code)
+    tokenizer = load_tokenizer(cfg.tokenizer or default_tokenizer(cfg.model), trust_remote_code=cfg.trust_remote_code)
     train, heldout = build_data(cfg, tokenizer)   # refuses an empty corpus, before the model loads
     run_dir = prepare_run_dir(cfg, command, state)
 
@@ -182,16 +182,7 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = Fals
     if cfg.lora:
         model = _apply_lora(model, cfg)
     args = training_arguments(cfg, run_dir, max_steps, world)
-    callbacks = [JsonlLogger(run_dir / "metrics.jsonl")]
-    if heldout is not None:
-        callbacks.append(CondensationTracker(run_dir / "condensation.csv", heldout, cfg.condensation_every))
-    if cfg.loss == "active-forgetting":
-        callbacks.append(ActiveForgetting(cfg.forget_every, cfg.seed))
-    if cfg.eval_every or cfg.eval_tasks:
-        callbacks.append(EvalHook(cfg.eval_every, cfg.eval_tasks, run_dir, include_path=cfg.eval_include_path,
-                                  limit=cfg.eval_limit))
-    if progress:
-        callbacks.append(RichProgress())
+    callbacks = _callbacks(cfg, run_dir, heldout, progress)
     kwargs = dict(model=model, args=args, train_dataset=train, data_collator=default_data_collator,
                   processing_class=tokenizer, callbacks=callbacks, run_config=cfg)
     if cfg.teacher:
@@ -202,11 +193,11 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = Fals
         trainer = DistillTrainer(teacher=teacher, **kwargs)
     else:
         trainer = DispersionTrainer(**kwargs)
-    if progress:  # the rich bar replaces the Trainer's printed log dicts
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    # Logs go to metrics.jsonl (and the rich bar): a library does not print the Trainer's dicts.
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
     resume = cfg.resume and _last_checkpoint(run_dir) is not None
     try:
         with peak_memory() as mem:
@@ -229,12 +220,20 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = Fals
     return TrainRun(run_dir, final, trainer.state.global_step, list(trainer.state.log_history))
 
 
-def _tokenizer_spec(model: str) -> str:
-    if model.startswith("random:"):
-        from lmdisp.models import _random_config
+def _callbacks(cfg: TrainConfig, run_dir: Path, heldout, progress: bool) -> list:
+    from lmdisp.callbacks import ActiveForgetting, CondensationTracker, EvalHook, JsonlLogger, RichProgress
 
-        return _random_config(model.split(":", 1)[1], False)[1]
-    return model
+    callbacks = [JsonlLogger(run_dir / "metrics.jsonl")]
+    if heldout is not None:
+        callbacks.append(CondensationTracker(run_dir / "condensation.csv", heldout, cfg.condensation_every))
+    if cfg.loss == "active-forgetting":
+        callbacks.append(ActiveForgetting(cfg.forget_every, cfg.seed))
+    if cfg.eval_every or cfg.eval_tasks:
+        callbacks.append(EvalHook(cfg.eval_every, cfg.eval_tasks, run_dir, include_path=cfg.eval_include_path,
+                                  limit=cfg.eval_limit))
+    if progress:
+        callbacks.append(RichProgress())
+    return callbacks
 
 
 def _last_checkpoint(run_dir: Path):
