@@ -198,10 +198,10 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = Fals
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    resume = cfg.resume and _last_checkpoint(run_dir) is not None
+    resume = _resume_point(run_dir, state) if cfg.resume else None
     try:
         with peak_memory() as mem:
-            trainer.train(resume_from_checkpoint=True if resume else None)
+            trainer.train(resume_from_checkpoint=resume)
     finally:  # a failed run (NaN, Ctrl-C) must not leave the terminal inside a live progress bar
         for cb in callbacks:
             if isinstance(cb, RichProgress):
@@ -236,11 +236,27 @@ def _callbacks(cfg: TrainConfig, run_dir: Path, heldout, progress: bool) -> list
     return callbacks
 
 
-def _last_checkpoint(run_dir: Path):
-    from transformers.trainer_utils import get_last_checkpoint
+def _resume_point(run_dir: Path, state) -> str | None:
+    """The newest complete checkpoint. The Trainer writes `trainer_state.json` last, so a
+    checkpoint without a readable one was cut short by a kill: the main process moves it
+    aside (`.incomplete-checkpoint-N`) and the run resumes from the one before."""
+    import json
+    import re
 
     folder = run_dir / "checkpoints"
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    found = None
+    if folder.is_dir():
+        ckpts = [p for p in folder.iterdir() if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir()]
+        for ckpt in sorted(ckpts, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+            try:
+                json.loads((ckpt / "trainer_state.json").read_text())
+                found = str(ckpt)
+                break
+            except (OSError, ValueError):
+                if state.is_main_process:
+                    ckpt.rename(ckpt.with_name(f".incomplete-{ckpt.name}-{int(time.time())}"))
+    state.wait_for_everyone()
+    return found
 
 
 def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer, command: str) -> None:
