@@ -15,12 +15,23 @@ from transformers import TrainerCallback
 
 
 def _truncate_after(path: Path, step: int, step_of) -> None:
-    """Drop records logged after `step` (a resumed run rewrites them)."""
+    """Drop records logged after `step` (a resumed run rewrites them) and a last line that a
+    kill cut in half."""
     if not path.is_file():
         return
+
+    def keep(i: int, line: str) -> bool:
+        if i == 0 and not line.lstrip().startswith("{"):
+            return True  # a CSV header
+        try:
+            return line.endswith("\n") and step_of(line) <= step
+        except (ValueError, KeyError, IndexError):
+            return False
+
     lines = path.read_text().splitlines(keepends=True)
-    keep = [ln for i, ln in enumerate(lines) if i == 0 and not ln.lstrip().startswith("{") or step_of(ln) <= step]
-    path.write_text("".join(keep))
+    from lmdisp.results import write_text
+
+    write_text(path, "".join(ln for i, ln in enumerate(lines) if keep(i, ln)))
 
 
 class JsonlLogger(TrainerCallback):

@@ -401,3 +401,16 @@ def test_distill_run_logs_kd_and_needs_a_teacher(run_cli, tmp_path):
     # total = (1 - alpha) ce + alpha kd + lambda reg, as logged at step 1
     r = train[0]
     assert r["loss"] == pytest.approx(0.5 * r["ce"] + 0.5 * r["kd"] + 0.1 * r["reg"], rel=1e-4)
+
+
+def test_logs_cut_by_a_kill_are_repaired_on_resume(tmp_path):
+    from lmdisp.callbacks import _truncate_after
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 1, "ce": 2}\n{"step": 2, "ce": 1}\n{"step": 3, "ce": 1}\n{"step": 4, "c')
+    _truncate_after(log, 2, lambda ln: json.loads(ln)["step"])
+    assert log.read_text() == '{"step": 1, "ce": 2}\n{"step": 2, "ce": 1}\n'
+    trace = tmp_path / "condensation.csv"
+    trace.write_text("step,layer,layer_fraction,mean_cos\n0,0,0,0.1\n4,0,0,0.2\n8,0")
+    _truncate_after(trace, 4, lambda ln: int(ln.split(",")[0]))
+    assert trace.read_text() == "step,layer,layer_fraction,mean_cos\n0,0,0,0.1\n4,0,0,0.2\n"
