@@ -44,3 +44,17 @@ def device_name(device="cpu") -> str:
     if str(device).startswith("cuda"):
         return torch.cuda.get_device_name(device)
     return f"{cpu_model()} ({os.cpu_count()} cores)"
+
+
+def publish(name: str, report: dict, markdown: str, output: str | Path, *, readme: bool = True) -> None:
+    """Write `<output>.json` (every figure) and `<output>.md` (the table) atomically, fill the
+    README block `name` when asked (the scripts do so only for their default output, so a
+    trial run elsewhere leaves the README alone), and print the table."""
+    from lmdisp.results import write_json, write_text
+
+    out = Path(output)
+    write_json(out.with_suffix(".json"), report)
+    write_text(out.with_suffix(".md"), markdown)
+    if readme:
+        update_readme(name, markdown)
+    print(markdown)

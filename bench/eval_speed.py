@@ -27,9 +27,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = str(REPO / "results" / "bench" / "eval_speed")  # also fills the README block
 sys.path.insert(0, str(REPO))
 
-from bench.common import device_name, update_readme  # noqa: E402
+from bench.common import device_name, publish  # noqa: E402
 
 WORDS = ("river stone light north garden market winter signal paper engine window silver forest "
          "letter number course motion harbor castle valley island circle bridge shadow").split()
@@ -63,7 +64,6 @@ def main(argv=None) -> int:
 
     from lmdisp.evaluation import hf_lm, resolve_batch_size
     from lmdisp.models import load_model
-    from lmdisp.results import write_json, write_text
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-sizes", default="1,default", help="comma list; `default` = lmdisp's default")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--output", default=str(REPO / "results" / "bench" / "eval_speed"))
+    ap.add_argument("--output", default=DEFAULT_OUTPUT)
     args = ap.parse_args(argv)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
 
@@ -113,13 +113,7 @@ def main(argv=None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
     }
-    md = markdown(report)
-    out = Path(args.output)
-    write_json(out.with_suffix(".json"), report)
-    write_text(out.with_suffix(".md"), md)
-
-    update_readme("eval_speed", md)
-    print(md)
+    publish("eval_speed", report, markdown(report), args.output, readme=args.output == DEFAULT_OUTPUT)
     return 0
 
 

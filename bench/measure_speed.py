@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = str(REPO / "results" / "bench" / "measure_speed")  # also fills the README block
 METHODS = ("floor", "lmdisp", "authors")  # also the order within a round
 MODEL = "smollm2-135m"
 MARKER = "BENCH_RESULT "  # prefix of the worker's one JSON line (libraries may print too)
@@ -212,7 +213,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repetitions", type=int, default=100, help="texts per method (paper: 100)")
     ap.add_argument("--max-length", type=int, default=512, help="tokens per text (paper: 512)")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds; the fastest run counts")
-    ap.add_argument("--output", default=str(REPO / "results" / "bench" / "measure_speed"),
+    ap.add_argument("--output", default=DEFAULT_OUTPUT,
                     help="path stem of the .json and .md written")
     ap.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     ap.add_argument("--matrices", help=argparse.SUPPRESS)
@@ -227,7 +228,6 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from lmdisp.results import write_json, write_text
 
     runs: list[dict] = []
     diffs: list[float] = []
@@ -262,14 +262,9 @@ def main(argv=None) -> int:
                    "pass": max(diffs) <= PARITY_ATOL},
     }
     report["targets"] = targets(best)
-    table = markdown(report)
-    out = Path(args.output)
-    write_json(out.with_suffix(".json"), report)  # atomic: temp file, then os.replace
-    write_text(out.with_suffix(".md"), table)
-    from bench.common import update_readme
+    from bench.common import publish
 
-    update_readme("measure", table)
-    print(table)
+    publish("measure", report, markdown(report), args.output, readme=args.output == DEFAULT_OUTPUT)
     return 0
 
 

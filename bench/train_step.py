@@ -25,9 +25,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = str(REPO / "results" / "bench" / "train_step")  # also fills the README block
 sys.path.insert(0, str(REPO))
 
-from bench.common import device_name, update_readme  # noqa: E402
+from bench.common import device_name, publish  # noqa: E402
 
 SHAPES = {  # n_layer, n_embd, n_head
     "small": (6, 384, 6),
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=2, help="timed steps per loss per round")
     ap.add_argument("--losses", default=",".join(LOSSES))
-    ap.add_argument("--output", default=str(REPO / "results" / "bench" / "train_step"))
+    ap.add_argument("--output", default=DEFAULT_OUTPUT)
     args = ap.parse_args(argv)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -116,16 +117,7 @@ def main(argv=None) -> int:
         "raw_step_s": times, "torch": torch.__version__, "python": platform.python_version(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    md = markdown(report)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from lmdisp.results import write_json, write_text
-
-    write_json(out.with_suffix(".json"), report)
-    write_text(out.with_suffix(".md"), md)
-
-    update_readme("train_step", md)
-    print(md)
+    publish("train_step", report, markdown(report), args.output, readme=args.output == DEFAULT_OUTPUT)
     return 0
 
 
