@@ -16,7 +16,7 @@ def update_readme(name: str, markdown: str, readme: Path = README) -> bool:
     pattern = re.compile(rf"(<!-- bench:{re.escape(name)} -->\n).*?(<!-- /bench:{re.escape(name)} -->)", re.S)
     if not pattern.search(text):
         return False
-    from lmdisp.results import write_text
+    from lmdisp.runs import write_text
 
     write_text(readme, pattern.sub(lambda m: m.group(1) + markdown.rstrip() + "\n" + m.group(2), text))
     return True
@@ -50,7 +50,7 @@ def publish(name: str, report: dict, markdown: str, output: str | Path, *, readm
     """Write `<output>.json` (every figure) and `<output>.md` (the table) atomically, fill the
     README block `name` when asked (the scripts do so only for their default output, so a
     trial run elsewhere leaves the README alone), and print the table."""
-    from lmdisp.results import write_json, write_text
+    from lmdisp.runs import write_json, write_text
 
     out = Path(output)
     write_json(out.with_suffix(".json"), report)

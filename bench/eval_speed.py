@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from lmdisp.evaluation import hf_lm, resolve_batch_size
+    from lmdisp.eval.harness import hf_lm, resolve_batch_size
     from lmdisp.models import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -51,7 +51,8 @@ def build(shape: str, context: int, device: str):
 def make_trainer(model, loss: str, batch_size: int, tmp: Path, bf16: bool):
     from transformers import TrainingArguments
 
-    from lmdisp.trainer import DispersionTrainer, TrainConfig
+    from lmdisp.train.config import TrainConfig
+    from lmdisp.train.trainer import DispersionTrainer
 
     cfg = TrainConfig(model="bench", loss=loss, batch_size=batch_size, grad_accum=1)
     args = TrainingArguments(output_dir=str(tmp), per_device_train_batch_size=batch_size, report_to=[],

@@ -1,1 +1,1 @@
-"""The `lmdisp` command line: a thin Typer layer over the `lmdisp` library."""
+"""The `lmdisp` command line (installed as `lmdisp.cli`): a thin Typer layer over `lmdisp`."""

@@ -1,4 +1,5 @@
-"""`lmdisp`: the Typer app. One module per subcommand; heavy imports happen inside them.
+"""`lmdisp`: the Typer app. One module per command; each command's options are generated
+from its config dataclass (`lmdisp.cli.options`).
 
     lmdisp measure                      # the bundled SmolLM2-135M, paper protocol
     lmdisp measure gpt2 gpt2-medium --dataset builtin --repetitions 20
@@ -10,8 +11,6 @@ import sys
 
 import typer
 
-from cli import distill, evaluate, measure, midtrain, pretrain, report
-
 app = typer.Typer(
     name="lmdisp",
     help="Embedding condensation and the dispersion loss (Liu et al., ICML 2026).",
@@ -19,12 +18,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command("measure")(measure.measure)
-app.command("midtrain")(midtrain.midtrain)
-app.command("pretrain")(pretrain.pretrain)
-app.command("distill")(distill.distill)
-app.command("evaluate")(evaluate.evaluate)
-app.command("report")(report.report)
+
+
+def _register() -> None:
+    from lmdisp.cli import evaluate, measure, report, train
+
+    commands = {"measure": measure.measure, **train.COMMANDS, "evaluate": evaluate.evaluate,
+                "report": report.report}
+    for name, fn in commands.items():
+        app.command(name, epilog=fn.lmdisp_epilog or None)(fn)
+
+
+_register()
 
 
 @app.callback()

@@ -1,58 +1,22 @@
-"""`lmdisp measure [MODEL ...]`: parse options, call `lmdisp.measure.run_measure`, print the table."""
+"""`lmdisp measure [MODEL ...]`: load the config, call `lmdisp.measure.run_measure`, draw the
+progress and print the table.
+
+    lmdisp measure                                   # the bundled SmolLM2-135M, paper protocol
+    lmdisp measure gpt2 gpt2-medium --dataset builtin --repetitions 20
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import List, Optional
-
-import typer
-
-from cli.ui import console, progress_bar
+from lmdisp.cli.options import config_command
+from lmdisp.cli.ui import console, progress_bar
+from lmdisp.measure.config import MeasureConfig
 
 
-def measure(
-    models: Optional[List[str]] = typer.Argument(
-        None, help="Hub ids, local folders, .gguf files, aliases (smollm2-135m) or random:<config>. "
-                   "Default: the bundled offline smollm2-135m."),
-    dataset: str = typer.Option("wikipedia", help="wikipedia|pubmed|imdb|squad, builtin (offline), a local "
-                                                  ".txt/.jsonl/.parquet file or folder, or any HF dataset id."),
-    text_field: Optional[str] = typer.Option(None, help="Column holding the text (hub/local datasets)."),
-    split: str = typer.Option("train", help="Dataset split for hub datasets."),
-    subset: Optional[str] = typer.Option(None, help="Dataset config name for hub datasets."),
-    texts: Optional[Path] = typer.Option(None, help="Fixed texts (.txt one per line, or .jsonl `text`); "
-                                                    "repetition r uses text r mod N."),
-    repetitions: int = typer.Option(100, "--repetitions", "-r", help="Texts to average over (paper: 100)."),
-    max_length: int = typer.Option(512, help="Tokens per text (paper: 512)."),
-    min_words: int = typer.Option(1024, help="Minimum words per sampled text."),
-    max_words: int = typer.Option(1280, help="Maximum words per sampled text."),
-    seed: int = typer.Option(0, help="Repetition r samples its text with seed SEED + r."),
-    batch_size: Optional[int] = typer.Option(None, help="Repetitions per forward pass (default: 1 on CPU, 8 on GPU)."),
-    dtype: str = typer.Option("auto", help="auto|float32|bfloat16|float16 (auto: bf16 on GPU, fp32 on CPU)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, mps."),
-    device_map: Optional[str] = typer.Option(None, help="`auto` spreads a large model over all GPUs."),
-    metrics: str = typer.Option("", help="Extra per-layer geometry (costs an SVD per layer): "
-                                         "entropy,variance or all."),
-    include_logits: bool = typer.Option(False, help="Add the output logits as an extra layer."),
-    save_matrices: bool = typer.Option(False, help="Write the (L+1, S, S) mean matrices as matrices.npz."),
-    tokenizer: Optional[str] = typer.Option(None, help="Tokenizer to use instead of the model's own."),
-    trust_remote_code: bool = typer.Option(False, help="Allow model repos to run their own code."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Exact run folder (new or empty)."),
-    results_dir: Path = typer.Option(Path("results"), help="Where timestamped run folders go."),
-    plots: bool = typer.Option(True, help="Write the heatmap and trend plots."),
-) -> None:
-    """Measure embedding condensation: per-layer token cosine similarity, paper protocol by default."""
-    from lmdisp.measure import MeasureConfig, run_measure
-    from lmdisp.models import DEFAULT_MODEL
+def _run(config, sets, flags) -> None:
+    from lmdisp.config import load_config
+    from lmdisp.measure import run_measure
 
-    cfg = MeasureConfig(
-        models=list(models or [DEFAULT_MODEL]), dataset=dataset, text_field=text_field, split=split,
-        subset=subset, texts=str(texts) if texts else None, repetitions=repetitions,
-        max_length=max_length, min_words=min_words, max_words=max_words, seed=seed,
-        batch_size=batch_size, dtype=dtype, device=device, device_map=device_map, metrics=metrics,
-        include_logits=include_logits, save_matrices=save_matrices, tokenizer=tokenizer,
-        trust_remote_code=trust_remote_code, output=str(output) if output else None,
-        results_dir=str(results_dir), plots=plots,
-    )
+    cfg = load_config(MeasureConfig, config, sets, flags, kind="measure")
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
 
@@ -83,3 +47,7 @@ def _print_table(run) -> None:
                       f"{row.kendall_tau:+.3f}", f"{row.mean_cos_first:.3f}", f"{row.mean_cos_last:.3f}",
                       f"{row.wall_time_s:.1f}")
     console.print(table)
+
+
+measure = config_command(MeasureConfig, "measure", "Measure embedding condensation: per-layer token cosine "
+                         "similarity, paper protocol by default.", _run)

@@ -1,4 +1,4 @@
-"""`lmdisp report RUN_DIR ...`: paper-style tables from evaluation runs (`lmdisp.report`).
+"""`lmdisp report RUN_DIR ...`: paper-style tables from evaluation runs (`lmdisp.eval.report`).
 
     lmdisp report results/table2/evals                         # every evaluation run below it
     lmdisp report results/evaluate/run1 results/evaluate/run2 --reference ce
@@ -6,30 +6,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import List, Optional
-
-import typer
-
-from cli.ui import console
+from lmdisp.cli.options import config_command
+from lmdisp.cli.ui import console
+from lmdisp.eval.report import ReportConfig
 
 
-def report(
-    runs: Optional[List[Path]] = typer.Argument(
-        None, help="`lmdisp evaluate` run folders, or folders holding them (searched recursively)."),
-    reference: str = typer.Option("dispersion", help="Method each row is t-tested against, in every base "
-                                                     "model's block."),
-    tasks: Optional[str] = typer.Option(None, help="Table columns, comma-separated (default: every task of the "
-                                                   "runs, the paper's order first)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Exact run folder (new or empty)."),
-    results_dir: Path = typer.Option(Path("results"), help="Where timestamped run folders go."),
-    plot: bool = typer.Option(True, help="Write the bar chart of the averages."),
-) -> None:
-    """Result tables from evaluation runs: mean ± std over seeds, Average, Rank, t-test (CSV, Markdown, LaTeX)."""
-    from lmdisp.report import ReportConfig, run_report
+def _run(config, sets, flags) -> None:
+    from lmdisp.config import load_config
+    from lmdisp.eval import run_report
 
-    cfg = ReportConfig(runs=[str(r) for r in runs or []], reference=reference, tasks=tasks,
-                       output=str(output) if output else None, results_dir=str(results_dir), plot=plot)
+    cfg = load_config(ReportConfig, config, sets, flags, kind="report")
     run = run_report(cfg)
     _print(run)
     console.print(f"results: [bold]{run.path}[/]")
@@ -38,7 +24,7 @@ def report(
 def _print(run) -> None:
     from rich.table import Table
 
-    from lmdisp.report import formatted
+    from lmdisp.eval.report import formatted
 
     table = Table(title="Evaluation summary", caption="mean ± std over seeds (%); best of each block in bold")
     for col in run.display.columns:
@@ -52,3 +38,7 @@ def _print(run) -> None:
     console.print(table)
     for note in run.notes:
         console.print(f"[yellow]note:[/] {note}")
+
+
+report = config_command(ReportConfig, "report", "Result tables from evaluation runs: mean ± std over seeds, "
+                        "Average, Rank, t-test (CSV, Markdown, LaTeX).", _run)

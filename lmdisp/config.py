@@ -1,40 +1,203 @@
-"""Typed configs and their loading: defaults < YAML file < command-line flags.
+"""One typed configuration path for every command: defaults < `--config FILE.yaml` < `--set
+key=value` < flags.
 
-Each command has a dataclass config whose field names are the YAML keys and (kebab-cased)
-the CLI flags; `__post_init__` rejects bad values with a message naming the flag. Unknown
-YAML keys are an error, so configs cannot rot silently.
+Each command has a dataclass config (`MeasureConfig`, `TrainConfig`, `EvaluateConfig`,
+`ReportConfig`). A field is declared once with `option(default, help, ...)`: its name is the
+YAML key and the `--set` key, its kebab-case is the flag, its default and help are what
+`--help` shows. Values from YAML and `--set` are converted to the field's declared type by
+pydantic (so `lr: 1e-4` is a float and `lora: "false"` is False) or refused in one line that
+names the option the user can type, the expected type and the value given. Unknown keys are
+refused with the list of valid ones. `__post_init__` then checks domains.
+
+Named configs (`--config paper`) are YAML files shipped with the package under
+`configs/<kind>/` and read through `importlib.resources`, so they work from a wheel.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 from lmdisp.errors import ConfigError
 
 T = TypeVar("T")
+_MISSING = dataclasses.MISSING
+
+
+def option(default: Any = _MISSING, help: str = "", *, cli: str = "flag", short: str | None = None,
+           panel: str | None = None, commands: tuple[str, ...] | None = None, factory: Any = None) -> Any:
+    """A config field with its help. `cli`: "flag" (a `--kebab-case` option), "arg" (positional
+    arguments) or "set" (settable with `--set` / YAML only, listed at the end of `--help`), or
+    "fixed" (set by the command itself). `commands`: the commands that show it (None: all)."""
+    metadata = {"help": help, "cli": cli, "short": short, "panel": panel, "commands": commands}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
-    """Build `cls` from its defaults, then a YAML file, then non-None `overrides`."""
+def option_name(cls: type, name: str) -> str:
+    """How a user sets field `name` on the command line: its flag, or `--set name=`."""
+    field = _fields(cls).get(name)
+    if field is not None and field.metadata.get("cli") == "arg":
+        return name.upper()
+    if field is not None and field.metadata.get("cli", "flag") == "flag":
+        return flag(name)
+    return f"--set {name}="
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise a ConfigError with `message` unless `ok` (user input is never `assert`ed)."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def as_dict(cfg: Any) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def field_default(field: dataclasses.Field) -> Any:
+    if field.default is not _MISSING:
+        return field.default
+    if field.default_factory is not _MISSING:
+        return field.default_factory()
+    return None
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_config(cls: type[T], config: str | Path | None = None, sets: list[str] | None = None,
+                flags: dict[str, Any] | None = None, *, kind: str | None = None, fixed: dict[str, Any] | None = None,
+                config_option: str = "--config") -> T:
+    """Build `cls` from its defaults, then `config` (a YAML path or a named config of `kind`),
+    then `--set key=value` items, then non-None `flags`, then `fixed` (set by the command).
+    A key given both as a flag and with `--set` is refused rather than silently resolved."""
     values: dict[str, Any] = {}
-    if path is not None:
-        values.update(read_yaml(path))
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if config is not None:
+        path = resolve_config(config, kind, config_option)
+        values.update(convert_all(cls, read_yaml(path), source=str(path)))
+    set_values = parse_sets(sets or [], cls)
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    both = sorted(set(set_values) & set(flags))
+    if both:
+        raise ConfigError(f"{option_name(cls, both[0])} and --set {both[0]}= both given; use one")
+    values.update(set_values)
+    values.update(convert_all(cls, flags, source="flags"))
+    values.update(fixed or {})
     try:
         return cls(**values)
-    except TypeError as exc:  # a wrong type that __post_init__ did not anticipate
+    except TypeError as exc:  # a wrong type that the conversion did not anticipate
         raise ConfigError(f"invalid configuration: {exc}") from None
 
+
+def convert_all(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
+    fields = _fields(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        valid = ", ".join(sorted(n for n, f in fields.items() if f.metadata.get("cli") != "fixed"))
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {valid}")
+    return {k: convert(cls, k, v, source) for k, v in values.items()}
+
+
+def convert(cls: type, name: str, value: Any, source: str = "flags") -> Any:
+    """`value` converted to the declared type of `cls.name`, or a one-line ConfigError."""
+    hint = _hints(cls)[name]
+    if hint is Any or value is None and _optional(hint):
+        return value
+    if isinstance(value, str) and _is_list(hint):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, bool) and _accepts(hint, (int, float)) and not _accepts(hint, (bool,)):
+        _bad(cls, name, value, hint, source)  # pydantic would read true as 1
+    try:
+        return _adapter(hint).validate_python(value)
+    except Exception:  # pydantic.ValidationError, kept lazy
+        _bad(cls, name, value, hint, source)
+
+
+def _bad(cls: type, name: str, value: Any, hint: Any, source: str):
+    where = option_name(cls, name) if source in ("flags", "--set") else f"{source}: {name}"
+    if where.endswith("="):
+        where += str(value)
+        shown = ""
+    else:
+        shown = f", got {value!r}"
+    raise ConfigError(f"{where}: expected {type_name(hint)}{shown}")
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(hint: Any):
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(hint)
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _args(hint: Any) -> tuple:
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) else (hint,)
+
+
+def _optional(hint: Any) -> bool:
+    return type(None) in _args(hint)
+
+
+def _is_list(hint: Any) -> bool:
+    return any(typing.get_origin(a) is list or a is list for a in _args(hint))
+
+
+def _accepts(hint: Any, types: tuple) -> bool:
+    return any(a in types for a in _args(hint))
+
+
+def type_name(hint: Any) -> str:
+    """`float`, `int or None`, `list of str`: the expected type in an error message."""
+    names = []
+    for a in _args(hint):
+        if a is type(None):
+            continue
+        if typing.get_origin(a) is list:
+            names.append("a comma list of " + "/".join(t.__name__ for t in typing.get_args(a)))
+        elif typing.get_origin(a) is typing.Literal:
+            names.append("one of " + ", ".join(map(str, typing.get_args(a))))
+        else:
+            names.append({"str": "text", "bool": "a boolean (true/false)", "int": "an integer",
+                          "float": "a number"}.get(getattr(a, "__name__", str(a)), getattr(a, "__name__", str(a))))
+    return " or ".join(names) + (" (or null)" if _optional(hint) else "")
+
+
+def parse_sets(items: list[str], cls: type) -> dict[str, Any]:
+    """`--set key=value` pairs, values read as YAML scalars then converted to the field's type."""
+    import yaml
+
+    fields = {n for n, f in _fields(cls).items() if f.metadata.get("cli") != "fixed"}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise ConfigError(f"--set {item!r}: expected key=value with key one of {', '.join(sorted(fields))}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        out[key] = convert(cls, key, value, "--set")
+    return out
+
+
+# ----------------------------------------------------------------------------- files
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
@@ -46,31 +209,42 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values")
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def as_dict(cfg: Any) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+def packaged(*parts: str):
+    """A file or folder shipped under `configs/` (a Traversable; works from a wheel)."""
+    from importlib.resources import files
+
+    return files("lmdisp.configs").joinpath(*parts)
 
 
-def require(ok: bool, message: str) -> None:
-    """Raise a ConfigError with `message` unless `ok` (user input is never `assert`ed)."""
-    if not ok:
-        raise ConfigError(message)
+def named_configs(kind: str) -> list[str]:
+    folder = packaged(kind)
+    return sorted(p.name.rsplit(".", 1)[0] for p in folder.iterdir() if p.name.endswith(".yaml")) \
+        if folder.is_dir() else []
 
 
-def parse_sets(items: list[str], cls) -> dict[str, Any]:
-    """`--set key=value` pairs, values parsed as YAML scalars; keys must be fields of `cls`."""
+def resolve_config(config: str | Path, kind: str | None, config_option: str = "--config") -> Path:
+    """A YAML path as given, or a named config shipped under `configs/<kind>/<name>.yaml`."""
+    path = Path(config).expanduser()
+    if path.suffix in (".yaml", ".yml") or path.exists() or kind is None:
+        if not path.is_file():
+            raise ConfigError(f"{config_option}: file not found: {config}")
+        return path
+    shipped = packaged(kind, f"{config}.yaml")
+    if not shipped.is_file():
+        raise ConfigError(f"{config_option} {config!r}: no such named config; choose one of "
+                          f"{', '.join(named_configs(kind)) or '(none)'} or give a .yaml file")
+    return Path(str(shipped))
+
+
+def config_yaml(cfg: Any) -> str:
+    """The YAML a run saves next to its results; `--config` replays it."""
     import yaml
 
-    names = {f.name for f in dataclasses.fields(cls)}
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in names:
-            raise ConfigError(f"--set {item!r}: expected key=value with key one of {', '.join(sorted(names))}")
-        out[key] = yaml.safe_load(value)
-    return out
+    return yaml.safe_dump(as_dict(cfg), sort_keys=False)

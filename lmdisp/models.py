@@ -31,7 +31,6 @@ from typing import Any
 from lmdisp.errors import ConfigError, ModelLoadError
 
 DEFAULT_MODEL = "smollm2-135m"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # alias -> (python package that carries the file, file name inside it, description)
 ALIASES: dict[str, tuple[str, str, str]] = {
@@ -244,8 +243,9 @@ def _random_config(location: str, trust_remote_code: bool):
     """Config for `random:<x>` and the tokenizer that goes with it."""
     from transformers import AutoConfig
 
-    candidates = [Path(location), REPO_ROOT / "configs" / "models" / f"{location}.json",
-                  Path("configs") / "models" / f"{location}.json"]
+    from lmdisp.config import packaged
+
+    candidates = [Path(location), Path(str(packaged("models", f"{location}.json")))]
     for path in candidates:
         if path.is_file():
             data = json.loads(path.read_text())

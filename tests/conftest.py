@@ -48,8 +48,8 @@ class CliResult:
 
 @pytest.fixture
 def run_cli(capsys, monkeypatch):
-    """Run `lmdisp ...` in-process through the console-script entry point (`cli.main.main`)."""
-    from cli.main import main
+    """Run `lmdisp ...` in-process through the console-script entry point (`lmdisp.cli.main.main`)."""
+    from lmdisp.cli.main import main
 
     def run(*args):
         monkeypatch.setattr(sys, "argv", ["lmdisp", *map(str, args)])

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import stats
 
-from lmdisp.condensation import (CondensationAccumulator, cosine_matrix, last_n_means, layer_histograms,
+from lmdisp.measure.condensation import (CondensationAccumulator, cosine_matrix, last_n_means, layer_histograms,
                                  trend)
 
 

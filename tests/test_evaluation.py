@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from lmdisp.evaluation import EvaluateConfig, evaluate_in_training, load_evaluate_config, run_evaluate
+from lmdisp.eval.config import EvaluateConfig, load_evaluate_config
+from lmdisp.eval.harness import evaluate_in_training, run_evaluate
 
 WORDS = "red blue green cat dog sun moon tree river stone bird fish".split()
 CAPITALS = {"France": "Paris", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo", "Egypt": "Cairo",
@@ -149,7 +150,7 @@ def test_preset_per_task_shots_metric_and_gen_kwargs(preset, tmp_path):
 
 
 def test_paper_preset_and_every_eval_config_parses():
-    from lmdisp.evaluation import PRESET_DIR
+    from lmdisp.config import packaged
 
     cfg = load_evaluate_config("paper")
     shots = {t: s["num_fewshot"] for t, s in cfg.tasks.items()}
@@ -158,7 +159,9 @@ def test_paper_preset_and_every_eval_config_parses():
     assert sorted(t for t, n in shots.items() if n == 1) == sorted(["arc_easy", "arc_challenge", "medmcqa", "mmlu"])
     assert cfg.limit == 500 and all(s["metric"] for s in cfg.tasks.values())
     assert "do_sample=False" in cfg.gen_kwargs and "max_gen_toks=256" in cfg.gen_kwargs
-    for path in PRESET_DIR.glob("*.yaml"):
+    presets = [p for p in packaged("eval").iterdir() if p.name.endswith(".yaml")]
+    assert presets
+    for path in presets:
         load_evaluate_config(str(path))
 
 
@@ -167,14 +170,21 @@ def _fake_training_run(folder, final_from, **overrides):
     config = {"model": "random:tiny-gpt2", "loss": "dispersion", "seed": 3, "lambda_disp": 0.5, "tau": 1.0,
               "location": "all", "init": "pretrained", **overrides}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    (folder / "manifest.json").write_text("{}")
+    from lmdisp.train.config import TrainConfig
+    from lmdisp.train.run import train_labels
+
+    labels = train_labels(TrainConfig(**{k: v for k, v in config.items() if k != "init"}, init=config["init"]))
+    (folder / "manifest.json").write_text(json.dumps({"labels": labels}))
     if final_from:
         shutil.copytree(final_from, folder / "final")
     return folder
 
 
 def test_method_labels_name_what_differs_from_the_paper_defaults():
-    from lmdisp.evaluation import method_label
+    from lmdisp.train.config import TrainConfig
+
+    def method_label(settings):
+        return TrainConfig(**settings).method_label()
 
     assert method_label({"loss": "dispersion", "lambda_disp": 0.1, "tau": 1.0, "location": "all"}) == "dispersion"
     assert method_label({"loss": "dispersion", "tau": 0.5, "location": "late_half"}) == \

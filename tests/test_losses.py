@@ -9,7 +9,7 @@ import torch
 from scipy.special import logsumexp
 
 from lmdisp.errors import ConfigError
-from lmdisp.losses import (
+from lmdisp.train.losses import (
     LOCATIONS,
     LOSSES,
     get_loss,

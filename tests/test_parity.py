@@ -14,7 +14,8 @@ import pytest
 from embedding_condensation import measure_embedding_condensation
 
 from lmdisp.data import load_corpus, sample_texts
-from lmdisp.measure import MeasureConfig, measure_model
+from lmdisp.measure.config import MeasureConfig
+from lmdisp.measure.run import measure_model
 from lmdisp.models import load_model, load_tokenizer
 
 pytestmark = pytest.mark.slow

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from scipy.stats import ttest_ind
 
-from lmdisp.eval_results import write_evaluation
-from lmdisp.evaluation import EvaluateConfig
-from lmdisp.report import ReportConfig, run_report, significance
-from lmdisp.results import RunDir
+from lmdisp.eval.results import write_evaluation
+from lmdisp.eval.config import EvaluateConfig
+from lmdisp.eval.report import ReportConfig, run_report, significance
+from lmdisp.runs import RunDir
 
 # (base model, method) -> seed -> {task: accuracy in %}; the column order must follow the paper
 RUNS = {

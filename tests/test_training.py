@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 
 from lmdisp.config import load_config
 from lmdisp.errors import ConfigError
-from lmdisp.trainer import DispersionTrainer, NonFiniteLoss, TrainConfig, parse_tokens
-from lmdisp.training import run_train
+from lmdisp.train.config import TrainConfig, parse_tokens
+from lmdisp.train.trainer import DispersionTrainer, NonFiniteLoss
+from lmdisp.train.run import run_train
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(model="random:tiny-gpt2", dataset="builtin", context_length=32, batch_size=4, grad_accum=1,
@@ -41,10 +42,8 @@ def test_every_midtrain_config_parses(path):
 
 
 def test_config_precedence(tmp_path):
-    from lmdisp.config import parse_sets
-
     (tmp_path / "c.yaml").write_text("loss: dispersion\nlr: 1.0e-4\ntau: 0.5\nseed: 3\n")
-    cfg = load_config(TrainConfig, tmp_path / "c.yaml", {**parse_sets(["tau=0.7", "seed=4"], TrainConfig), "seed": 9})
+    cfg = load_config(TrainConfig, tmp_path / "c.yaml", ["tau=0.7"], {"seed": 9})
     assert (cfg.loss, cfg.lr, cfg.tau, cfg.seed, cfg.lambda_disp) == ("dispersion", 1e-4, 0.7, 9, 0.1)
     (tmp_path / "bad.yaml").write_text("loss: ce\nlearning_rate: 1\n")
     with pytest.raises(ConfigError, match="unknown key"):
@@ -87,7 +86,7 @@ def _trainer(cfg, tmp_path):
     from transformers import default_data_collator
 
     from lmdisp.models import load_model, load_tokenizer
-    from lmdisp.training import build_data, training_arguments
+    from lmdisp.train.run import build_data, training_arguments
 
     tok = load_tokenizer("smollm2-135m")
     train, _ = build_data(cfg, tok)
@@ -110,7 +109,7 @@ def test_ce_loss_is_exactly_the_parents(tmp_path):
 
 
 def test_dispersion_adds_lambda_times_regulariser(tmp_path):
-    from lmdisp.losses import regularizer
+    from lmdisp.train.losses import regularizer
 
     cfg = tiny(tmp_path, loss="dispersion", lambda_disp=0.5)
     trainer, train = _trainer(cfg, tmp_path)
@@ -175,7 +174,7 @@ def test_run_folder_is_not_reused_for_another_config(tmp_path, run_cli):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    import lmdisp.trainer as trainer_mod
+    import lmdisp.train.trainer as trainer_mod
 
     real = trainer_mod.regularizer
     calls = {"n": 0}
@@ -197,7 +196,7 @@ def test_noisy_embedding_uses_neftune_with_the_paper_bound(tmp_path):
     from transformers.integrations.neftune import activate_neftune
 
     from lmdisp.models import load_model
-    from lmdisp.training import training_arguments
+    from lmdisp.train.run import training_arguments
 
     assert training_arguments(tiny(tmp_path, loss="noisy-embedding", noise_alpha=5.0), tmp_path, 1, 1) \
         .neftune_noise_alpha == 5.0
@@ -216,7 +215,7 @@ def test_noisy_embedding_uses_neftune_with_the_paper_bound(tmp_path):
 
 
 def test_active_forgetting_resets_embeddings_and_their_optimiser_state(tmp_path):
-    from lmdisp.callbacks import ActiveForgetting, forgetting_cycle
+    from lmdisp.train.forgetting import ActiveForgetting, forgetting_cycle
 
     cfg = tiny(tmp_path, loss="active-forgetting", forget_every=3, forget_lr=1e-4, forget_warmup=1)
     trainer, _ = _trainer(cfg, tmp_path)
@@ -251,7 +250,7 @@ def test_active_forgetting_run(tmp_path):
 
 
 def _cli(*args):
-    return [sys.executable, "-m", "cli.main", "midtrain", *map(str, args)]
+    return [sys.executable, "-m", "lmdisp", "midtrain", *map(str, args)]
 
 
 @pytest.mark.slow
@@ -298,7 +297,7 @@ def test_two_process_gloo_run_matches_one_process(tmp_path):
               "--loss", "dispersion", "--train-tokens", str(8 * 128), "--logging-steps", "1", "--lr", "0.001",
               "--set", "scale_lr=false", "--set", "warmup_ratio=0"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "cli.main", "midtrain"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lmdisp", "midtrain"]
     two = subprocess.run([*torchrun, *common, "--batch-size", "2", "--set", f"results_dir={tmp_path / 'res2'}"],
                          env=env, cwd=REPO, capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-2000:]
@@ -327,7 +326,7 @@ def test_toy_dispersion_lowers_late_layer_condensation_at_similar_ce(tmp_path):
 
     results = {}
     for loss in ("ce", "dispersion"):
-        cfg = load_config(TrainConfig, REPO / "configs" / "midtrain" / "tiny-dispersion.yaml",
+        cfg = load_config(TrainConfig, REPO / "configs" / "midtrain" / "tiny-dispersion.yaml", None,
                           {"loss": loss, "train_tokens": "80k", "output": str(tmp_path / loss),
                            "condensation_every": 1000, "logging_steps": 25})
         run = run_train(cfg)
@@ -355,7 +354,7 @@ def test_lora_run_saves_adapter_and_a_merged_model(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "pretrain").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_pretrain_config_parses(path):
-    assert load_config(TrainConfig, path, {"init": "scratch"}).init == "scratch"
+    assert load_config(TrainConfig, path, fixed={"init": "scratch"}).init == "scratch"
 
 
 def test_pretrain_starts_from_fresh_weights(run_cli, tmp_path):
@@ -370,7 +369,7 @@ def test_pretrain_starts_from_fresh_weights(run_cli, tmp_path):
 
 
 def test_distillation_loss_matches_a_direct_kl():
-    from lmdisp.distill import DistillTrainer
+    from lmdisp.train.distill import DistillTrainer
 
     g = torch.Generator().manual_seed(0)
     s, t = torch.randn(2, 5, 7, generator=g), torch.randn(2, 5, 7, generator=g)
@@ -391,6 +390,9 @@ def test_distill_run_logs_kd_and_needs_a_teacher(run_cli, tmp_path):
     assert res.code == 2 and "needs --teacher" in res.err
     res = run_cli("midtrain", *TINY_FLAGS, "--train-tokens", "256", "--teacher", "random:tiny-llama",
                   "--output", tmp_path / "m")
+    assert res.code == 2 and "No such option" in res.err  # distill's options are distill's alone
+    res = run_cli("midtrain", *TINY_FLAGS, "--train-tokens", "256", "--set", "teacher=random:tiny-llama",
+                  "--output", tmp_path / "m")
     assert res.code == 2 and "distill only" in res.err
     res = run_cli("distill", *TINY_FLAGS, "--train-tokens", str(3 * 128), "--teacher", "random:tiny-llama",
                   "--loss", "dispersion", "--logging-steps", "1", "--output", tmp_path / "d2")
@@ -404,7 +406,7 @@ def test_distill_run_logs_kd_and_needs_a_teacher(run_cli, tmp_path):
 
 
 def test_logs_cut_by_a_kill_are_repaired_on_resume(tmp_path):
-    from lmdisp.callbacks import _truncate_after
+    from lmdisp.train.callbacks import _truncate_after
 
     log = tmp_path / "metrics.jsonl"
     log.write_text('{"step": 1, "ce": 2}\n{"step": 2, "ce": 1}\n{"step": 3, "ce": 1}\n{"step": 4, "c')

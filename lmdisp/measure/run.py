@@ -13,70 +13,21 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from lmdisp.condensation import (METRICS, CondensationAccumulator, CondensationResult, last_n_means,
-                                 layer_histograms, trend)
-from lmdisp.config import as_dict, require
+from lmdisp.config import as_dict
 from lmdisp.data import cycle_texts, load_corpus, read_texts, sample_texts
 from lmdisp.errors import DataError
-from lmdisp.models import DEFAULT_MODEL, DTYPES, LoadedModel, check_model, load_model
-from lmdisp.results import RunDir, peak_memory, provenance, save_figure, save_npz, slugify, write_json, write_table
+from lmdisp.measure.condensation import CondensationAccumulator, CondensationResult, last_n_means, layer_histograms, trend
+from lmdisp.measure.config import MeasureConfig
+from lmdisp.models import LoadedModel, check_model, load_model
+from lmdisp.runs import RunDir, peak_memory, provenance, save_figure, save_npz, slugify, write_json, write_table
 
 Progress = Callable[[str, int, int], None]  # (model spec, repetitions done, total)
-
-
-@dataclass
-class MeasureConfig:
-    models: list[str] = field(default_factory=lambda: [DEFAULT_MODEL])
-    dataset: str = "wikipedia"        # the paper's default corpus (wikitext-103)
-    text_field: str | None = None     # column of a hub/local dataset holding text
-    split: str = "train"
-    subset: str | None = None         # hub dataset config name
-    texts: str | None = None          # fixed texts file; bypasses dataset sampling
-    repetitions: int = 100            # paper: 100
-    max_length: int = 512             # paper: 512 tokens
-    min_words: int = 1024             # paper: 1024-1280 words per sample
-    max_words: int = 1280
-    seed: int = 0                     # repetition r samples with seed `seed + r` (paper: r)
-    batch_size: int | None = None     # None: 1 on CPU, 8 on a GPU
-    dtype: str = "auto"
-    device: str = "auto"
-    device_map: str | None = None     # "auto" spreads a large model over GPUs (accelerate)
-    metrics: list[str] = field(default_factory=list)  # extra geometry: entropy, variance
-    include_logits: bool = False      # add the output logits as an extra "layer"
-    save_matrices: bool = False       # write the (L+1, S, S) mean matrices as .npz
-    tokenizer: str | None = None      # override the model's tokenizer (e.g. for random:)
-    trust_remote_code: bool = False
-    output: str | None = None         # exact run folder (must be new or empty)
-    results_dir: str = "results"
-    plots: bool = True
-
-    def __post_init__(self):
-        if isinstance(self.models, str):
-            self.models = [self.models]
-        if isinstance(self.metrics, str):
-            self.metrics = [m for m in self.metrics.split(",") if m]
-        if "all" in self.metrics:
-            self.metrics = list(METRICS)
-        require(len(self.models) > 0, "give at least one model")
-        require(self.repetitions >= 1, f"--repetitions must be >= 1 (got {self.repetitions})")
-        require(self.max_length >= 2, f"--max-length must be >= 2 tokens (got {self.max_length})")
-        require(self.min_words >= 1, f"--min-words must be >= 1 (got {self.min_words})")
-        require(self.max_words >= self.min_words,
-                f"--max-words ({self.max_words}) must be >= --min-words ({self.min_words})")
-        require(self.batch_size is None or self.batch_size >= 1, f"--batch-size must be >= 1 (got {self.batch_size})")
-        require(self.dtype in DTYPES, f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
-        bad = sorted(set(self.metrics) - set(METRICS))
-        require(not bad, f"--metrics: unknown {', '.join(bad)}; choose from {', '.join(METRICS)} or all")
-        require(self.device_map in (None, "auto"), "--device-map accepts only `auto`")
-        if self.output is not None:
-            parent = Path(self.output).expanduser().resolve().parent
-            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 from lmdisp.config import as_dict
 from lmdisp.errors import DataError
-from lmdisp.results import RunDir, slugify, write_json, write_table, write_text
+from lmdisp.runs import RunDir, slugify, write_json, write_table, write_text
 
 # The metric a task reports when neither the preset nor the task list names one.
 METRIC_PREFERENCE = ("acc", "acc_norm", "exact_match", "f1", "mcc", "word_perplexity", "perplexity")

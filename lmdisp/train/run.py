@@ -1,7 +1,6 @@
 """`run_train`: one training run (midtrain / pretrain) from a `TrainConfig` to a run folder.
 
-    from lmdisp.trainer import TrainConfig
-    from lmdisp.training import run_train
+    from lmdisp.train import TrainConfig, run_train
     run_train(TrainConfig(model="random:tiny-gpt2", dataset="builtin", loss="dispersion",
                           train_tokens="200k", context_length=128, batch_size=8, grad_accum=1))
 
@@ -19,8 +18,9 @@ from pathlib import Path
 
 from lmdisp.config import as_dict
 from lmdisp.errors import ConfigError, DataError, RunDirError
-from lmdisp.results import RunDir, peak_memory, save_figure, write_json, write_text
-from lmdisp.trainer import DispersionTrainer, TrainConfig
+from lmdisp.runs import RunDir, peak_memory, save_figure, write_json
+from lmdisp.train.config import TrainConfig
+from lmdisp.train.trainer import DispersionTrainer
 
 # Fields that may differ when the same run folder is continued.
 _RESUME_FREE = {"resume", "output", "results_dir", "num_proc", "report_to"}
@@ -68,7 +68,8 @@ def prepare_run_dir(cfg: TrainConfig, command: str, state) -> Path:
         else:
             name = f"{Path(cfg.model).name or cfg.model}-{cfg.loss}-seed{cfg.seed}"
             path = RunDir.create(command, name, root=cfg.results_dir, output=out).path
-            write_text(path / "config.yaml", yaml.safe_dump(as_dict(cfg), sort_keys=False))
+            RunDir(path, command).write_manifest(as_dict(cfg), seed=cfg.seed, status="running",
+                                                 labels=train_labels(cfg))
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
@@ -102,13 +103,16 @@ def _check_positions(cfg: TrainConfig) -> None:
 
 
 def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_size: int):
+    """The `TrainingArguments` of a run: lmdisp's fields, then `cfg.trainer_args` on top."""
+    import dataclasses
+
     import torch
     from transformers import TrainingArguments
 
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    return TrainingArguments(
+    kwargs = dict(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -118,7 +122,7 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_si
         lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio
         max_steps=max_steps,
         logging_steps=cfg.logging_steps, logging_first_step=True,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit or None,
         seed=cfg.seed, data_seed=cfg.seed,
         bf16=precision == "bf16", fp16=precision == "fp16",
         **{_checkpointing_field(): cfg.gradient_checkpointing},
@@ -131,6 +135,15 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_si
         ddp_find_unused_parameters=False,
         remove_unused_columns=False,
     )
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    unknown = sorted(set(cfg.trainer_args) - names)
+    if unknown:
+        raise ConfigError(f"trainer_args: {', '.join(unknown)} not a TrainingArguments field")
+    kwargs.update(cfg.trainer_args)
+    try:
+        return TrainingArguments(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"trainer_args: {str(exc).splitlines()[0]}") from None
 
 
 def _checkpointing_field() -> str:
@@ -152,11 +165,16 @@ def _apply_lora(model, cfg: TrainConfig):
                                             target_modules="all-linear", task_type="CAUSAL_LM"))
 
 
-def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = False) -> TrainRun:
-    """Validate, prepare data, load the model, train (or resume), save; return the run."""
+def train_labels(cfg: TrainConfig) -> dict:
+    """The report labels of a training run (read by `lmdisp evaluate` from its manifest)."""
+    return {"base_model": cfg.base_label(), "method": cfg.method_label(), "seed": cfg.seed}
+
+
+def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tuple = ()) -> TrainRun:
+    """Validate, prepare data, load the model, train (or resume), save; return the run.
+    `callbacks` are extra `TrainerCallback`s (the CLI passes its progress bar)."""
     from transformers import default_data_collator
 
-    from lmdisp.callbacks import RichProgress
     from lmdisp.models import check_model, default_tokenizer, load_model, load_tokenizer
 
     started = time.time()
@@ -182,11 +200,11 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = Fals
     if cfg.lora:
         model = _apply_lora(model, cfg)
     args = training_arguments(cfg, run_dir, max_steps, world)
-    callbacks = _callbacks(cfg, run_dir, heldout, progress)
+    callbacks = [*_callbacks(cfg, run_dir, heldout), *callbacks]
     kwargs = dict(model=model, args=args, train_dataset=train, data_collator=default_data_collator,
                   processing_class=tokenizer, callbacks=callbacks, run_config=cfg)
     if cfg.teacher:
-        from lmdisp.distill import DistillTrainer
+        from lmdisp.train.distill import DistillTrainer
 
         teacher = load_model(cfg.teacher, dtype=cfg.dtype, device="cpu", lm_head=True,
                              trust_remote_code=cfg.trust_remote_code, seed=cfg.seed).model
@@ -204,8 +222,8 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = Fals
             trainer.train(resume_from_checkpoint=resume)
     finally:  # a failed run (NaN, Ctrl-C) must not leave the terminal inside a live progress bar
         for cb in callbacks:
-            if isinstance(cb, RichProgress):
-                cb.on_train_end(None, None, None)
+            if hasattr(cb, "close"):
+                cb.close()
     final = run_dir / "final"
     if cfg.lora:  # keep the adapter, and make `final` a plain model every command can load
         trainer.save_model(str(run_dir / "adapter"))
@@ -220,8 +238,9 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", progress: bool = Fals
     return TrainRun(run_dir, final, trainer.state.global_step, list(trainer.state.log_history))
 
 
-def _callbacks(cfg: TrainConfig, run_dir: Path, heldout, progress: bool) -> list:
-    from lmdisp.callbacks import ActiveForgetting, CondensationTracker, EvalHook, JsonlLogger, RichProgress
+def _callbacks(cfg: TrainConfig, run_dir: Path, heldout) -> list:
+    from lmdisp.train.callbacks import CondensationTracker, EvalHook, JsonlLogger
+    from lmdisp.train.forgetting import ActiveForgetting
 
     callbacks = [JsonlLogger(run_dir / "metrics.jsonl")]
     if heldout is not None:
@@ -229,10 +248,8 @@ def _callbacks(cfg: TrainConfig, run_dir: Path, heldout, progress: bool) -> list
     if cfg.loss == "active-forgetting":
         callbacks.append(ActiveForgetting(cfg.forget_every, cfg.seed))
     if cfg.eval_every or cfg.eval_tasks:
-        callbacks.append(EvalHook(cfg.eval_every, cfg.eval_tasks, run_dir, include_path=cfg.eval_include_path,
-                                  limit=cfg.eval_limit))
-    if progress:
-        callbacks.append(RichProgress())
+        callbacks.append(EvalHook(cfg.eval_every, cfg.eval_tasks, run_dir, labels=train_labels(cfg),
+                                  include_path=cfg.eval_include_path, limit=cfg.eval_limit))
     return callbacks
 
 
@@ -272,5 +289,6 @@ def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer,
              "learning_rate": trainer.args.learning_rate, "memory": mem,
              "wall_time_s": round(time.time() - started, 3)}
     rd = RunDir(run_dir, command, started=started)
-    rd.write_manifest(as_dict(cfg), seed=cfg.seed, **{k: v for k, v in extra.items() if k != "wall_time_s"})
+    rd.write_manifest(as_dict(cfg), seed=cfg.seed, status="finished", labels=train_labels(cfg),
+                      **{k: v for k, v in extra.items() if k != "wall_time_s"})
     write_json(run_dir / "train_summary.json", extra)

@@ -15,13 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from lmdisp.errors import ConfigError
-from lmdisp.trainer import DispersionTrainer
+from lmdisp.train.trainer import DispersionTrainer
 
 
 class DistillTrainer(DispersionTrainer):
     """`DispersionTrainer` plus a distillation term from a frozen teacher."""
-
-    TERMS = ("reg", "kd")
 
     def __init__(self, *args, teacher, **kwargs):
         super().__init__(*args, **kwargs)

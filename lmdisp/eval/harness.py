@@ -1,6 +1,6 @@
 """`lmdisp evaluate`: lm-evaluation-harness on any lmdisp model, the paper's protocol as a preset.
 
-    from lmdisp.evaluation import load_evaluate_config, run_evaluate
+    from lmdisp.eval import load_evaluate_config, run_evaluate
     run = run_evaluate(load_evaluate_config("paper", {"model": "results/midtrain/<run>"}))
     print(run.path, run.table)
 
@@ -31,113 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from lmdisp.config import load_config, read_yaml, require
+from lmdisp.config import require
 from lmdisp.errors import ConfigError, DataError, ModelLoadError
-from lmdisp.models import DEFAULT_MODEL, DTYPES, REPO_ROOT
-from lmdisp.eval_results import EvaluateRun, write_evaluation
-from lmdisp.results import RunDir
+from lmdisp.eval.config import EvaluateConfig, is_preset, load_evaluate_config
+from lmdisp.eval.results import EvaluateRun, write_evaluation
+from lmdisp.runs import RunDir, read_training_run, training_run_of
 
-PRESET_DIR = REPO_ROOT / "configs" / "eval"
-BACKENDS = ("hf", "vllm")
 CPU_BATCH_SIZE = 8       # batching helps on a CPU too (bench/eval_speed.py); "auto" probes GPU memory
 DEFAULT_SEED = 1         # a model that is not a training run; the paper's seeds are 1, 2, 3
-_TASK_KEYS = {"num_fewshot", "metric"}
 Stage = Callable[[str], None]
-
-
-@dataclass
-class EvaluateConfig:
-    model: str = DEFAULT_MODEL
-    tasks: Any = None                 # "a,b" | [a, b] | {task: {num_fewshot: n, metric: m}}
-    preset: str | None = None         # set by load_evaluate_config (configs/eval/<preset>.yaml)
-    num_fewshot: int | None = None    # every task; None: the preset's per-task value, else the task's
-    limit: float | None = None        # examples per task (per subtask of a group); < 1: a fraction
-    batch_size: Any = None            # int | "auto"; None: auto on a GPU, 8 on a CPU
-    max_batch_size: int = 64          # the ceiling of "auto"
-    seed: int | None = None           # random/numpy/torch/few-shot; None: the training run's, else 1
-    gen_kwargs: str | None = None     # generative tasks only: "do_sample=False,max_gen_toks=256"
-    include_path: Any = None          # folder(s) of your own task YAMLs (local data: the offline way)
-    backend: str = "hf"               # hf | vllm
-    device: str = "auto"
-    dtype: str = "auto"
-    tokenizer: str | None = None      # override the model's tokenizer
-    trust_remote_code: bool = False
-    log_samples: bool = False         # write every model response to samples/<task>.jsonl
-    base_model: str | None = None     # report label; None: the training run's model, else the spec
-    method: str | None = None         # report label; None: the training run's loss, else "base"
-    output: str | None = None         # exact run folder (must be new or empty)
-    results_dir: str = "results"
-
-    def __post_init__(self):
-        self.tasks = normalize_tasks(self.tasks)
-        require(bool(self.tasks), "give --tasks (e.g. arc_easy,mmlu) or --preset paper")
-        if isinstance(self.include_path, str):
-            self.include_path = [p for p in self.include_path.split(",") if p]
-        self.include_path = [str(Path(p).expanduser()) for p in self.include_path or []]
-        for folder in self.include_path:
-            require(Path(folder).is_dir(), f"--include-path: not a folder: {folder}")
-        require(self.num_fewshot is None or self.num_fewshot >= 0,
-                f"--num-fewshot must be >= 0 (got {self.num_fewshot})")
-        if self.limit is not None:
-            require(self.limit > 0, f"--limit must be > 0 (got {self.limit})")
-            self.limit = int(self.limit) if float(self.limit) >= 1 and float(self.limit).is_integer() else self.limit
-        if isinstance(self.batch_size, str) and self.batch_size.isdigit():
-            self.batch_size = int(self.batch_size)
-        require(self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size >= 1)
-                or (isinstance(self.batch_size, str) and re.fullmatch(r"auto(:\d+)?", self.batch_size) is not None),
-                f"--batch-size must be a positive integer or auto (got {self.batch_size!r})")
-        require(self.max_batch_size >= 1, "--max-batch-size must be >= 1")
-        require(self.backend in BACKENDS, f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
-        require(self.backend != "vllm" or importlib.util.find_spec("vllm") is not None,
-                "--backend vllm needs the `vllm` package (pip install vllm); or use --backend hf")
-        require(self.dtype in DTYPES, f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
-        if self.output is not None:
-            parent = Path(self.output).expanduser().resolve().parent
-            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}")
-
-
-def normalize_tasks(tasks: Any) -> dict[str, dict[str, Any]]:
-    """Any accepted form of the task list -> {task: {"num_fewshot": n | None, "metric": m | None}}."""
-    if tasks is None:
-        return {}
-    if isinstance(tasks, str):
-        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
-    if isinstance(tasks, (list, tuple)):
-        tasks = {t: None for t in tasks}
-    require(isinstance(tasks, dict), "tasks: expected a comma list, a list or a mapping task -> settings")
-    out = {}
-    for name, settings in tasks.items():
-        settings = dict(settings or {})
-        bad = sorted(set(settings) - _TASK_KEYS)
-        require(not bad, f"task `{name}`: unknown setting(s) {', '.join(bad)}; valid: {', '.join(sorted(_TASK_KEYS))}")
-        out[str(name)] = {"num_fewshot": settings.get("num_fewshot"), "metric": settings.get("metric")}
-    return out
-
-
-def preset_path(preset: str) -> Path:
-    path = Path(preset).expanduser()
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise ConfigError(f"--preset: file not found: {preset}")
-        return path
-    path = PRESET_DIR / f"{preset}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
-        raise ConfigError(f"--preset {preset!r}: no such preset; choose one of {known} or give a .yaml file")
-    return path
-
-
-def load_evaluate_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> EvaluateConfig:
-    """Defaults < the preset's YAML < non-None `overrides`. `tasks` given with a preset selects
-    those tasks, each keeping the preset's n-shot and metric (others get the task defaults)."""
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if preset is None:
-        return load_config(EvaluateConfig, None, overrides)
-    path = preset_path(preset)
-    if "tasks" in overrides:
-        preset_tasks = normalize_tasks(read_yaml(path).get("tasks"))
-        overrides["tasks"] = {t: preset_tasks.get(t) for t in normalize_tasks(overrides["tasks"])}
-    return load_config(EvaluateConfig, path, {"preset": preset, **overrides})
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -208,6 +110,7 @@ class ModelTarget:
     load: str                   # what lmdisp.models loads (a training run's final/)
     training: dict | None       # the training run's config.yaml, when the model is one
     run: str | None = None
+    labels: dict | None = None  # the training run's report labels (its manifest)
 
 
 def resolve_model(spec: str) -> ModelTarget:
@@ -215,48 +118,25 @@ def resolve_model(spec: str) -> ModelTarget:
     path = Path(spec).expanduser()
     if not path.is_dir():
         return ModelTarget(spec, spec, None)
-    if (path / "config.yaml").is_file() and not (path / "config.json").is_file() and _training_config(path):
+    run = training_run_of(path)
+    if run is None:
+        return ModelTarget(spec, spec, None)
+    config, labels = read_training_run(run)
+    if run == path:
         if not (path / "final").is_dir():
             raise ModelLoadError(f"{spec} is a training run without a final/ model (still running or stopped "
                                  "early?); pass one of its checkpoints/checkpoint-N folders")
-        return ModelTarget(spec, str(path / "final"), _training_config(path), str(path))
-    run = training_run_of(path)
-    return ModelTarget(spec, spec, _training_config(run) if run else None, str(run) if run else None)
-
-
-def training_run_of(path: Path) -> Path | None:
-    """The training run a folder belongs to (`<run>/final`, `<run>/checkpoints/checkpoint-N`,
-    `<run>/evals/step-N`): the nearest of it and its two parents with a training config.yaml."""
-    for folder in (path, path.parent, path.parent.parent):
-        if (folder / "config.yaml").is_file() and _training_config(folder):
-            return folder
-    return None
-
-
-def _training_config(run: Path) -> dict | None:
-    data = read_yaml(run / "config.yaml")
-    return data if "model" in data and "loss" in data else None
-
-
-def method_label(train: dict) -> str:
-    """The loss, plus the settings that differ from the paper's defaults: `dispersion (tau=0.5)`."""
-    from lmdisp.trainer import BASELINES, TrainConfig
-
-    shown = {"noisy-embedding": ("noise_alpha",), "active-forgetting": ("forget_every", "forget_lr")}
-    names = shown.get(train["loss"], () if train["loss"] in BASELINES else ("lambda_disp", "tau", "location"))
-    defaults = TrainConfig.__dataclass_fields__
-    parts = [f"{n.replace('lambda_disp', 'lambda')}={train[n]}" for n in names
-             if n in train and train[n] != defaults[n].default]
-    parts += ["lora"] if train.get("lora") else []
-    parts += [f"KD from {train['teacher']}"] if train.get("teacher") else []  # a distill run
-    return train["loss"] + (f" ({', '.join(parts)})" if parts else "")
+        return ModelTarget(spec, str(path / "final"), config, str(path), labels)
+    return ModelTarget(spec, spec, config, str(run), labels)
 
 
 def report_labels(cfg: EvaluateConfig, target: ModelTarget, seed: int) -> dict[str, Any]:
-    train = target.training
-    base = train and (train["model"] + (" (scratch)" if train.get("init") == "scratch" else ""))
+    """(base model, method, seed) of the report row: flags, else the training run's, else the spec."""
+    train, labels = target.training, target.labels or {}
+    base = labels.get("base_model") or (train and train.get("model"))
+    method = labels.get("method") or (train and train.get("loss"))
     return {"base_model": cfg.base_model or base or target.spec,
-            "method": cfg.method or (method_label(train) if train else "base"),
+            "method": cfg.method or method or "base",
             "seed": int(train.get("seed", seed)) if train else seed}
 
 
@@ -367,18 +247,19 @@ def _plan(cfg: EvaluateConfig) -> dict[str, dict]:
 
 # ----------------------------------------------------------------------------- in training
 
-def evaluate_in_training(model, tokenizer, tasks: str, out_dir: Path | str, **overrides) -> EvaluateRun:
+def evaluate_in_training(model, tokenizer, tasks: str, out_dir: Path | str, labels: dict | None = None,
+                         **overrides) -> EvaluateRun:
     """Evaluate a model in memory (the training hook): `tasks` is a comma list, a preset name
     or an eval YAML. Writes the run folder `out_dir` (a sibling `-2`, ... if it holds results),
     leaves the model in the mode it was in and the global RNG states as they were."""
     out_dir = Path(out_dir)
-    is_preset = "," not in tasks and (tasks.endswith((".yaml", ".yml")) or (PRESET_DIR / f"{tasks}.yaml").is_file())
-    cfg = load_evaluate_config(tasks if is_preset else None, {**({} if is_preset else {"tasks": tasks}), **overrides,
-                                                              "model": "<in-memory>"})
+    preset = is_preset(tasks)
+    cfg = load_evaluate_config(tasks if preset else None, {**({} if preset else {"tasks": tasks}), **overrides,
+                                                           "model": "<in-memory>"})
     run_folder = training_run_of(out_dir)
-    train = _training_config(run_folder) if run_folder else None
+    train = read_training_run(run_folder)[0] if run_folder else None
     seed = cfg.seed if cfg.seed is not None else int((train or {}).get("seed", DEFAULT_SEED))
-    target = ModelTarget("<in-memory>", "<in-memory>", train, str(run_folder) if run_folder else None)
+    target = ModelTarget("<in-memory>", "<in-memory>", train, str(run_folder) if run_folder else None, labels)
     tm = task_manager(cfg.include_path, list(cfg.tasks))
     check_task_names(tm, list(cfg.tasks), cfg.include_path)
     plan, by_shot = load_tasks(tm, _plan(cfg))

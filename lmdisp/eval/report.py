@@ -1,6 +1,6 @@
 """`lmdisp report`: the paper's Table 2 (and 3, 4, 5) from your own evaluation runs.
 
-    from lmdisp.report import ReportConfig, run_report
+    from lmdisp.eval import ReportConfig, run_report
     run = run_report(ReportConfig(runs=["results/table2/evals"]))
     print(run.path, run.values)
 
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmdisp.config import as_dict, require
+from lmdisp.config import as_dict, config_yaml, option, require
 from lmdisp.errors import ConfigError
-from lmdisp.results import RunDir, save_figure, slugify, write_table, write_text
+from lmdisp.runs import RunDir, save_figure, slugify, write_table, write_text
 
 # Display order of the methods inside a block (the paper's Table 2); others follow by name.
 METHOD_ORDER = ("base", "ce", "noisy-embedding", "active-forgetting", "decorrelation", "l2-repel",
@@ -43,12 +43,14 @@ DASH = "—"
 
 @dataclass
 class ReportConfig:
-    runs: list[str] = field(default_factory=list)  # evaluation run folders, or folders holding them
-    reference: str = "dispersion"     # the method each row is t-tested against, in every block
-    tasks: Any = None                 # table columns; default: every task of the runs, paper's order first
-    output: str | None = None         # exact run folder (must be new or empty)
-    results_dir: str = "results"
-    plot: bool = True
+    runs: list[str] = option(None, "`lmdisp evaluate` run folders, or folders holding them (searched "
+                             "recursively).", cli="arg", factory=list)
+    reference: str = option("dispersion", "Method each row is t-tested against, in every base model's block.")
+    tasks: list[str] | None = option(None, "Table columns, comma-separated (None: every task of the runs, the "
+                                     "paper's order first).")
+    output: str | None = option(None, "Exact run folder (new or empty).", short="-o")
+    results_dir: str = option("results", "Where timestamped run folders go.")
+    plot: bool = option(True, "Write the bar chart of the averages.")
 
     def __post_init__(self):
         if isinstance(self.runs, (str, Path)):
@@ -139,10 +141,10 @@ def read_runs(folders: list[Path]):
 # ----------------------------------------------------------------------------- the table
 
 def _paper_tasks() -> list[str]:
-    from lmdisp.config import read_yaml
-    from lmdisp.evaluation import normalize_tasks, preset_path
+    from lmdisp.config import read_yaml, resolve_config
+    from lmdisp.eval.config import normalize_tasks
 
-    return list(normalize_tasks(read_yaml(preset_path("paper")).get("tasks")))
+    return list(normalize_tasks(read_yaml(resolve_config("paper", "eval")).get("tasks")))
 
 
 def _method_key(method: str) -> tuple:

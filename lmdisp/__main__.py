@@ -1,0 +1,5 @@
+"""`python -m lmdisp ...` is the `lmdisp` command."""
+
+from lmdisp.cli.main import main
+
+main()

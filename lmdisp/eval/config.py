@@ -1,0 +1,118 @@
+"""`EvaluateConfig` and its presets: every setting of `lmdisp evaluate`.
+
+A preset is a named config shipped under `configs/eval/` (`--preset paper` is
+`--config paper`); its keys are `EvaluateConfig` fields. `tasks` given with a preset selects
+those tasks, each keeping the preset's n-shot and metric.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmdisp.config import load_config, option, read_yaml, require, resolve_config
+from lmdisp.models import DEFAULT_MODEL, DTYPES
+
+BACKENDS = ("hf", "vllm")
+_TASK_KEYS = {"num_fewshot", "metric"}
+_WHAT, _HOW, _MODEL, _OUT = "Model and tasks", "Protocol", "Device", "Outputs"
+
+
+@dataclass
+class EvaluateConfig:
+    model: str = option(DEFAULT_MODEL, "Hub id, local folder, .gguf, alias, random:<config>, or a midtrain/"
+                        "pretrain/distill run folder (its final/ model).", short="-m", panel=_WHAT)
+    tasks: Any = option(None, "Comma-separated lm-eval task names; with --preset, a subset of its tasks.",
+                        short="-t", panel=_WHAT)
+    preset: str | None = option(None, "The named preset or YAML the config came from.", cli="fixed")
+    include_path: list[str] | None = option(None, "Folder(s) of your own task YAMLs (local data files: the way "
+                                            "to run offline).", panel=_WHAT)
+    num_fewshot: int | None = option(None, "Shots for every task (None: the preset's per-task value, else the "
+                                     "task's own).", panel=_HOW)
+    limit: float | None = option(None, "Examples per task (per subtask of a group); < 1: a fraction.", panel=_HOW)
+    seed: int | None = option(None, "Random, numpy, torch and few-shot seed (None: the training run's, else 1).",
+                              panel=_HOW)
+    gen_kwargs: str | None = option(None, "Generation settings for generative tasks, e.g. "
+                                    "do_sample=False,max_gen_toks=256.", panel=_HOW)
+    batch_size: int | str | None = option(None, "An integer or auto (None: auto on a GPU, 8 on a CPU).",
+                                          panel=_MODEL)
+    max_batch_size: int = option(64, "The ceiling of batch size auto.", cli="set")
+    backend: str = option("hf", "hf or vllm (when installed).", panel=_MODEL)
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, mps.", panel=_MODEL)
+    dtype: str = option("auto", "auto|float32|bfloat16|float16 (auto: bf16 on GPU, fp32 on CPU).", panel=_MODEL)
+    tokenizer: str | None = option(None, "Tokenizer to use instead of the model's own.", panel=_MODEL)
+    trust_remote_code: bool = option(False, "Allow model repos to run their own Python code (only for repos "
+                                     "you trust).", panel=_MODEL)
+    log_samples: bool = option(False, "Write every response to samples/<task>.jsonl.", panel=_OUT)
+    base_model: str | None = option(None, "Report label (None: the training run's model, else --model).",
+                                    panel=_OUT)
+    method: str | None = option(None, "Report label (None: the training run's loss, else base).", panel=_OUT)
+    output: str | None = option(None, "Exact run folder (new or empty).", short="-o", panel=_OUT)
+    results_dir: str = option("results", "Where timestamped run folders go.", panel=_OUT)
+
+    def __post_init__(self):
+        self.tasks = normalize_tasks(self.tasks)
+        require(bool(self.tasks), "give --tasks (e.g. arc_easy,mmlu) or --preset paper")
+        if isinstance(self.include_path, str):
+            self.include_path = [p for p in self.include_path.split(",") if p]
+        self.include_path = [str(Path(p).expanduser()) for p in self.include_path or []]
+        for folder in self.include_path:
+            require(Path(folder).is_dir(), f"--include-path: not a folder: {folder}")
+        require(self.num_fewshot is None or self.num_fewshot >= 0,
+                f"--num-fewshot must be >= 0 (got {self.num_fewshot})")
+        if self.limit is not None:
+            require(self.limit > 0, f"--limit must be > 0 (got {self.limit})")
+            self.limit = int(self.limit) if float(self.limit) >= 1 and float(self.limit).is_integer() else self.limit
+        if isinstance(self.batch_size, str) and self.batch_size.isdigit():
+            self.batch_size = int(self.batch_size)
+        require(self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size >= 1)
+                or (isinstance(self.batch_size, str) and re.fullmatch(r"auto(:\d+)?", self.batch_size) is not None),
+                f"--batch-size must be a positive integer or auto (got {self.batch_size!r})")
+        require(self.max_batch_size >= 1, "--set max_batch_size= must be >= 1")
+        require(self.backend in BACKENDS, f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        require(self.backend != "vllm" or importlib.util.find_spec("vllm") is not None,
+                "--backend vllm needs the `vllm` package (pip install vllm); or use --backend hf")
+        require(self.dtype in DTYPES, f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        if self.output is not None:
+            parent = Path(self.output).expanduser().resolve().parent
+            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}")
+
+
+def normalize_tasks(tasks: Any) -> dict[str, dict[str, Any]]:
+    """Any accepted form of the task list -> {task: {"num_fewshot": n | None, "metric": m | None}}."""
+    if tasks is None:
+        return {}
+    if isinstance(tasks, str):
+        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    if isinstance(tasks, (list, tuple)):
+        tasks = {t: None for t in tasks}
+    require(isinstance(tasks, dict), "tasks: expected a comma list, a list or a mapping task -> settings")
+    out = {}
+    for name, settings in tasks.items():
+        require(settings is None or isinstance(settings, dict), f"task `{name}`: expected a mapping of settings")
+        settings = dict(settings or {})
+        bad = sorted(set(settings) - _TASK_KEYS)
+        require(not bad, f"task `{name}`: unknown setting(s) {', '.join(bad)}; valid: {', '.join(sorted(_TASK_KEYS))}")
+        out[str(name)] = {"num_fewshot": settings.get("num_fewshot"), "metric": settings.get("metric")}
+    return out
+
+
+def is_preset(name: str) -> bool:
+    """A shipped preset name or an eval YAML (not a comma list of tasks)."""
+    from lmdisp.config import named_configs
+
+    return "," not in name and (name.endswith((".yaml", ".yml")) or name in named_configs("eval"))
+
+
+def load_evaluate_config(preset: str | None = None, overrides: dict[str, Any] | None = None,
+                         sets: list[str] | None = None, config_option: str = "--preset") -> EvaluateConfig:
+    """Defaults < the preset's YAML < `--set` < non-None `overrides` (flags)."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if preset is not None and "tasks" in overrides:
+        preset_tasks = normalize_tasks(read_yaml(resolve_config(preset, "eval", config_option)).get("tasks"))
+        overrides["tasks"] = {t: preset_tasks.get(t) for t in normalize_tasks(overrides["tasks"])}
+    return load_config(EvaluateConfig, preset, sets, overrides, kind="eval",
+                       fixed={"preset": preset} if preset else None, config_option=config_option)

@@ -1,0 +1,68 @@
+"""`MeasureConfig`: every setting of `lmdisp measure`; defaults are the paper's protocol
+(Figure 2: 100 repetitions of 512 tokens from wikitext-103, texts of 1024-1280 words)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmdisp.config import option, require
+from lmdisp.measure.condensation import METRICS
+from lmdisp.models import DEFAULT_MODEL, DTYPES
+
+_DATA, _PROTO, _MODEL, _OUT = "Text", "Protocol", "Model and device", "Outputs"
+
+
+@dataclass
+class MeasureConfig:
+    models: list[str] = option(None, "Hub ids, local folders, .gguf files, aliases (smollm2-135m), random:<config> "
+                               "or training run folders.", cli="arg", factory=lambda: [DEFAULT_MODEL])
+    dataset: str = option("wikipedia", "wikipedia|pubmed|imdb|squad (the paper's corpora), builtin (offline), a "
+                          "local .txt/.jsonl/.parquet file or folder, or any HF dataset id.", panel=_DATA)
+    text_field: str | None = option(None, "Column holding the text (hub/local datasets).", panel=_DATA)
+    split: str = option("train", "Dataset split for hub datasets.", cli="set")
+    subset: str | None = option(None, "Dataset config name for hub datasets.", cli="set")
+    texts: str | None = option(None, "Fixed texts (.txt one per line, or .jsonl `text`); repetition r uses text "
+                               "r mod N.", panel=_DATA)
+    repetitions: int = option(100, "Texts to average over (paper: 100).", short="-r", panel=_PROTO)
+    max_length: int = option(512, "Tokens per text (paper: 512).", panel=_PROTO)
+    min_words: int = option(1024, "Minimum words per sampled text (paper: 1024).", panel=_PROTO)
+    max_words: int = option(1280, "Maximum words per sampled text (paper: 1280).", panel=_PROTO)
+    seed: int = option(0, "Repetition r samples its text with seed SEED + r (paper: r).", panel=_PROTO)
+    batch_size: int | None = option(None, "Repetitions per forward pass (None: 1 on a CPU, 8 on a GPU).",
+                                    panel=_MODEL)
+    dtype: str = option("auto", "auto|float32|bfloat16|float16 (auto: bf16 on GPU, fp32 on CPU).", panel=_MODEL)
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, mps.", panel=_MODEL)
+    device_map: str | None = option(None, "`auto` spreads a large model over all GPUs.", panel=_MODEL)
+    tokenizer: str | None = option(None, "Tokenizer to use instead of the model's own.", panel=_MODEL)
+    trust_remote_code: bool = option(False, "Allow model repos to run their own Python code (only for repos "
+                                     "you trust).", panel=_MODEL)
+    metrics: list[str] = option(None, "Extra per-layer geometry (an SVD per layer): entropy,variance or all.",
+                                panel=_OUT, factory=list)
+    include_logits: bool = option(False, "Add the output logits as an extra layer.", panel=_OUT)
+    save_matrices: bool = option(False, "Write the (L+1, S, S) mean matrices as matrices.npz.", panel=_OUT)
+    plots: bool = option(True, "Write the heatmap and trend plots.", panel=_OUT)
+    output: str | None = option(None, "Exact run folder (new or empty).", short="-o", panel=_OUT)
+    results_dir: str = option("results", "Where timestamped run folders go.", panel=_OUT)
+
+    def __post_init__(self):
+        if isinstance(self.models, str):
+            self.models = [self.models]
+        if isinstance(self.metrics, str):
+            self.metrics = [m for m in self.metrics.split(",") if m]
+        if "all" in self.metrics:
+            self.metrics = list(METRICS)
+        require(len(self.models) > 0, "give at least one model")
+        require(self.repetitions >= 1, f"--repetitions must be >= 1 (got {self.repetitions})")
+        require(self.max_length >= 2, f"--max-length must be >= 2 tokens (got {self.max_length})")
+        require(self.min_words >= 1, f"--min-words must be >= 1 (got {self.min_words})")
+        require(self.max_words >= self.min_words,
+                f"--max-words ({self.max_words}) must be >= --min-words ({self.min_words})")
+        require(self.batch_size is None or self.batch_size >= 1, f"--batch-size must be >= 1 (got {self.batch_size})")
+        require(self.dtype in DTYPES, f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        bad = sorted(set(self.metrics) - set(METRICS))
+        require(not bad, f"--metrics: unknown {', '.join(bad)}; choose from {', '.join(METRICS)} or all")
+        require(self.device_map in (None, "auto"), "--device-map accepts only `auto`")
+        if self.output is not None:
+            parent = Path(self.output).expanduser().resolve().parent
+            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}")

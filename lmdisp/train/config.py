@@ -1,0 +1,190 @@
+"""`TrainConfig`: every setting of a training run (`midtrain`, `pretrain`, `distill`).
+
+Defaults are the paper's GPT-2 mid-training (section 3 of the paper; the authors'
+`midtrain_gpt2.py`). Each field is declared once, with its help: the YAML key, the `--set`
+key and (for the common ones) the flag. `trainer_args` passes any other
+`transformers.TrainingArguments` field through (optim, lr_scheduler_type, torch_compile,
+dataloader_num_workers, ...); it is saved in config.yaml like every other field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmdisp.config import option, option_name, require
+from lmdisp.errors import ConfigError
+from lmdisp.models import DTYPES
+from lmdisp.train.losses import LOCATIONS, LOSSES
+
+# CLI loss names -> what they switch on. Regulariser names map to `lmdisp.train.losses`.
+BASELINES = ("ce", "noisy-embedding", "active-forgetting")
+REGULARIZERS = {name.replace("_", "-"): name for name in LOSSES}
+LOSS_CHOICES = (*BASELINES, *REGULARIZERS)
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+_DATA, _LOSS, _OPT, _BASE, _LOG, _RUN = ("Model and data", "Loss", "Budget and optimiser", "Baselines",
+                                         "Logging and evaluation", "Run folder")
+_DISTILL = ("distill",)
+
+
+def parse_tokens(value: int | float | str) -> int:
+    """`200M`, `1.5B`, `50k`, `1e6` or a plain integer -> a token count."""
+    if isinstance(value, (int, float)):
+        return int(value)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kKmMbBtT]?)\s*", str(value))
+    if not m:
+        raise ConfigError(f"--train-tokens {value!r}: expected a number like 200M, 1.5B or 50000")
+    scale = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[m.group(2).lower()]
+    return int(float(m.group(1)) * scale)
+
+
+def canonical_loss(name: str) -> str:
+    """`l2_repel` and `l2-repel` are one loss: the CLI spelling is the canonical one."""
+    return str(name).replace("_", "-")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run. Defaults: the paper's GPT-2 mid-training."""
+
+    # -- model and data
+    model: str = option("gpt2", "Hub id, folder, .gguf, alias or random:<config> (pretrain: a config name).",
+                        short="-m", panel=_DATA)
+    dataset: str = option("wikitext", "wikitext (wikitext-103-raw-v1), builtin, a local file/folder or an HF id.",
+                          panel=_DATA)
+    text_field: str | None = option(None, "Text column of a hub/local dataset.", panel=_DATA)
+    subset: str | None = option(None, "Hub dataset config name.", cli="set")
+    split: str = option("train", "Dataset split.", cli="set")
+    tokenizer: str | None = option(None, "Tokenizer to use instead of the model's own.", cli="set")
+    teacher: str | None = option(None, "The teacher model (same tokenizer as the student).", panel=_DATA,
+                                 commands=_DISTILL)
+    # -- the loss
+    loss: str = option("ce", "ce | dispersion | decorrelation | l2-repel | orthogonalization | infonce-cos | "
+                       "noisy-embedding | active-forgetting.", panel=_LOSS)
+    lambda_disp: float = option(0.1, "Regulariser weight (Table 4's best: 0.1).", panel=_LOSS)
+    tau: float = option(1.0, "Temperature of the regulariser (Table 4's best: 1.0).", panel=_LOSS)
+    location: str = option("all", "Blocks regularised: all | early_half | late_half | last.", panel=_LOSS)
+    clamp: float = option(0.1, "Straight-through arccos band [-1 + t, 1 - t] (authors: 0.1 for GPT-2, "
+                          "0.25 for Qwen3).", cli="set")
+    max_tokens: int = option(256, "Tokens subsampled per sequence for the pairwise term (authors: 256).", cli="set")
+    distill_alpha: float = option(0.5, "Weight of the KD term; CE gets 1 - alpha.", cli="set", commands=_DISTILL)
+    distill_temperature: float = option(2.0, "Softmax temperature T (KD scaled by T^2).", cli="set",
+                                        commands=_DISTILL)
+    # -- budget and optimiser
+    train_tokens: int | str = option("200M", "Token budget: 200M, 1.5B, 50k; steps = tokens / (context x global "
+                                     "batch).", panel=_OPT)
+    context_length: int = option(1024, "Tokens per packed block (GPT-2: 1024, Qwen3: 4096).", panel=_OPT)
+    lr: float = option(5e-5, "Peak learning rate, before sqrt(world size) scaling.", panel=_OPT)
+    scale_lr: bool = option(True, "Scale the LR by sqrt(world size), as the paper does.", cli="set")
+    batch_size: int = option(32, "Sequences per device per micro-step (paper GPT-2: 32).", panel=_OPT)
+    grad_accum: int = option(4, "Gradient accumulation steps (paper GPT-2: 4).", panel=_OPT)
+    weight_decay: float = option(0.1, "AdamW weight decay (biases and norms excluded).", cli="set")
+    adam_beta1: float = option(0.9, "AdamW beta1.", cli="set")
+    adam_beta2: float = option(0.95, "AdamW beta2.", cli="set")
+    max_grad_norm: float = option(1.0, "Gradient clipping norm.", cli="set")
+    warmup_ratio: float = option(0.2, "Share of steps in linear warm-up before the cosine decay.", cli="set")
+    seed: int = option(1, "Seed for init, data order, noise and subsampling.", panel=_OPT)
+    precision: str = option("auto", "auto (bf16 where supported) | bf16 | fp16 | fp32.", panel=_OPT)
+    dtype: str = option("float32", "Master-weight dtype; bf16 compute comes from precision.", cli="set")
+    gradient_checkpointing: bool = option(True, "Recompute activations in the backward pass.", panel=_OPT)
+    lora: bool = option(False, "Train LoRA adapters only (peft); a merged model is saved as final/.", panel=_OPT)
+    lora_r: int = option(16, "LoRA rank.", cli="set")
+    lora_alpha: int = option(32, "LoRA alpha.", cli="set")
+    trainer_args: dict[str, Any] = option(None, "Any other transformers.TrainingArguments field, e.g. "
+                                          "{optim: adamw_torch_fused, torch_compile: true}.", cli="set", factory=dict)
+    # -- baselines
+    noise_alpha: float = option(1.0, "noisy-embedding (NEFTune) alpha (authors: 1 for GPT-2, 5 for Qwen3).",
+                                cli="set")
+    forget_every: int = option(1000, "active-forgetting: reset the input embeddings every K steps.", cli="set")
+    forget_lr: float = option(1e-4, "active-forgetting: the embeddings' own peak LR.", cli="set")
+    forget_warmup: int = option(50, "active-forgetting: warm-up steps of each embedding cycle.", cli="set")
+    # -- logging and evaluation
+    logging_steps: int = option(10, "Steps between log records.", panel=_LOG)
+    save_steps: int = option(500, "Steps between checkpoints.", panel=_LOG)
+    save_total_limit: int = option(2, "Checkpoints kept.", cli="set")
+    condensation_every: int = option(100, "Steps between condensation snapshots (0: off).", panel=_LOG)
+    condensation_sequences: int = option(8, "Held-out blocks measured at each snapshot.", cli="set")
+    eval_every: int = option(0, "Steps between benchmark evaluations (0: off).", cli="set")
+    eval_tasks: str | None = option(None, "Tasks of the periodic evaluation: a comma list, a preset (paper) "
+                                    "or an eval YAML.", cli="set")
+    eval_include_path: str | None = option(None, "Folder(s) of task YAMLs for eval_tasks (local data).", cli="set")
+    eval_limit: float | None = option(None, "Examples per task for the periodic evaluation.", cli="set")
+    report_to: str = option("none", "none | tensorboard | wandb (the Trainer's report_to).", panel=_LOG)
+    # -- the run folder
+    trust_remote_code: bool = option(False, "Allow model repos to run their own Python code (only for repos "
+                                     "you trust).", panel=_RUN)
+    init: str = option("pretrained", "pretrained (midtrain, distill) or scratch (pretrain).", cli="fixed")
+    output: str | None = option(None, "Run folder: new, or the one to --resume.", short="-o", panel=_RUN)
+    results_dir: str = option("results", "Where timestamped run folders go.", cli="set")
+    resume: bool = option(False, "Continue the run in --output.", panel=_RUN)
+    num_proc: int | None = option(None, "Processes for tokenisation.", cli="set")
+
+    def __post_init__(self):
+        self.loss = canonical_loss(self.loss)
+        name = lambda n: option_name(TrainConfig, n)  # noqa: E731 - the option the user can type
+        require(self.loss in LOSS_CHOICES, f"--loss {self.loss!r}: choose one of {', '.join(LOSS_CHOICES)}")
+        require(self.location in LOCATIONS, f"--location {self.location!r}: choose one of {', '.join(LOCATIONS)}")
+        require(self.lambda_disp >= 0, f"--lambda must be >= 0 (got {self.lambda_disp})")
+        require(self.tau > 0, f"--tau must be > 0 (got {self.tau})")
+        require(0 < self.clamp < 1, f"{name('clamp')}{self.clamp}: must be in (0, 1)")
+        require(self.max_tokens >= 2, f"{name('max_tokens')}{self.max_tokens}: must be >= 2")
+        self.train_tokens = parse_tokens(self.train_tokens)
+        require(self.train_tokens > 0, f"--train-tokens must be > 0 (got {self.train_tokens})")
+        require(self.context_length >= 2, f"--context-length must be >= 2 (got {self.context_length})")
+        require(self.batch_size >= 1 and self.grad_accum >= 1, "--batch-size and --grad-accum must be >= 1")
+        require(self.lr > 0, f"--lr must be > 0 (got {self.lr})")
+        require(0 <= self.warmup_ratio < 1, f"{name('warmup_ratio')}{self.warmup_ratio}: must be in [0, 1)")
+        require(self.precision in PRECISIONS, f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        require(self.dtype in DTYPES, f"{name('dtype')}{self.dtype}: choose one of {', '.join(DTYPES)}")
+        require(self.init in ("pretrained", "scratch"), f"init {self.init!r}: pretrained or scratch")
+        require(self.forget_every >= 1, f"{name('forget_every')}{self.forget_every}: must be >= 1")
+        require(0 <= self.distill_alpha <= 1, f"{name('distill_alpha')}{self.distill_alpha}: must be in [0, 1]")
+        require(self.distill_temperature > 0, f"{name('distill_temperature')}{self.distill_temperature}: must be > 0")
+        require(self.noise_alpha >= 0, f"{name('noise_alpha')}{self.noise_alpha}: must be >= 0")
+        require(not self.resume or self.output, "--resume needs --output: the run folder to continue")
+        if self.output:
+            parent = Path(self.output).expanduser().resolve().parent
+            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}")
+        for field in ("logging_steps", "save_steps"):
+            require(getattr(self, field) >= 1, f"{name(field)} must be >= 1")
+        for field in ("condensation_every", "eval_every", "save_total_limit"):
+            require(getattr(self, field) >= 0, f"{name(field)} must be >= 0")
+
+    @property
+    def regularizer(self) -> str | None:
+        """The `lmdisp.train.losses` name of the active regulariser (None for the baselines)."""
+        return REGULARIZERS.get(self.loss)
+
+    def world_tokens_per_step(self, world_size: int) -> int:
+        return self.context_length * self.batch_size * self.grad_accum * world_size
+
+    def max_steps(self, world_size: int) -> int:
+        per_step = self.world_tokens_per_step(world_size)
+        require(self.train_tokens >= per_step,
+                f"--train-tokens {self.train_tokens} is less than one optimiser step "
+                f"({per_step} tokens = context {self.context_length} x batch {self.batch_size} x "
+                f"accumulation {self.grad_accum} x {world_size} process(es))")
+        return self.train_tokens // per_step
+
+    def scaled_lr(self, world_size: int) -> float:
+        """The paper's rule: the learning rate grows with the square root of the world size."""
+        return self.lr * math.sqrt(world_size) if self.scale_lr else self.lr
+
+    def method_label(self) -> str:
+        """The report label: the loss plus the settings that differ from the defaults,
+        e.g. `dispersion (tau=0.5)`."""
+        shown = {"noisy-embedding": ("noise_alpha",), "active-forgetting": ("forget_every", "forget_lr")}
+        names = shown.get(self.loss, () if self.loss in BASELINES else ("lambda_disp", "tau", "location"))
+        defaults = TrainConfig.__dataclass_fields__
+        parts = [f"{n.replace('lambda_disp', 'lambda')}={getattr(self, n)}" for n in names
+                 if getattr(self, n) != defaults[n].default]
+        parts += ["lora"] if self.lora else []
+        parts += [f"KD from {self.teacher}"] if self.teacher else []  # a distill run
+        return self.loss + (f" ({', '.join(parts)})" if parts else "")
+
+    def base_label(self) -> str:
+        return self.model + (" (scratch)" if self.init == "scratch" else "")

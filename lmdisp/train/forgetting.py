@@ -1,0 +1,86 @@
+"""Active forgetting (Chen et al. 2023, "language-model plasticity"), all of it in one place.
+
+Every K steps the input token embeddings are re-initialised from N(0, 0.02) and their
+optimiser state is cleared; the embeddings have their own parameter group and LR schedule
+while the body keeps the run's cosine schedule. `DispersionTrainer` calls
+`forgetting_optimizer` / `forgetting_scheduler` when `--loss active-forgetting`, and the run
+adds the `ActiveForgetting` callback.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import TrainerCallback
+
+
+def split_embedding_params(model) -> tuple[set[str], list[str]]:
+    """(names of body parameters, names of the input-embedding parameters)."""
+    emb = model.get_input_embeddings().weight
+    names = [n for n, p in model.named_parameters() if p is emb]
+    return {n for n, _ in model.named_parameters()} - set(names), names
+
+
+def cosine_with_warmup(warmup: int, total: int):
+    """LR multiplier: linear warm-up over `warmup` steps, then cosine decay to 0 at `total`."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+    return factor
+
+
+def forgetting_cycle(warmup: int, every: int):
+    """The embeddings' own multiplier, restarted at each reset: warm-up, then linear decay."""
+    def factor(step: int) -> float:
+        t = step % every
+        if t < warmup:
+            return (t + 1) / max(1, warmup)
+        return max(0.0, (every - t) / max(1, every - warmup))
+    return factor
+
+
+def forgetting_optimizer(trainer) -> torch.optim.Optimizer:
+    """AdamW with the body's usual decay / no-decay groups and one group for the embeddings."""
+    cfg, model = trainer.run_config, trainer.model
+    body, emb = split_embedding_params(model)
+    decay = set(trainer.get_decay_parameter_names(model))
+    named = dict(model.named_parameters())
+    groups = [
+        {"params": [p for n, p in named.items() if n in body and n in decay], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in named.items() if n in body and n not in decay], "weight_decay": 0.0},
+        {"params": [named[n] for n in emb], "weight_decay": 0.0, "lr": cfg.forget_lr, "lmdisp_embeddings": True},
+    ]
+    args = trainer.args
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=args.learning_rate,
+                             betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+
+
+def forgetting_scheduler(trainer, optimizer, num_training_steps: int):
+    """The body's cosine-with-warm-up next to the embeddings' restarted cycle."""
+    cfg = trainer.run_config
+    body = cosine_with_warmup(trainer.args.get_warmup_steps(num_training_steps), num_training_steps)
+    emb = forgetting_cycle(cfg.forget_warmup, cfg.forget_every)
+    lambdas = [emb if g.get("lmdisp_embeddings") else body for g in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+
+
+class ActiveForgetting(TrainerCallback):
+    """Every `every` steps, re-initialise the input embeddings from N(0, 0.02) and clear their
+    optimiser state. Seeded by (seed, step), so a resumed run resets alike."""
+
+    def __init__(self, every: int, seed: int, std: float = 0.02):
+        self.every, self.seed, self.std = every, seed, std
+
+    def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        step = state.global_step
+        if step == 0 or step % self.every:
+            return
+        weight = model.get_input_embeddings().weight
+        gen = torch.Generator().manual_seed(hash((self.seed, step)) % (2**63))
+        with torch.no_grad():
+            weight.copy_((torch.randn(weight.shape, generator=gen) * self.std).to(weight))
+        if optimizer is not None:
+            optimizer.state.pop(weight, None)
