@@ -214,11 +214,23 @@ def model_positions(spec: str, *, trust_remote_code: bool = False) -> int | None
     return _positions(_text_config(config))
 
 
+def shipped_tokenizer(name: str) -> Path | None:
+    """A small tokenizer shipped with lmdisp (`configs/tokenizers/<name>/`), e.g. `tiny-bpe`: a
+    1024-token byte-level BPE trained on the builtin corpus, paired with the `tiny-*` configs
+    so that toy runs and the tests need no download and no GGUF conversion."""
+    from lmdisp.config import packaged
+
+    folder = packaged("tokenizers", name)
+    return Path(str(folder)) if "/" not in name and folder.is_dir() else None
+
+
 def load_tokenizer(spec: str, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     if spec in ALIASES or spec.endswith(".gguf"):
         spec = str(gguf_to_folder(Path(classify(spec)[1])))
+    elif not Path(spec).exists() and (shipped := shipped_tokenizer(spec)):
+        spec = str(shipped)
     try:
         name, rev = _at_revision(spec)
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **rev)

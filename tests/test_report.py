@@ -107,7 +107,10 @@ def test_latex_and_markdown_bold_the_best_of_each_block(runs, tmp_path):
     assert rows[("gpt2", "base")].count("\\mathbf") == 1                # only its tied-best mmlu
     assert f"{np.mean([s['piqa'] for s in disp.values()]):.2f}" in rows[("gpt2", "dispersion")]
     assert "\\mathbf" not in rows[("gpt2-medium", "ce")]
-    assert "$p < 0.01$" in tex or "$p < 0.05$" in tex or "n.s." in tex
+    p = ttest_ind(_averages("gpt2", "ce"), _averages("gpt2", "dispersion")).pvalue  # the ce row vs ref.
+    label = significance(p)
+    assert (label if label == "n.s." else f"${label}$") in rows[("gpt2", "ce")]
+    assert "ref." in rows[("gpt2", "dispersion")]
     md = (run.path / "table.md").read_text()
     assert "**" in md and "Notes:" in md and "Student's t-test" in md
     assert not (run.path / "averages.png").exists()

@@ -85,10 +85,10 @@ def test_empty_corpus_is_refused(run_cli, no_model_load, tmp_path):
 def _trainer(cfg, tmp_path):
     from transformers import default_data_collator
 
-    from lmdisp.models import load_model, load_tokenizer
+    from lmdisp.models import default_tokenizer, load_model, load_tokenizer
     from lmdisp.train.run import build_data, training_arguments
 
-    tok = load_tokenizer("smollm2-135m")
+    tok = load_tokenizer(default_tokenizer(cfg.model))
     train, _ = build_data(cfg, tok)
     model = load_model(cfg.model, dtype="float32", device="cpu", lm_head=True, seed=0).model.train()
     args = training_arguments(cfg, tmp_path, 2, 1)
@@ -230,13 +230,13 @@ def test_active_forgetting_resets_embeddings_and_their_optimiser_state(tmp_path)
     before = emb.detach().clone()
     cb = ActiveForgetting(every=3, seed=1)
 
-    class S:  # the bits of TrainerState the callback reads
-        global_step = 2
+    from transformers import TrainerControl, TrainerState
 
-    cb.on_step_begin(None, S, None, model=trainer.model, optimizer=trainer.optimizer)
+    state = TrainerState(global_step=2, max_steps=10)
+    cb.on_step_begin(trainer.args, state, TrainerControl(), model=trainer.model, optimizer=trainer.optimizer)
     assert torch.equal(emb, before)  # step 2: nothing
-    S.global_step = 3
-    cb.on_step_begin(None, S, None, model=trainer.model, optimizer=trainer.optimizer)
+    state.global_step = 3
+    cb.on_step_begin(trainer.args, state, TrainerControl(), model=trainer.model, optimizer=trainer.optimizer)
     assert not torch.equal(emb, before)
     assert emb.std().item() == pytest.approx(0.02, rel=0.05) and abs(emb.mean().item()) < 1e-3
     assert emb not in trainer.optimizer.state and other in trainer.optimizer.state

@@ -22,7 +22,6 @@ same files.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import random
 import re
 import time

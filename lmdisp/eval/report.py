@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmdisp.config import as_dict, config_yaml, option, require
+from lmdisp.config import as_dict, option, require
 from lmdisp.errors import ConfigError
 from lmdisp.runs import RunDir, save_figure, slugify, write_table, write_text
 

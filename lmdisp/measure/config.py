@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmdisp.config import option, require
-from lmdisp.measure.condensation import METRICS
 from lmdisp.models import DEFAULT_MODEL, DTYPES
 
 _DATA, _PROTO, _MODEL, _OUT = "Text", "Protocol", "Model and device", "Outputs"
@@ -46,6 +45,8 @@ class MeasureConfig:
     results_dir: str = option("results", "Where timestamped run folders go.", panel=_OUT)
 
     def __post_init__(self):
+        from lmdisp.measure.condensation import METRICS
+
         if isinstance(self.models, str):
             self.models = [self.models]
         if isinstance(self.metrics, str):

@@ -18,12 +18,21 @@ from typing import Any
 from lmdisp.config import option, option_name, require
 from lmdisp.errors import ConfigError
 from lmdisp.models import DTYPES
-from lmdisp.train.losses import LOCATIONS, LOSSES
 
-# CLI loss names -> what they switch on. Regulariser names map to `lmdisp.train.losses`.
+# CLI loss names -> what they switch on. Regulariser names map to `lmdisp.train.losses`
+# (imported only when a config is built: torch stays unloaded for `lmdisp --help`).
 BASELINES = ("ce", "noisy-embedding", "active-forgetting")
-REGULARIZERS = {name.replace("_", "-"): name for name in LOSSES}
-LOSS_CHOICES = (*BASELINES, *REGULARIZERS)
+
+
+def regularizers() -> dict[str, str]:
+    """CLI name -> `lmdisp.train.losses` registry name of every regulariser."""
+    from lmdisp.train.losses import LOSSES
+
+    return {name.replace("_", "-"): name for name in LOSSES}
+
+
+def loss_choices() -> tuple[str, ...]:
+    return (*BASELINES, *regularizers())
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 _DATA, _LOSS, _OPT, _BASE, _LOG, _RUN = ("Model and data", "Loss", "Budget and optimiser", "Baselines",
@@ -126,7 +135,9 @@ class TrainConfig:
     def __post_init__(self):
         self.loss = canonical_loss(self.loss)
         name = lambda n: option_name(TrainConfig, n)  # noqa: E731 - the option the user can type
-        require(self.loss in LOSS_CHOICES, f"--loss {self.loss!r}: choose one of {', '.join(LOSS_CHOICES)}")
+        from lmdisp.train.losses import LOCATIONS
+
+        require(self.loss in loss_choices(), f"--loss {self.loss!r}: choose one of {', '.join(loss_choices())}")
         require(self.location in LOCATIONS, f"--location {self.location!r}: choose one of {', '.join(LOCATIONS)}")
         require(self.lambda_disp >= 0, f"--lambda must be >= 0 (got {self.lambda_disp})")
         require(self.tau > 0, f"--tau must be > 0 (got {self.tau})")
@@ -157,7 +168,7 @@ class TrainConfig:
     @property
     def regularizer(self) -> str | None:
         """The `lmdisp.train.losses` name of the active regulariser (None for the baselines)."""
-        return REGULARIZERS.get(self.loss)
+        return regularizers().get(self.loss)
 
     def world_tokens_per_step(self, world_size: int) -> int:
         return self.context_length * self.batch_size * self.grad_accum * world_size

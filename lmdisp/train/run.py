@@ -170,12 +170,38 @@ def train_labels(cfg: TrainConfig) -> dict:
     return {"base_model": cfg.base_label(), "method": cfg.method_label(), "seed": cfg.seed}
 
 
+def build_trainer(cfg: TrainConfig, tokenizer, train, args, callbacks: list):
+    """Load the model (and the teacher of a distill run) and wrap it in the run's trainer."""
+    from transformers import default_data_collator
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from lmdisp.models import load_model
+
+    model = load_model(cfg.model, dtype=cfg.dtype, device="cpu", lm_head=True, tokenizer=cfg.tokenizer,
+                       trust_remote_code=cfg.trust_remote_code, seed=cfg.seed).model
+    model.train()
+    if cfg.lora:
+        model = _apply_lora(model, cfg)
+    kwargs = dict(model=model, args=args, train_dataset=train, data_collator=default_data_collator,
+                  processing_class=tokenizer, callbacks=callbacks, run_config=cfg)
+    if cfg.teacher:
+        from lmdisp.train.distill import DistillTrainer
+
+        teacher = load_model(cfg.teacher, dtype=cfg.dtype, device="cpu", lm_head=True,
+                             trust_remote_code=cfg.trust_remote_code, seed=cfg.seed).model
+        trainer = DistillTrainer(teacher=teacher, **kwargs)
+    else:
+        trainer = DispersionTrainer(**kwargs)
+    # Logs go to metrics.jsonl (and the CLI's bar): a library does not print the Trainer's dicts.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
 def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tuple = ()) -> TrainRun:
     """Validate, prepare data, load the model, train (or resume), save; return the run.
     `callbacks` are extra `TrainerCallback`s (the CLI passes its progress bar)."""
-    from transformers import default_data_collator
-
-    from lmdisp.models import check_model, default_tokenizer, load_model, load_tokenizer
+    from lmdisp.models import check_model, default_tokenizer, load_tokenizer
 
     started = time.time()
     if cfg.init == "scratch" and not cfg.model.startswith("random:"):
@@ -193,29 +219,8 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
     train, heldout = build_data(cfg, tokenizer)   # refuses an empty corpus, before the model loads
     run_dir = prepare_run_dir(cfg, command, state)
 
-    loaded = load_model(cfg.model, dtype=cfg.dtype, device="cpu", lm_head=True, tokenizer=cfg.tokenizer,
-                        trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
-    model = loaded.model
-    model.train()
-    if cfg.lora:
-        model = _apply_lora(model, cfg)
-    args = training_arguments(cfg, run_dir, max_steps, world)
     callbacks = [*_callbacks(cfg, run_dir, heldout), *callbacks]
-    kwargs = dict(model=model, args=args, train_dataset=train, data_collator=default_data_collator,
-                  processing_class=tokenizer, callbacks=callbacks, run_config=cfg)
-    if cfg.teacher:
-        from lmdisp.train.distill import DistillTrainer
-
-        teacher = load_model(cfg.teacher, dtype=cfg.dtype, device="cpu", lm_head=True,
-                             trust_remote_code=cfg.trust_remote_code, seed=cfg.seed).model
-        trainer = DistillTrainer(teacher=teacher, **kwargs)
-    else:
-        trainer = DispersionTrainer(**kwargs)
-    # Logs go to metrics.jsonl (and the rich bar): a library does not print the Trainer's dicts.
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
+    trainer = build_trainer(cfg, tokenizer, train, training_arguments(cfg, run_dir, max_steps, world), callbacks)
     resume = _resume_point(run_dir, state) if cfg.resume else None
     try:
         with peak_memory() as mem:
