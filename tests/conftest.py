@@ -68,3 +68,22 @@ def run_cli(capsys, monkeypatch):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _smollm2_only_in_slow_tests(request, monkeypatch):
+    """Keep the fast tests hermetic: converting the bundled GGUF is for tests marked `slow`."""
+    if request.node.get_closest_marker("slow"):
+        return
+    from pathlib import Path
+
+    import lmdisp.models
+
+    real = lmdisp.models.gguf_to_folder
+
+    def guarded(gguf, *args, **kwargs):
+        if Path(gguf).name == lmdisp.models.ALIASES["smollm2-135m"][1]:
+            raise AssertionError("this test converts the bundled SmolLM2 GGUF: use a tiny model or mark it slow")
+        return real(gguf, *args, **kwargs)
+
+    monkeypatch.setattr(lmdisp.models, "gguf_to_folder", guarded)
