@@ -36,7 +36,7 @@ from lmdisp.errors import ConfigError
 from lmdisp.runs import RunDir, save_figure, slugify, write_table, write_text
 
 # Display order of the methods inside a block (the paper's Table 2); others follow by name.
-METHOD_ORDER = ("base", "ce", "noisy-embedding", "active-forgetting", "decorrelation", "l2-repel",
+METHOD_ORDER = ("base", "ce", "noisy-embedding", "active-forgetting", "decorrelation", "l2-repel", "l2-repel-paper",
                 "orthogonalization", "infonce-cos", "dispersion")
 DASH = "—"
 
