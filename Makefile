@@ -1,7 +1,7 @@
 # lmdisp: every target installs what it needs first (into .venv) and works offline.
 #   make demo    measure the bundled SmolLM2-135M (offline) and write results/measure/...
 #   make test    run the offline test suite
-#   make toy     ce vs dispersion mid-training of a tiny model, offline (Figure 7 direction)
+#   make toy     ce vs dispersion mid-training of a tiny model, offline (Figure 7 direction; README block)
 #   make bench   speed and memory of `measure` vs the authors' package (results/bench/)
 #   make fig2    Figure 2 (GPT-2 small..xl on wikitext; needs hub access, best on a GPU)
 #   make figS2   Figure S2 (GPT-2 on the four corpora; needs hub access)
@@ -64,6 +64,7 @@ toy: install
 	$(OFFLINE) $(LMDISP) midtrain --config configs/midtrain/tiny-dispersion.yaml --output $(TOYDIR)/dispersion
 	$(OFFLINE) $(LMDISP) measure $(TOYDIR)/ce/final $(TOYDIR)/dispersion/final --dataset builtin \
 		--max-length 64 --min-words 128 --max-words 160 --output $(TOYDIR)/measure
+	$(OFFLINE) $(BIN)/python bench/toy_result.py $(TOYDIR)    # fills the README's toy block
 
 # Every figure target measures in float32, as the authors did (also measure's default).
 FIG_DTYPE ?= float32

@@ -226,6 +226,7 @@ def test_active_forgetting_resets_embeddings_and_their_optimiser_state(tmp_path)
     emb = trainer.model.get_input_embeddings().weight
     (emb_group,) = [g for g in groups if any(p is emb for p in g["params"])]
     assert emb_group["lr"] == pytest.approx(1e-4 * forgetting_cycle(1, 3)(0)) and len(emb_group["params"]) == 1
+    assert emb_group["weight_decay"] == cfg.weight_decay == 0.1  # the authors' decay group
     trainer.optimizer.state[emb] = {"step": torch.tensor(5.0)}
     other = next(p for p in trainer.model.parameters() if p is not emb)
     trainer.optimizer.state[other] = {"step": torch.tensor(5.0)}

@@ -77,7 +77,8 @@ def embedding_schedule(kind: str, total: int, every: int, warmup: float):
 
 
 def forgetting_optimizer(trainer) -> torch.optim.Optimizer:
-    """AdamW with the body's usual decay / no-decay groups and one group for the embeddings."""
+    """AdamW with the body's usual decay / no-decay groups and one group for the embeddings
+    (weight decay as the body's decay group, as in the authors' code)."""
     cfg, model = trainer.run_config, trainer.model
     body, emb = split_embedding_params(model)
     decay = set(trainer.get_decay_parameter_names(model))
@@ -85,7 +86,9 @@ def forgetting_optimizer(trainer) -> torch.optim.Optimizer:
     groups = [
         {"params": [p for n, p in named.items() if n in body and n in decay], "weight_decay": cfg.weight_decay},
         {"params": [p for n, p in named.items() if n in body and n not in decay], "weight_decay": 0.0},
-        {"params": [named[n] for n in emb], "weight_decay": 0.0, "lr": cfg.forget_lr, "lmdisp_embeddings": True},
+        # the embeddings decay like the body, as in the authors' optimiser groups
+        {"params": [named[n] for n in emb], "weight_decay": cfg.weight_decay, "lr": cfg.forget_lr,
+         "lmdisp_embeddings": True},
     ]
     args = trainer.args
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=args.learning_rate,
