@@ -328,3 +328,14 @@ def test_checkpoints_all_evaluates_every_kept_checkpoint(run_cli, task_dir, tmp_
     assert again.code == 0 and "0 checkpoint(s) evaluated" in " ".join(again.out.split())  # done: skipped
     bad = run_cli("evaluate", "--model", tmp_path / "run" / "final", "--checkpoints", "all", *args)
     assert bad.code == 2 and "not a training run folder" in bad.err and "Traceback" not in bad.err
+
+
+def test_eval_points_evaluates_at_the_authors_interval(run_cli, task_dir, tmp_path):
+    """eval_points=2 with eval_tasks and no eval_every: the hook runs at begin, every
+    floor(5/2)+1 = 3 steps and at the end (the authors' periodic evaluation points)."""
+    res = run_cli("midtrain", "--model", "random:tiny-gpt2", "--dataset", "builtin", "--context-length", "32",
+                  "--batch-size", "4", "--grad-accum", "1", "--no-gradient-checkpointing", "--condensation-every", "0",
+                  "--train-tokens", str(5 * 128), "--output", tmp_path / "run", "--set", "eval_tasks=toy_mc",
+                  "--set", f"eval_include_path={task_dir}", "--set", "eval_points=2", "--set", "eval_limit=4")
+    assert res.code == 0, res.err
+    assert sorted(p.name for p in (tmp_path / "run" / "evals").iterdir()) == ["step-0", "step-3", "step-5"]
