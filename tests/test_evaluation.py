@@ -328,6 +328,9 @@ def test_checkpoints_all_evaluates_every_kept_checkpoint(run_cli, task_dir, tmp_
     assert again.code == 0 and "0 checkpoint(s) evaluated" in " ".join(again.out.split())  # done: skipped
     bad = run_cli("evaluate", "--model", tmp_path / "run" / "final", "--checkpoints", "all", *args)
     assert bad.code == 2 and "not a training run folder" in bad.err and "Traceback" not in bad.err
+    typo = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "all", "--tasks", "toy_mcc",
+                   "--include-path", task_dir, "--output", tmp_path / "typo")
+    assert typo.code == 2 and "toy_mcc" in typo.err and not (tmp_path / "typo").exists()
 
 
 def test_eval_points_evaluates_at_the_authors_interval(run_cli, task_dir, tmp_path):

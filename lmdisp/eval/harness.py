@@ -261,20 +261,26 @@ def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) ->
     ckpts = saved_checkpoints(run)
     require(bool(ckpts), f"--checkpoints all: {cfg.model} has no saved checkpoint in checkpoints/ (train "
             "with --set eval_points=5, or save_steps and save_total_limit=0, to keep them)")
+    check_task_names(task_manager(cfg.include_path, list(cfg.tasks)), list(cfg.tasks), cfg.include_path)
     out = Path(cfg.output) if cfg.output else None
     if out is None or not (out.is_dir() and all(re.fullmatch(r"step-\d+", c.name) for c in out.iterdir())):
         out = RunDir.create("evaluate", path.name, root=cfg.results_dir, output=cfg.output).path
     runs = []
-    for step, folder in ckpts:
-        target = out / f"step-{step}"
-        if (target / "tasks.csv").is_file():
-            continue
-        if target.is_dir() and not any(target.iterdir()):
-            target.rmdir()
-        if stage:
-            stage(f"checkpoint at step {step}")
-        one = dataclasses.replace(cfg, model=str(folder), output=str(target), checkpoints="final")
-        runs.append(run_evaluate(one, stage, training_step=step))
+    try:
+        for step, folder in ckpts:
+            target = out / f"step-{step}"
+            if (target / "tasks.csv").is_file():
+                continue
+            if target.is_dir() and not any(target.iterdir()):
+                target.rmdir()
+            if stage:
+                stage(f"checkpoint at step {step}")
+            one = dataclasses.replace(cfg, model=str(folder), output=str(target), checkpoints="final")
+            runs.append(run_evaluate(one, stage, training_step=step))
+    except BaseException:
+        if out.is_dir() and not any(out.iterdir()):  # nothing written: leave no empty folder behind
+            out.rmdir()
+        raise
     return runs
 
 
