@@ -180,48 +180,9 @@ def cycle_texts(texts: Sequence[str], repetitions: int) -> list[str]:
 # ----------------------------------------------------------------------------- training data
 
 # Training corpora by short name: (hub id, config, split, field). `wikitext` is the paper's
-# mid-training data (wikitext-103-raw-v1, empty lines dropped).
+# mid-training data (wikitext-103-raw-v1, empty lines dropped). Training reads them through
+# token shards (`lmdisp.train.shards`), streamed once.
 TRAIN_CORPORA: dict[str, tuple[str, str | None, str, str]] = {
     "wikitext": ("Salesforce/wikitext", "wikitext-103-raw-v1", "train", "text"),
     "fineweb-edu": ("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", "text"),
 }
-
-
-def load_text_dataset(spec: str, *, text_field: str | None = None, split: str = "train",
-                      subset: str | None = None):
-    """A `datasets.Dataset` with one `text` column and no empty records."""
-    import datasets
-
-    if spec in TRAIN_CORPORA:
-        hub_id, config, split_, field = TRAIN_CORPORA[spec]
-        corpus = _load_hub(spec, hub_id, subset or config, split_, text_field or field)
-    else:
-        corpus = load_corpus(spec, text_field=text_field, split=split, subset=subset)
-    ds = corpus.records
-    if isinstance(ds, list):
-        ds = datasets.Dataset.from_dict({"text": ds})
-    elif corpus.field != "text":
-        ds = ds.rename_column(corpus.field, "text")
-    ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
-    if len(ds) == 0:
-        raise DataError(f"dataset `{spec}` holds no non-empty text")
-    return ds
-
-
-def pack_blocks(ds, tokenizer, context_length: int, *, num_proc: int | None = None):
-    """Tokenise every record and pack the token stream into blocks of `context_length`
-    (the remainder is dropped), as transformers' `run_clm` does; `labels` = `input_ids`."""
-    def tokenize(batch):
-        return tokenizer(batch["text"], add_special_tokens=False)
-
-    def group(batch):
-        ids = [t for seq in batch["input_ids"] for t in seq]
-        n = len(ids) // context_length * context_length
-        blocks = [ids[i:i + context_length] for i in range(0, n, context_length)]
-        return {"input_ids": blocks, "attention_mask": [[1] * context_length for _ in blocks],
-                "labels": [list(b) for b in blocks]}
-
-    tokens = ds.map(tokenize, batched=True, remove_columns=ds.column_names, num_proc=num_proc,
-                    desc="tokenising")
-    return tokens.map(group, batched=True, batch_size=1000, remove_columns=tokens.column_names,
-                      num_proc=num_proc, desc=f"packing {context_length}-token blocks")

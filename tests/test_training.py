@@ -101,7 +101,7 @@ def test_ce_loss_is_exactly_the_parents(tmp_path):
     from transformers import Trainer
 
     trainer, train = _trainer(tiny(tmp_path), tmp_path)
-    batch = {k: torch.tensor(v) for k, v in train[:4].items()}
+    batch = {k: torch.as_tensor(v) for k, v in train[:4].items()}
     torch.manual_seed(0)  # same dropout masks for both calls
     ours = trainer.compute_loss(trainer.model, batch)
     torch.manual_seed(0)
@@ -114,7 +114,7 @@ def test_dispersion_adds_lambda_times_regulariser(tmp_path):
 
     cfg = tiny(tmp_path, loss="dispersion", lambda_disp=0.5)
     trainer, train = _trainer(cfg, tmp_path)
-    batch = {k: torch.tensor(v) for k, v in train[:4].items()}
+    batch = {k: torch.as_tensor(v) for k, v in train[:4].items()}
     trainer.model.eval()  # no dropout: both forward passes must see the same network
     trainer.model.training = True  # ... while compute_loss still takes its training path
     total = trainer.compute_loss(trainer.model, batch)

@@ -143,7 +143,10 @@ class TrainConfig:
     output: str | None = option(None, "Run folder: new, or the one to --resume.", short="-o", panel=_RUN)
     results_dir: str = option("results", "Where timestamped run folders go.", cli="set")
     resume: bool = option(False, "Continue the run in --output.", panel=_RUN)
-    num_proc: int | None = option(None, "Processes for tokenisation.", cli="set")
+    num_proc: int | None = option(None, "Tokenizer processes while building token shards (default: the fast "
+                                  "tokenizer's own threads).", cli="set")
+    cache_dir: str | None = option(None, "Token-shard cache (default: $LMDISP_CACHE/tokens, "
+                                   "~/.cache/lmdisp/tokens).", cli="set")
 
     def __post_init__(self):
         self.loss = canonical_loss(self.loss)

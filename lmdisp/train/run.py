@@ -23,7 +23,7 @@ from lmdisp.train.config import TrainConfig
 from lmdisp.train.trainer import DispersionTrainer
 
 # Fields that may differ when the same run folder is continued.
-_RESUME_FREE = {"resume", "output", "results_dir", "num_proc", "report_to"}
+_RESUME_FREE = {"resume", "output", "results_dir", "num_proc", "report_to", "cache_dir"}
 
 
 @dataclass
@@ -69,7 +69,8 @@ def prepare_run_dir(cfg: TrainConfig, command: str, state) -> Path:
             name = f"{Path(cfg.model).name or cfg.model}-{cfg.loss}-seed{cfg.seed}"
             path = RunDir.create(command, name, root=cfg.results_dir, output=out).path
             RunDir(path, command).write_manifest(as_dict(cfg), seed=cfg.seed, status="running",
-                                                 labels=train_labels(cfg))
+                                                 labels=train_labels(cfg), world_size=state.num_processes,
+                                                 learning_rate=cfg.scaled_lr(state.num_processes))
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
@@ -77,21 +78,33 @@ def prepare_run_dir(cfg: TrainConfig, command: str, state) -> Path:
     return Path(path)
 
 
-def build_data(cfg: TrainConfig, tokenizer):
-    """Packed training blocks, plus a fixed held-out batch for condensation tracking."""
-    from lmdisp.data import load_text_dataset, pack_blocks
-
-    text = load_text_dataset(cfg.dataset, text_field=cfg.text_field, split=cfg.split, subset=cfg.subset)
-    blocks = pack_blocks(text, tokenizer, cfg.context_length, num_proc=cfg.num_proc)
-    held = min(cfg.condensation_sequences, len(blocks) // 10) if cfg.condensation_every else 0
-    if len(blocks) - held < 1:
-        raise DataError(f"dataset `{cfg.dataset}` gives {len(blocks)} blocks of {cfg.context_length} tokens; "
-                        "need at least one (lower --context-length or use more text)")
-    train = blocks.select(range(len(blocks) - held))
-    heldout = None
-    if held:
-        heldout = blocks.select(range(len(blocks) - held, len(blocks))).with_format("torch")[:]
+def build_data(cfg: TrainConfig, tokenizer, progress=None):
+    """Training blocks and a fixed held-out batch for condensation tracking, read from the
+    token shards of `cfg`'s corpus (built on first use; see `lmdisp.train.shards`). The first
+    `condensation_sequences` blocks are held out, whatever the budget; the next
+    train_tokens / context_length blocks are the training set."""
+    shards, held, n_train = prepare_data(cfg, tokenizer, progress)
+    train = shards.blocks(held, held + n_train)
+    heldout = shards.blocks(0, held)[:] if held and cfg.condensation_every else None
     return train, heldout
+
+
+def prepare_data(cfg, tokenizer, progress=None):
+    """(shards, held-out blocks, training blocks) for a config with TrainConfig's data fields."""
+    from lmdisp.train.shards import prepare_shards, resolve_source
+
+    src = resolve_source(cfg.dataset, text_field=cfg.text_field, split=cfg.split, subset=cfg.subset)
+    held, n_train = cfg.condensation_sequences, max(1, cfg.train_tokens // cfg.context_length)
+    shards = prepare_shards(src, tokenizer, cfg.context_length, held + n_train, cache_dir=cfg.cache_dir,
+                            progress=progress, num_proc=cfg.num_proc)
+    n = shards.n_blocks
+    if n < held + n_train:  # the whole corpus is shorter than the budget: epochs over it
+        held = min(held, n // 10)
+        n_train = n - held
+    if n_train < 1:
+        raise DataError(f"dataset `{cfg.dataset}` gives {n} blocks of {cfg.context_length} tokens; "
+                        "need at least one (lower --context-length or use more text)")
+    return shards, held, n_train
 
 
 def _check_positions(cfg: TrainConfig) -> None:
@@ -208,9 +221,11 @@ def build_trainer(cfg: TrainConfig, tokenizer, train, args, callbacks: list):
     return trainer
 
 
-def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tuple = ()) -> TrainRun:
+def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tuple = (),
+              data_progress=None) -> TrainRun:
     """Validate, prepare data, load the model, train (or resume), save; return the run.
-    `callbacks` are extra `TrainerCallback`s (the CLI passes its progress bar)."""
+    `callbacks` are extra `TrainerCallback`s (the CLI passes its progress bar);
+    `data_progress(report)` is called while token shards are built (`lmdisp.train.shards`)."""
     from lmdisp.models import check_model, default_tokenizer, load_tokenizer
 
     started = time.time()
@@ -226,7 +241,7 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
         check_model(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
     _check_positions(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer or default_tokenizer(cfg.model), trust_remote_code=cfg.trust_remote_code)
-    train, heldout = build_data(cfg, tokenizer)   # refuses an empty corpus, before the model loads
+    train, heldout = build_data(cfg, tokenizer, data_progress)   # refuses an empty corpus, before the model loads
     run_dir = prepare_run_dir(cfg, command, state)
 
     callbacks = [*_callbacks(cfg, run_dir, heldout, max_steps), *callbacks]
@@ -301,8 +316,12 @@ def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer,
 
         save_figure(condensation_trace(pd.read_csv(trace), title=f"{cfg.model} · {cfg.loss}"),
                     run_dir / "condensation.png")
-    extra = {"steps": trainer.state.global_step, "world_size": trainer.args.world_size,
-             "learning_rate": trainer.args.learning_rate, "memory": mem,
+    world, data = trainer.args.world_size, trainer.train_dataset
+    rule = f"lr {cfg.lr} x sqrt(world size {world})" if cfg.scale_lr else f"lr {cfg.lr}, not scaled (scale_lr off)"
+    extra = {"steps": trainer.state.global_step, "world_size": world,
+             "learning_rate": trainer.args.learning_rate, "learning_rate_rule": rule, "memory": mem,
+             "data": {"token_file": str(data.path), "first_block": data.start, "train_blocks": len(data),
+                      "context_length": data.context_length},
              "wall_time_s": round(time.time() - started, 3)}
     rd = RunDir(run_dir, command, started=started)
     rd.write_manifest(as_dict(cfg), seed=cfg.seed, status="finished", labels=train_labels(cfg),
