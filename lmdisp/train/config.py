@@ -224,3 +224,36 @@ class TrainConfig:
 
     def base_label(self) -> str:
         return self.model + (" (scratch)" if self.init == "scratch" else "")
+
+
+# `lmdisp prepare`: the data fields of a training run, to build its token shards on their own
+# (e.g. on a CPU node before the GPU job). Same names, defaults and help as TrainConfig's, so
+# a training config YAML can be passed as it is (its other keys are refused).
+PREPARE_FIELDS = ("model", "tokenizer", "dataset", "text_field", "subset", "split", "train_tokens",
+                  "context_length", "condensation_sequences", "num_proc", "cache_dir", "trust_remote_code")
+
+
+def _prepare_post_init(self) -> None:
+    self.train_tokens = parse_tokens(self.train_tokens)
+    require(self.train_tokens > 0, f"--train-tokens must be > 0 (got {self.train_tokens})")
+    require(self.context_length >= 2, f"--context-length must be >= 2 (got {self.context_length})")
+    require(self.condensation_sequences >= 0, "condensation_sequences must be >= 0")
+
+
+def _prepare_config() -> type:
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(TrainConfig)
+    fields = []
+    for name in PREPARE_FIELDS:
+        f = TrainConfig.__dataclass_fields__[name]
+        kwargs = {"default_factory": f.default_factory} if f.default is dataclasses.MISSING else {"default": f.default}
+        fields.append((name, hints[name], dataclasses.field(metadata=f.metadata, **kwargs)))
+    doc = "The data settings of a training run: what `lmdisp prepare` needs to build its token shards."
+    return dataclasses.make_dataclass("PrepareConfig", fields, namespace={"__post_init__": _prepare_post_init,
+                                                                          "__doc__": doc,
+                                                                          "__module__": __name__})
+
+
+PrepareConfig = _prepare_config()

@@ -327,3 +327,27 @@ def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer,
     rd.write_manifest(as_dict(cfg), seed=cfg.seed, status="finished", labels=train_labels(cfg),
                       **{k: v for k, v in extra.items() if k != "wall_time_s"})
     write_json(run_dir / "train_summary.json", extra)
+
+
+def run_prepare(cfg: TrainConfig, progress=None) -> dict:
+    """Build (or find) the token shards a training run with `cfg` will read; a summary."""
+    from lmdisp.models import default_tokenizer, load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.tokenizer or default_tokenizer(_tokenizer_model(cfg.model)),
+                               trust_remote_code=cfg.trust_remote_code)
+    started = time.time()
+    shards, held, n_train = prepare_data(cfg, tokenizer, progress)
+    size = (shards.path / "tokens.bin").stat().st_size
+    return {"path": str(shards.path), "built": shards.built, "seconds": round(time.time() - started, 3),
+            "blocks": shards.n_blocks, "held_out": held, "train_blocks": n_train,
+            "context_length": cfg.context_length, "dtype": shards.index["dtype"], "bytes": size,
+            "bytes_per_token": size / (shards.n_blocks * cfg.context_length), "exhausted": shards.exhausted}
+
+
+def _tokenizer_model(model: str) -> str:
+    """`pretrain` reads a model config name (configs/models/<name>.json) as `random:<name>`."""
+    from lmdisp.config import packaged
+
+    if not model.startswith("random:") and (model.endswith(".json") or Path(str(packaged("models", f"{model}.json"))).is_file()):
+        return f"random:{model}"
+    return model
