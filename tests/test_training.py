@@ -193,6 +193,33 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     assert not (tmp_path / "run" / "final").exists()
 
 
+@pytest.mark.parametrize("first_nan, steps, kept", [
+    (7, "steps 5-8", ["checkpoint-3", "checkpoint-6"]),  # found at the step-8 log
+    (6, "steps 5-6", ["checkpoint-3"]),                  # found before the step-6 save: not written
+])
+def test_a_nan_between_logs_stops_within_one_interval(tmp_path, monkeypatch, first_nan, steps, kept):
+    """logging_steps 4: metrics stay on the device between logs, yet the run stops at the next
+    log (or checkpoint save), names the steps since the last log and keeps only good checkpoints."""
+    import lmdisp.train.trainer as trainer_mod
+
+    real, calls = trainer_mod.regularizer, {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        value = real(*a, **k)
+        return value * float("nan") if calls["n"] >= first_nan else value
+
+    monkeypatch.setattr(trainer_mod, "regularizer", poisoned)
+    with pytest.raises(NonFiniteLoss, match=steps):
+        run_train(tiny(tmp_path, loss="dispersion", train_tokens=12 * 128, save_steps=3, logging_steps=4,
+                       save_total_limit=5))
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == kept
+    last = load_file(str(tmp_path / "run" / "checkpoints" / kept[-1] / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in last.values())
+    logged = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 4]  # nothing logged after the NaN
+
+
 def test_noisy_embedding_uses_neftune_with_the_paper_bound(tmp_path):
     from transformers.integrations.neftune import activate_neftune
 
