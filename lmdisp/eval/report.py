@@ -141,6 +141,9 @@ def read_runs(folders: list[Path]):
         tasks.insert(4, "created", manifest.get("created", ""))
         tasks.insert(5, "training_step", manifest.get("training_step"))  # set by the training hooks
         tasks.insert(6, "training_run", manifest.get("training_run") or "")
+        config, model_info = manifest.get("config") or {}, manifest.get("model_info") or {}
+        tasks.insert(7, "backend", str(config.get("backend", "hf")))
+        tasks.insert(8, "dtype", str(model_info.get("dtype") or config.get("dtype", "auto")))
         frames.append(tasks)
     return pd.concat(frames, ignore_index=True)
 
@@ -166,6 +169,7 @@ def build_table(long, tasks: list[str] | None = None, reference: str = "dispersi
     import pandas as pd
 
     notes: list[str] = []
+    long = _split_mixed_settings(long, notes)
     if tasks is None:
         paper = _paper_tasks()
         seen = list(dict.fromkeys(long["task"]))
@@ -247,6 +251,19 @@ def _step_label(run) -> str:
     if step is not None and step == step:  # neither None nor NaN
         return str(int(step))
     return "final" if run.get("training_run") else DASH
+
+
+def _split_mixed_settings(long, notes: list[str]):
+    """Runs of one row scored by different backends (hf, vllm) or dtypes are never averaged
+    together: each setting becomes its own row, `method [backend, dtype]`, with a note."""
+    if "backend" not in long:
+        return long
+    setting = long["backend"].astype(str) + ", " + long["dtype"].astype(str)
+    mixed = setting.groupby([long["base_model"], long["method"]]).transform("nunique") > 1
+    for (base, method), g in setting[mixed].groupby([long["base_model"][mixed], long["method"][mixed]]):
+        notes.append(f"{base} / {method}: runs scored with different settings ({'; '.join(sorted(set(g)))}) "
+                     "are reported as separate rows, not averaged")
+    return long.assign(method=long["method"].where(~mixed, long["method"] + " [" + setting + "]"))
 
 
 def _rank_and_test(table, idx, tasks, higher, reference, notes) -> None:
