@@ -16,8 +16,16 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 REPS ?= 100
 TOYDIR ?= results/toy/$(shell date +%Y%m%d-%H%M%S)
+# Training steps launch through LAUNCH: one process per visible GPU (torchrun, DDP) when more
+# than one is visible (CUDA_VISIBLE_DEVICES, else nvidia-smi), a plain process otherwise. The
+# learning rate is multiplied by sqrt(world size), as in the paper (TrainConfig.scale_lr), and
+# each run's manifest.json records world_size, learning_rate and the rule. Override, e.g.
+#   make table2 LAUNCH="accelerate launch --config_file configs/accelerate/ddp.yaml -m lmdisp"
+NGPUS  ?= $(shell if [ -n "$$CUDA_VISIBLE_DEVICES" ]; then echo "$$CUDA_VISIBLE_DEVICES" | tr , '\n' | grep -c .; \
+                  else nvidia-smi -L 2>/dev/null | grep -c '^GPU'; fi)
+LAUNCH ?= $(if $(filter-out 0 1,$(NGPUS)),$(BIN)/torchrun --nproc_per_node $(NGPUS) -m lmdisp,$(LMDISP))
 
-.PHONY: install demo toy test test-fast bench bench-train bench-eval fig2 fig4 fig5 fig7 figS2 table2 table3 table4 clean
+.PHONY: install demo toy test test-fast bench bench-train bench-eval bench-gpu bench-shards wheels fig2 fig4 fig5 fig7 figS2 table2 table3 table4 plan clean
 
 install: $(VENV)/.installed
 
@@ -96,8 +104,8 @@ FIG7_REPS ?= 10
 FIG7_TOKENS ?= 1024
 fig7: install
 	mkdir -p $(FIG7)
-	$(LMDISP) midtrain --config configs/midtrain/gpt2-ce.yaml --seed 1 --output $(FIG7)/ce --resume
-	$(LMDISP) midtrain --config configs/midtrain/gpt2-dispersion.yaml --seed 1 --output $(FIG7)/dispersion --resume
+	$(LAUNCH) midtrain --config configs/midtrain/gpt2-ce.yaml --seed 1 --output $(FIG7)/ce --resume
+	$(LAUNCH) midtrain --config configs/midtrain/gpt2-dispersion.yaml --seed 1 --output $(FIG7)/dispersion --resume
 	$(LMDISP) measure gpt2 $(FIG7)/ce $(FIG7)/dispersion --dataset wikipedia --repetitions $(FIG7_REPS) \
 		--max-length $(FIG7_TOKENS) --dtype $(FIG_DTYPE)
 
@@ -135,7 +143,7 @@ define paper_table
 		$(LMDISP) evaluate --model $(MODEL) --preset $(EVAL_PRESET) --seed 1 --output $$out/evals/base; \
 	for seed in $(SEEDS); do for row in $(2); do \
 		run=$$out/train/$$row-seed$$seed; \
-		test -d $$run/final || $(LMDISP) midtrain --config configs/midtrain/$(TABLE_CFG)-$$row.yaml \
+		test -d $$run/final || $(LAUNCH) midtrain --config configs/midtrain/$(TABLE_CFG)-$$row.yaml \
 			--seed $$seed --output $$run --resume; \
 		test -f $$out/evals/$$row-seed$$seed/done || { \
 			$(LMDISP) evaluate --model $$run --preset $(EVAL_PRESET) --checkpoints all \
@@ -143,6 +151,14 @@ define paper_table
 	done; done; \
 	$(LMDISP) report $$out/evals --select $(SELECT) --results-dir $$out
 endef
+
+# One line per training run of a table, to hand to a cluster scheduler (see the README):
+#   make -s plan TABLE=table2 MODEL=gpt2 SEEDS="1 2 3" LAUNCH="torchrun --nproc_per_node 8 -m lmdisp" > runs.txt
+TABLE ?= table2
+plan:
+	@$(foreach seed,$(SEEDS),$(foreach row,$($(subst table,TABLE,$(TABLE))_ROWS),echo "$(LAUNCH) midtrain \
+		--config configs/midtrain/$(TABLE_CFG)-$(row).yaml --seed $(seed) \
+		--output $(TABLES)/$(TABLE)-$(TABLE_CFG)/train/$(row)-seed$(seed) --resume";))
 
 table2: install
 	$(call paper_table,table2,$(TABLE2_ROWS))
