@@ -64,6 +64,10 @@ bench: install
 bench-train: install
 	$(OFFLINE) $(BIN)/python bench/train_step.py
 
+# Token shards: time to the first step on a generated 200 MB corpus, cache size, reuse.
+bench-shards: install
+	$(OFFLINE) $(BIN)/python bench/shards.py
+
 # Figure 7 at toy scale, offline: the same tiny model mid-trained with ce and with
 # dispersion, then both measured.
 toy: install
