@@ -3,6 +3,7 @@
 #   make test    run the offline test suite
 #   make toy     ce vs dispersion mid-training of a tiny model, offline (Figure 7 direction; README block)
 #   make bench   speed and memory of `measure` vs the authors' package (results/bench/)
+#   make bench-gpu   the GPU benchmark (measure, training, evaluation) on one card
 #   make fig2    Figure 2 (GPT-2 small..xl on wikitext; needs hub access, best on a GPU)
 #   make figS2   Figure S2 (GPT-2 on the four corpora; needs hub access)
 #   make fig4 / fig5 / fig7   condensation through pre-training, after distillation, after mid-training
@@ -14,6 +15,7 @@ LMDISP := $(BIN)/lmdisp
 # The CPU wheel index used when no local torch wheel is found on a machine without a GPU.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+VENV_FLAGS ?=   # --system-site-packages: use the torch/transformers a GPU node already has
 REPS ?= 100
 TOYDIR ?= results/toy/$(shell date +%Y%m%d-%H%M%S)
 # Training steps launch through LAUNCH: one process per visible GPU (torchrun, DDP) when more
@@ -32,7 +34,7 @@ install: $(VENV)/.installed
 # Without a GPU, install a CPU build of torch first (a local wheel if pip's find-links has
 # one, else the CPU index), so that resolving `torch>=...` never pulls a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 		echo "GPU found: torch from the default index"; \
 	elif $(BIN)/python -c "import torch" 2>/dev/null; then \
@@ -63,6 +65,17 @@ bench: install
 
 bench-train: install
 	$(OFFLINE) $(BIN)/python bench/train_step.py
+
+# The GPU benchmark (one card, under 8 minutes on an H100): measure, training, evaluation.
+# Air-gapped node with torch/transformers/accelerate/peft only: run `make wheels` where there
+# is network, copy the checkout, then on the node
+#   PIP_NO_INDEX=1 PIP_FIND_LINKS=$PWD/wheels make bench-gpu VENV_FLAGS=--system-site-packages
+bench-gpu: install
+	$(OFFLINE) $(BIN)/python bench/gpu.py
+
+WHEELS ?= wheels
+wheels:
+	PYTHON=$(PYTHON) bench/wheels.sh $(WHEELS)
 
 # Token shards: time to the first step on a generated 200 MB corpus, cache size, reuse.
 bench-shards: install
