@@ -145,7 +145,9 @@ def test_an_empty_corpus_and_a_missing_field_are_clear_errors(tmp_path, smol_tok
     (tmp_path / "x.jsonl").write_text('{"body": "a b c"}\n')
     with pytest.raises(DataError, match="no text field `text`"):
         prepare_shards(resolve_source(str(tmp_path / "x.jsonl")), smol_tokenizer, 8, 5, cache_dir=tmp_path / "c")
-    assert not list((tmp_path / "c").glob("*/blocks-*")) and not list((tmp_path / "c").glob("*/.tmp-*"))
+    with pytest.raises(DataError, match="cannot stream dataset `wikitext`.*builtin"):  # offline: the hub path
+        prepare_shards(resolve_source("wikitext"), smol_tokenizer, 8, 5, cache_dir=tmp_path / "c")
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").iterdir())  # nothing left behind
 
 
 _KILLED_BUILD = """

@@ -302,13 +302,18 @@ def prepare_shards(src: Source, tokenizer, context_length: int, need: int, *, ca
     if found:
         return found
     folder.mkdir(parents=True, exist_ok=True)
-    with _locked(folder / ".lock"):
-        found = find_shards(folder, need)  # another process may have built it while we waited
-        if found:
-            return found
-        for stale in folder.glob(".tmp-*"):  # left by a killed build: we hold the lock, so it is dead
-            shutil.rmtree(stale, ignore_errors=True)
-        return _build(src, tokenizer, context_length, need, folder, ident, progress, num_proc)
+    try:
+        with _locked(folder / ".lock"):
+            found = find_shards(folder, need)  # another process may have built it while we waited
+            if found:
+                return found
+            for stale in folder.glob(".tmp-*"):  # left by a killed build: we hold the lock, so it is dead
+                shutil.rmtree(stale, ignore_errors=True)
+            return _build(src, tokenizer, context_length, need, folder, ident, progress, num_proc)
+    except Exception:
+        if {p.name for p in folder.iterdir()} <= {".lock"}:  # a refused source leaves no cache folder
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 class _locked:
@@ -334,7 +339,7 @@ def _build(src: Source, tokenizer, ctx: int, need: int, folder: Path, ident: dic
 
     dtype = token_dtype(tokenizer)
     tmp = folder / f".tmp-{os.getpid()}-{time.time_ns()}"
-    tmp.mkdir()
+    tmp.mkdir(parents=True)
     started, records, read, written = time.perf_counter(), 0, 0, 0
     carry = np.empty(0, dtype)
     try:
