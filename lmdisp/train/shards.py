@@ -214,7 +214,7 @@ def _init_worker(tokenizer) -> None:
 def _encode(texts: list[str], tokenizer=None, dtype=np.uint32) -> np.ndarray:
     tok = tokenizer if tokenizer is not None else _WORKER_TOKENIZER
     ids = tok(texts, add_special_tokens=False)["input_ids"]
-    return np.fromiter((t for seq in ids for t in seq), dtype=dtype)
+    return np.concatenate([np.asarray(seq, dtype=dtype) for seq in ids]) if ids else np.empty(0, dtype)
 
 
 def _encoded(batches: Iterator[list[str]], tokenizer, dtype, num_proc: int | None) -> Iterator[tuple[int, np.ndarray]]:
