@@ -249,3 +249,26 @@ def test_two_processes_read_disjoint_blocks_that_make_the_one_process_batches(tm
     assert len(flat0) == len(flat1) == 32 and not set(flat0) & set(flat1)  # disjoint
     for s in range(len(one)):  # each global batch is the one-process batch of the same step
         assert sorted(keys(r0[s]) + keys(r1[s])) == sorted(keys(one[s]))
+
+
+def test_prepare_builds_what_a_training_run_then_reads(run_cli, tmp_path):
+    cache = tmp_path / "cache"
+    flags = ["--model", "random:tiny-gpt2", "--dataset", "builtin", "--train-tokens", str(6 * 128),
+             "--context-length", "32", "--set", f"cache_dir={cache}"]
+    res = run_cli("prepare", *flags)
+    assert res.code == 0 and "built 32 blocks" in res.out.replace("\n", " "), res.out + res.err
+    (built,) = list(cache.glob("*/blocks-*"))
+    res = run_cli("prepare", *flags)  # again: found, not built
+    assert res.code == 0 and "found" in res.out
+    res = run_cli("midtrain", *flags, "--batch-size", "4", "--grad-accum", "1", "--no-gradient-checkpointing",
+                  "--condensation-every", "0", "--output", tmp_path / "run")
+    assert res.code == 0, res.err
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert Path(manifest["data"]["token_file"]).parent == built and list(cache.glob("*/blocks-*")) == [built]
+    assert manifest["data"]["first_block"] == 8 and manifest["data"]["train_blocks"] == 24
+    assert manifest["learning_rate_rule"].startswith("lr 5e-05 x sqrt(world size 1)")
+    # a training config is read as it is (its loss, lr, ... are not data fields and are ignored)
+    res = run_cli("prepare", "--config", "tiny-dispersion", "--set", f"cache_dir={cache}")
+    assert res.code == 0, res.err
+    res = run_cli("prepare", *flags[:-2], "--set", "cache_dir=/nonexistent/x", "--dataset", "nope.jsonl")
+    assert res.code == 2 and "not found" in res.err and "Traceback" not in res.err
