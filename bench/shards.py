@@ -113,6 +113,7 @@ def main(argv=None) -> int:
     ap.add_argument("--output", default=DEFAULT_OUTPUT)
     args = ap.parse_args(argv)
     runs = {}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         sizes = {}
@@ -131,7 +132,8 @@ def main(argv=None) -> int:
     large, small, again = runs.values()
     report = {
         "device": device_name("cpu"), "train_tokens": args.train_tokens, "context_length": 128,
-        "model": "random:tiny-gpt2", "runs": runs, "build_rates": rates,
+        "model": "random:tiny-gpt2", "runs": runs, "build_rates": rates, "cpu_cores": os.cpu_count(),
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after (1 min)
         "targets": {"first_step_within_30s": large["first_step_s"] <= 30,
                     "at_most_4_bytes_per_token": large["cache_bytes_per_token"] <= 4,
                     # what depends on the corpus is the shard build: same records read, same time
@@ -159,7 +161,8 @@ def markdown(r: dict) -> str:
         f"({x['tokens']:,} tokens in {x['seconds']:.1f} s)" for x in r["build_rates"]) + "."]
     t = r["targets"]
     lines += ["", "Seconds to the first step include starting Python, loading the model and the Trainer's set-up; "
-              "the shard build is the only part that depends on the corpus.", "", "Targets: first step within 30 s " + ("yes" if t["first_step_within_30s"] else "NO") +
+              "the shard build is the only part that depends on the corpus. Load average (1 min) on the "
+              f"{r['cpu_cores']} cores: {r['load_average'][0]} before, {r['load_average'][1]} after.", "", "Targets: first step within 30 s " + ("yes" if t["first_step_within_30s"] else "NO") +
               "; <= 4 bytes per token kept " + ("yes" if t["at_most_4_bytes_per_token"] else "NO") +
               "; time to first step independent of corpus size " +
               ("yes" if t["first_step_does_not_grow_with_corpus"] else "NO") +
