@@ -43,7 +43,7 @@ def _all_blocks(shards):
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "txt", "parquet", "json"])
-def test_shards_equal_a_direct_tokenisation(tmp_path, smol_tokenizer, fmt):
+def test_shards_equal_a_direct_tokenisation(tmp_path, tiny_tokenizer, fmt):
     records = _records(300)
     path = tmp_path / f"corpus.{fmt}"
     if fmt == "jsonl":
@@ -57,8 +57,8 @@ def test_shards_equal_a_direct_tokenisation(tmp_path, smol_tokenizer, fmt):
 
         pd.DataFrame({"body": records}).to_parquet(path, row_group_size=50)
     src = resolve_source(str(path), text_field="body")
-    shards = prepare_shards(src, smol_tokenizer, 16, 10**6, cache_dir=tmp_path / "cache")
-    expected = _direct(smol_tokenizer, records, 16)
+    shards = prepare_shards(src, tiny_tokenizer, 16, 10**6, cache_dir=tmp_path / "cache")
+    expected = _direct(tiny_tokenizer, records, 16)
     assert shards.exhausted and shards.n_blocks == len(expected) > 50
     np.testing.assert_array_equal(_all_blocks(shards), expected)
     assert shards.index["dtype"] == "uint16"
@@ -85,48 +85,48 @@ def test_a_vocabulary_beyond_uint16_is_stored_as_uint32(tmp_path):
     np.testing.assert_array_equal(_all_blocks(shards), _direct(tokenizer, records, 8))
 
 
-def test_the_build_stops_at_the_budget_and_a_longer_build_extends_it(tmp_path, smol_tokenizer):
+def test_the_build_stops_at_the_budget_and_a_longer_build_extends_it(tmp_path, tiny_tokenizer):
     records = _records(20_000)
     (tmp_path / "big.jsonl").write_text("".join(json.dumps({"text": r}) + "\n" for r in records))
     src = resolve_source(str(tmp_path / "big.jsonl"))
-    small = prepare_shards(src, smol_tokenizer, 32, 20, cache_dir=tmp_path / "c")
+    small = prepare_shards(src, tiny_tokenizer, 32, 20, cache_dir=tmp_path / "c")
     assert small.built and small.n_blocks == 20 and not small.exhausted
     assert small.index["records_read"] < len(records) // 10  # stopped early, did not read the corpus
-    again = prepare_shards(src, smol_tokenizer, 32, 15, cache_dir=tmp_path / "c")
+    again = prepare_shards(src, tiny_tokenizer, 32, 15, cache_dir=tmp_path / "c")
     assert not again.built and again.path == small.path
-    bigger = prepare_shards(src, smol_tokenizer, 32, 400, cache_dir=tmp_path / "c")
+    bigger = prepare_shards(src, tiny_tokenizer, 32, 400, cache_dir=tmp_path / "c")
     assert bigger.built and bigger.n_blocks == 400
     np.testing.assert_array_equal(_all_blocks(bigger)[:20], _all_blocks(small))  # a prefix
-    np.testing.assert_array_equal(_all_blocks(bigger), _direct(smol_tokenizer, records[:3000], 32)[:400])
+    np.testing.assert_array_equal(_all_blocks(bigger), _direct(tiny_tokenizer, records[:3000], 32)[:400])
 
 
-def test_another_seed_or_loss_builds_nothing_and_the_key_sees_what_matters(tmp_path, smol_tokenizer):
+def test_another_seed_or_loss_builds_nothing_and_the_key_sees_what_matters(tmp_path, tiny_tokenizer):
     from lmdisp.train.run import prepare_data
 
     cache = str(tmp_path / "cache")
     base = dict(TINY, train_tokens=64 * 32, cache_dir=cache, condensation_sequences=4)
-    first, held, n_train = prepare_data(TrainConfig(**base), smol_tokenizer)
+    first, held, n_train = prepare_data(TrainConfig(**base), tiny_tokenizer)
     assert first.built and (held, n_train) == (4, 64)
     for change in ({"seed": 7}, {"loss": "dispersion", "lambda_disp": 0.5}, {"train_tokens": 10 * 32}):
-        shards, _, _ = prepare_data(TrainConfig(**{**base, **change}), smol_tokenizer)
+        shards, _, _ = prepare_data(TrainConfig(**{**base, **change}), tiny_tokenizer)
         assert not shards.built and shards.path == first.path, change
-    other, _, _ = prepare_data(TrainConfig(**{**base, "context_length": 16}), smol_tokenizer)
+    other, _, _ = prepare_data(TrainConfig(**{**base, "context_length": 16}), tiny_tokenizer)
     assert other.built and other.path.parent != first.path.parent
     f = tmp_path / "c.txt"
     f.write_text("one line of text that is long enough to fill a block of tokens\n" * 50)
-    a, _, _ = prepare_data(TrainConfig(**{**base, "dataset": str(f), "train_tokens": 64}), smol_tokenizer)
+    a, _, _ = prepare_data(TrainConfig(**{**base, "dataset": str(f), "train_tokens": 64}), tiny_tokenizer)
     f.write_text("another text altogether, with other words in it, long enough too\n" * 50)
-    b, _, _ = prepare_data(TrainConfig(**{**base, "dataset": str(f), "train_tokens": 64}), smol_tokenizer)
+    b, _, _ = prepare_data(TrainConfig(**{**base, "dataset": str(f), "train_tokens": 64}), tiny_tokenizer)
     assert b.built and b.path.parent != a.path.parent  # an edited file is another corpus
 
 
-def test_held_out_blocks_come_first_and_never_train(tmp_path, smol_tokenizer):
+def test_held_out_blocks_come_first_and_never_train(tmp_path, tiny_tokenizer):
     from lmdisp.train.run import build_data
 
     cfg = TrainConfig(**{**TINY, "train_tokens": 40 * 32, "condensation_every": 5, "condensation_sequences": 3,
                          "cache_dir": str(tmp_path / "c")})
-    train, heldout = build_data(cfg, smol_tokenizer)
-    expected = _direct(smol_tokenizer, _builtin_records(), 32)
+    train, heldout = build_data(cfg, tiny_tokenizer)
+    expected = _direct(tiny_tokenizer, _builtin_records(), 32)
     np.testing.assert_array_equal(heldout["input_ids"].numpy(), expected[:3])
     np.testing.assert_array_equal(train[:]["input_ids"].numpy(), expected[3:43])
     assert len(train) == 40
@@ -138,15 +138,15 @@ def _builtin_records():
     return [topics.topics[k] for k in sorted(topics.topics)]
 
 
-def test_an_empty_corpus_and_a_missing_field_are_clear_errors(tmp_path, smol_tokenizer):
+def test_an_empty_corpus_and_a_missing_field_are_clear_errors(tmp_path, tiny_tokenizer):
     (tmp_path / "empty.txt").write_text("\n  \n\n")
     with pytest.raises(DataError, match="no non-empty text"):
-        prepare_shards(resolve_source(str(tmp_path / "empty.txt")), smol_tokenizer, 8, 5, cache_dir=tmp_path / "c")
+        prepare_shards(resolve_source(str(tmp_path / "empty.txt")), tiny_tokenizer, 8, 5, cache_dir=tmp_path / "c")
     (tmp_path / "x.jsonl").write_text('{"body": "a b c"}\n')
     with pytest.raises(DataError, match="no text field `text`"):
-        prepare_shards(resolve_source(str(tmp_path / "x.jsonl")), smol_tokenizer, 8, 5, cache_dir=tmp_path / "c")
+        prepare_shards(resolve_source(str(tmp_path / "x.jsonl")), tiny_tokenizer, 8, 5, cache_dir=tmp_path / "c")
     with pytest.raises(DataError, match="cannot stream dataset `wikitext`.*builtin"):  # offline: the hub path
-        prepare_shards(resolve_source("wikitext"), smol_tokenizer, 8, 5, cache_dir=tmp_path / "c")
+        prepare_shards(resolve_source("wikitext"), tiny_tokenizer, 8, 5, cache_dir=tmp_path / "c")
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").iterdir())  # nothing left behind
 
 
@@ -161,12 +161,12 @@ def progress(report):
     if report["tokens"] > 0:
         marker.write_text(str(report["tokens"]))
         time.sleep(600)  # killed here, in the middle of the build
-prepare_shards(resolve_source(sys.argv[1]), load_tokenizer("smollm2-135m"), 32, 10**9, cache_dir=sys.argv[2],
+prepare_shards(resolve_source(sys.argv[1]), load_tokenizer("tiny-bpe"), 32, 10**9, cache_dir=sys.argv[2],
                progress=progress)
 """
 
 
-def test_a_killed_build_leaves_no_usable_partial_cache(tmp_path, smol_tokenizer):
+def test_a_killed_build_leaves_no_usable_partial_cache(tmp_path, tiny_tokenizer):
     records = _records(3000)
     (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": r}) + "\n" for r in records))
     cache, marker = tmp_path / "cache", tmp_path / "started"
@@ -184,18 +184,18 @@ def test_a_killed_build_leaves_no_usable_partial_cache(tmp_path, smol_tokenizer)
     assert (partial / "tokens.bin").stat().st_size > 0   # tokens were written ...
     assert find_shards(folder, 1) is None                 # ... but nothing usable is there
     src = resolve_source(str(tmp_path / "c.jsonl"))
-    shards = prepare_shards(src, smol_tokenizer, 32, 10**9, cache_dir=cache)
+    shards = prepare_shards(src, tiny_tokenizer, 32, 10**9, cache_dir=cache)
     assert shards.built and not partial.exists()           # rebuilt; the dead build's folder cleared
-    np.testing.assert_array_equal(_all_blocks(shards), _direct(smol_tokenizer, records, 32))
+    np.testing.assert_array_equal(_all_blocks(shards), _direct(tiny_tokenizer, records, 32))
 
 
 @pytest.mark.slow
-def test_a_tokenizer_pool_gives_the_same_shards(tmp_path, smol_tokenizer):
+def test_a_tokenizer_pool_gives_the_same_shards(tmp_path, tiny_tokenizer):
     records = _records(6000, seed=3)
     (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": r}) + "\n" for r in records))
     src = resolve_source(str(tmp_path / "c.jsonl"))
-    pooled = prepare_shards(src, smol_tokenizer, 32, 10**9, cache_dir=tmp_path / "a", num_proc=2)
-    np.testing.assert_array_equal(_all_blocks(pooled), _direct(smol_tokenizer, records, 32))
+    pooled = prepare_shards(src, tiny_tokenizer, 32, 10**9, cache_dir=tmp_path / "a", num_proc=2)
+    np.testing.assert_array_equal(_all_blocks(pooled), _direct(tiny_tokenizer, records, 32))
 
 
 def test_default_cache_is_under_the_lmdisp_cache(monkeypatch, tmp_path):
@@ -217,7 +217,7 @@ state = _dist_state()
 cfg = TrainConfig(model="random:tiny-gpt2", dataset="builtin", context_length=32, batch_size=batch, grad_accum=1,
                   train_tokens=16 * 4 * 32, condensation_every=0, gradient_checkpointing=False, seed=3,
                   cache_dir=sys.argv[3])
-train, _ = build_data(cfg, load_tokenizer("smollm2-135m"))
+train, _ = build_data(cfg, load_tokenizer("tiny-bpe"))
 steps = cfg.max_steps(state.num_processes)
 model = load_model(cfg.model, device="cpu", lm_head=True, seed=0).model
 trainer = DispersionTrainer(model=model, args=training_arguments(cfg, out, steps, state.num_processes),
@@ -272,3 +272,14 @@ def test_prepare_builds_what_a_training_run_then_reads(run_cli, tmp_path):
     assert res.code == 0, res.err
     res = run_cli("prepare", *flags[:-2], "--set", "cache_dir=/nonexistent/x", "--dataset", "nope.jsonl")
     assert res.code == 2 and "not found" in res.err and "Traceback" not in res.err
+
+
+def test_prepare_options_come_from_its_config(monkeypatch):
+    import tests.test_architecture as arch
+    from lmdisp.train.config import PREPARE_FIELDS, PrepareConfig
+
+    monkeypatch.setitem(arch.CONFIGS, "prepare", PrepareConfig)
+    arch.test_every_field_is_reachable_and_help_shows_its_default("prepare")
+    fields = TrainConfig.__dataclass_fields__
+    for name in PREPARE_FIELDS:  # the same option as the training commands'
+        assert PrepareConfig.__dataclass_fields__[name].metadata == fields[name].metadata
