@@ -4,6 +4,8 @@
 #   make toy     ce vs dispersion mid-training of a tiny model, offline (Figure 7 direction; README block)
 #   make bench   speed and memory of `measure` vs the authors' package (results/bench/)
 #   make bench-gpu   the GPU benchmark (measure, training, evaluation) on one card
+#   make bench-shards  time to the first training step with token shards, cache size
+#   make plan TABLE=table2   one training command per line, for a cluster scheduler
 #   make fig2    Figure 2 (GPT-2 small..xl on wikitext; needs hub access, best on a GPU)
 #   make figS2   Figure S2 (GPT-2 on the four corpora; needs hub access)
 #   make fig4 / fig5 / fig7   condensation through pre-training, after distillation, after mid-training
