@@ -184,7 +184,7 @@ def train_variant(variant: str, size: dict, device: str, tmp: Path) -> tuple[flo
     cfg = TrainConfig(model="bench", loss="ce" if variant == "plain" else variant, batch_size=size["batch"],
                       grad_accum=1, context_length=size["context"], precision="bf16" if device == "cuda" else "fp32",
                       gradient_checkpointing=True, condensation_every=0, logging_steps=steps, save_steps=10**6,
-                      warmup_ratio=0.0)
+                      warmup_ratio=0.0, trainer_args={"save_strategy": "no"})  # no checkpoint in the timing
     args = training_arguments(cfg, tmp / variant, steps, 1)
     timer = _step_timer(device)
     kwargs = dict(model=model, args=args, train_dataset=_Blocks(steps * size["batch"], size["context"], vocab),
