@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lmdisp.config import load_config, option, read_yaml, require, resolve_config
-from lmdisp.models import DEFAULT_MODEL, DTYPES
+from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN, DTYPES
 
 BACKENDS = ("hf", "vllm")
 _TASK_KEYS = {"num_fewshot", "metric"}
@@ -72,13 +72,19 @@ class EvaluateConfig:
                 or (isinstance(self.batch_size, str) and re.fullmatch(r"auto(:\d+)?", self.batch_size) is not None),
                 f"--batch-size must be a positive integer or auto (got {self.batch_size!r})")
         require(self.max_batch_size >= 1, "--set max_batch_size= must be >= 1")
+        if self.gen_kwargs is not None:
+            bad = [kv for kv in self.gen_kwargs.split(",") if not re.fullmatch(r"\s*[A-Za-z_]\w*\s*=[^=]*", kv)]
+            require(not bad, f"--gen-kwargs {self.gen_kwargs!r}: expected key=value pairs separated by commas, e.g. "
+                    f"do_sample=false,max_gen_toks=256 (not {bad[0]!r})")
         require(self.backend in BACKENDS, f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         require(self.backend != "vllm" or importlib.util.find_spec("vllm") is not None,
                 "--backend vllm needs the `vllm` package (pip install vllm); or use --backend hf")
         require(self.dtype in DTYPES, f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        require(re.fullmatch(DEVICE_PATTERN, self.device) is not None,
+                f"--device {self.device!r}: choose auto, cpu, cuda, cuda:N or mps")
         if self.output is not None:
             parent = Path(self.output).expanduser().resolve().parent
-            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}")
+            require(parent.is_dir(), f"--output: its parent {parent} {'is a file' if parent.exists() else 'does not exist'}")
 
 
 def normalize_tasks(tasks: Any) -> dict[str, dict[str, Any]]:

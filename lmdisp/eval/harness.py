@@ -212,8 +212,10 @@ def _obj_name(obj) -> str:
 
 def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None) -> EvaluateRun:
     """Check names and model, load task data, then the model; evaluate; write the run folder."""
-    from lmdisp.models import check_model
+    from lmdisp.models import check_model, resolve_device
 
+    RunDir.check("evaluate", root=cfg.results_dir, output=cfg.output)  # before any work: no result lost
+    resolve_device(cfg.device)
     target = resolve_model(cfg.model)
     check_model(target.load, trust_remote_code=cfg.trust_remote_code)
     seed = cfg.seed if cfg.seed is not None else int((target.training or {}).get("seed", DEFAULT_SEED))
@@ -231,8 +233,7 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None) -> EvaluateRun
         lm, model_info = build_lm(cfg, target, seed)
         raw = evaluate_tasks(lm, by_shot, cfg, seed, tm, stage)
     except BaseException:
-        if not any(run.path.iterdir()):  # nothing written: leave no empty run folder behind
-            run.path.rmdir()
+        run.discard_if_empty()  # nothing written: leave no empty run folder behind
         raise
     return write_evaluation(run, raw, plan, cfg, seed=seed, labels=labels, model=target.spec,
                             model_info=model_info, training_run=target.run, training=target.training)

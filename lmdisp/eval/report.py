@@ -338,6 +338,7 @@ def bar_chart(table):
 def run_report(cfg: ReportConfig) -> ReportRun:
     import pandas as pd
 
+    RunDir.check("report", root=cfg.results_dir, output=cfg.output)
     folders = find_runs(cfg.runs)
     long = read_runs(folders)
     table, tasks, notes = build_table(long, cfg.tasks, cfg.reference)

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from lmdisp.config import option, require
 from lmdisp.measure.condensation import METRICS
-from lmdisp.models import DEFAULT_MODEL, DTYPES
+from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN, DTYPES
 
 _DATA, _PROTO, _MODEL, _OUT = "Text", "Protocol", "Model and device", "Outputs"
 
@@ -60,9 +61,11 @@ class MeasureConfig:
                 f"--max-words ({self.max_words}) must be >= --min-words ({self.min_words})")
         require(self.batch_size is None or self.batch_size >= 1, f"--batch-size must be >= 1 (got {self.batch_size})")
         require(self.dtype in DTYPES, f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        require(re.fullmatch(DEVICE_PATTERN, self.device) is not None,
+                f"--device {self.device!r}: choose auto, cpu, cuda, cuda:N or mps")
         bad = sorted(set(self.metrics) - set(METRICS))
         require(not bad, f"--metrics: unknown {', '.join(bad)}; choose from {', '.join(METRICS)} or all")
         require(self.device_map in (None, "auto"), "--device-map accepts only `auto`")
         if self.output is not None:
             parent = Path(self.output).expanduser().resolve().parent
-            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}")
+            require(parent.is_dir(), f"--output: its parent {parent} {'is a file' if parent.exists() else 'does not exist'}")

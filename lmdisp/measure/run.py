@@ -24,7 +24,7 @@ from lmdisp.data import cycle_texts, load_corpus, read_texts, sample_texts
 from lmdisp.errors import DataError
 from lmdisp.measure.condensation import CondensationAccumulator, CondensationResult, last_n_means, layer_histograms, trend
 from lmdisp.measure.config import MeasureConfig
-from lmdisp.models import LoadedModel, check_model, load_model
+from lmdisp.models import LoadedModel, check_model, load_model, resolve_device
 from lmdisp.runs import RunDir, peak_memory, provenance, save_figure, save_npz, slugify, write_json, write_table
 
 Progress = Callable[[str, int, int], None]  # (model spec, repetitions done, total)
@@ -146,6 +146,8 @@ def run_measure(cfg: MeasureConfig, progress: Progress | None = None,
     """Measure every model in `cfg.models`, write the run folder, return the results."""
     import pandas as pd
 
+    RunDir.check("measure", root=cfg.results_dir, output=cfg.output)  # before any work: no result lost
+    resolve_device(cfg.device)  # refuses cuda on a machine without one, before any text loads
     for spec in cfg.models:  # fail fast on a bad model or bad data, before any weights load
         check_model(spec, trust_remote_code=cfg.trust_remote_code)
     texts, corpus = prepare_texts(cfg)
@@ -154,8 +156,7 @@ def run_measure(cfg: MeasureConfig, progress: Progress | None = None,
     try:
         done, mem = _measure_all(cfg, texts, corpus, run, progress, on_model_start)
     except BaseException:
-        if not any(run.path.iterdir()):  # nothing written yet: leave no empty run folder behind
-            run.path.rmdir()
+        run.discard_if_empty()  # nothing written yet: leave no empty run folder behind
         raise
     table = pd.DataFrame([{
         "model": d.spec, "params": d.num_params, "layers": d.num_layers,
