@@ -99,7 +99,7 @@ def _quiet_progress_bars() -> None:
     import os
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's and the datasets' tqdm bars
+    _silence_tqdm()
     try:
         import datasets
 
@@ -112,6 +112,25 @@ def _quiet_progress_bars() -> None:
         disable_progress_bars()
     except ImportError:  # pragma: no cover
         pass
+
+
+def _silence_tqdm() -> None:
+    """lm-eval draws tqdm bars with an explicit `disable=False`, and tqdm reads TQDM_DISABLE
+    only when it is first imported: turn every tqdm bar of this process off at its source."""
+    try:
+        import tqdm.std
+    except ImportError:  # pragma: no cover
+        return
+    init = tqdm.std.tqdm.__init__
+    if getattr(init, "_lmdisp_quiet", False):
+        return
+
+    def quiet_init(self, *args, **kwargs):
+        kwargs["disable"] = True
+        init(self, *args, **kwargs)
+
+    quiet_init._lmdisp_quiet = True
+    tqdm.std.tqdm.__init__ = quiet_init
 
 
 def _quiet_transformers(verbose: bool) -> None:

@@ -25,7 +25,8 @@ _WHAT, _HOW, _MODEL, _OUT = "Model and tasks", "Protocol", "Device", "Outputs"
 class EvaluateConfig:
     model: str = option(DEFAULT_MODEL, "Hub id, local folder, .gguf, alias, random:<config>, or a midtrain/"
                         "pretrain/distill run folder (its final/ model).", short="-m", panel=_WHAT)
-    tasks: Any = option(None, "Comma-separated lm-eval task names; with --preset, a subset of its tasks.",
+    tasks: Any = option(None, "Comma-separated lm-eval task names; with --preset, a subset of its tasks; `list` "
+                        "or `list:PATTERN` (a glob) prints the names lm-eval knows.",
                         short="-t", panel=_WHAT)
     preset: str | None = option(None, "The named preset or YAML the config came from.", cli="fixed")
     include_path: list[str] | None = option(None, "Folder(s) of your own task YAMLs (local data files: the way "

@@ -59,11 +59,51 @@ def check_task_names(tm, names: list[str], include_path: list[str]) -> None:
     unknown = [n for n in names if n not in tm.task_index]
     if not unknown:
         return
+    broken_task_yaml(include_path, unknown)
     hints = [f"`{n}` (did you mean {', '.join(close)}?)" if (close := difflib.get_close_matches(n, tm.all_tasks, 3))
              else f"`{n}`" for n in unknown]
     where = "lm-eval's registry" + (f" or {', '.join(include_path)}" if include_path else "")
     raise ConfigError(f"unknown task(s) {', '.join(hints)}: not in {where}; "
                       "task YAMLs of your own go in a folder given with --include-path")
+
+
+def broken_task_yaml(include_path: list[str], names: list[str]) -> None:
+    """lm-eval skips a task YAML it cannot parse, so its task looks unknown: show the YAML
+    error instead (the file naming the task first, else the first broken file)."""
+    import yaml
+
+    class _AnyTag(yaml.SafeLoader):  # lm-eval's own tags (!function ...) are not errors here
+        pass
+
+    _AnyTag.add_multi_constructor("!", lambda loader, suffix, node: None)
+    broken = []
+    for folder in include_path:
+        for file in sorted(Path(folder).rglob("*.y*ml")):
+            try:
+                text = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                broken.append((True, f"{file}: cannot read it ({exc}), so lm-eval skipped it"))
+                continue
+            try:
+                yaml.load(text, Loader=_AnyTag)  # noqa: S506 - a SafeLoader subclass
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f", line {mark.line + 1}" if mark is not None else ""
+                why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                broken.append((not any(n in text for n in names), f"{file}{where}: not valid YAML ({why}), so "
+                               "lm-eval skipped it"))
+    if broken:
+        raise ConfigError(sorted(broken)[0][1] + f" (unknown task(s): {', '.join(names)})")
+
+
+def list_tasks(include_path: list[str], pattern: str = "*") -> list[str]:
+    """The task, group and tag names lm-eval knows (with `include_path`), matching a glob."""
+    import fnmatch
+
+    from lm_eval.tasks import TaskManager
+
+    tm = TaskManager(include_path=include_path or None)
+    return sorted(n for n in tm.all_tasks if fnmatch.fnmatch(n, pattern or "*"))
 
 
 def load_tasks(tm, plan: dict[str, dict]) -> tuple[dict[str, dict], dict[Any, list]]:
@@ -186,6 +226,7 @@ def evaluate_tasks(lm, by_shot: dict[Any, list], cfg: EvaluateConfig, seed: int,
 
     merged: dict[str, Any] = {}
     calls = []
+    _quiet_git_describe()
     for n_shot, objs in by_shot.items():
         if stage:
             shot = "task default" if n_shot is None else f"{n_shot}-shot"
@@ -204,6 +245,24 @@ def evaluate_tasks(lm, by_shot: dict[Any, list], cfg: EvaluateConfig, seed: int,
                 merged.setdefault(key, value)
     merged["lmdisp_calls"] = calls
     return merged
+
+
+def _quiet_git_describe() -> None:
+    """lm-eval records `git describe` of the working directory and lets git print "fatal: not
+    a git repository" to the terminal outside one: ask git the same with its stderr captured."""
+    import subprocess
+
+    import lm_eval.evaluator as evaluator
+
+    def git_hash() -> str | None:
+        try:
+            out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() or None if out.returncode == 0 else None
+
+    if hasattr(evaluator, "get_git_commit_hash"):
+        evaluator.get_git_commit_hash = git_hash
 
 
 def _obj_name(obj) -> str:

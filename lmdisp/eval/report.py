@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lmdisp.config import as_dict, config_yaml, option, require
-from lmdisp.errors import ConfigError
+from lmdisp.errors import ConfigError, DataError
 from lmdisp.runs import RunDir, save_figure, slugify, write_table, write_text
 
 # Display order of the methods inside a block (the paper's Table 2); others follow by name.
@@ -111,12 +111,42 @@ def find_runs(paths: list[str]) -> list[Path]:
 
 
 def _is_eval_run(path: Path) -> bool:
+    """A folder `lmdisp evaluate` wrote. A folder with both files whose manifest cannot be read
+    is refused (naming it) rather than silently left out of the table."""
     if not ((path / "manifest.json").is_file() and (path / "tasks.csv").is_file()):
         return False
+    return _manifest(path).get("command") == "evaluate"
+
+
+def _manifest(folder: Path) -> dict:
     try:
-        return json.loads((path / "manifest.json").read_text()).get("command") == "evaluate"
-    except json.JSONDecodeError:
-        return False
+        data = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{folder}: damaged manifest.json ({str(exc).splitlines()[0]}); re-run its evaluation "
+                        "or move the folder out of the way") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{folder}: damaged manifest.json (not a JSON object)")
+    return data
+
+
+# Columns of tasks.csv the table needs (written by lmdisp.eval.results).
+_TASK_COLUMNS = ("task", "metric", "value", "n_shot", "limit", "higher_is_better")
+
+
+def _tasks_csv(folder: Path):
+    import pandas as pd
+
+    try:
+        tasks = pd.read_csv(folder / "tasks.csv")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # pandas' EmptyDataError/ParserError are ValueErrors
+        raise DataError(f"{folder}: damaged tasks.csv ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in _TASK_COLUMNS if c not in tasks.columns]
+    if missing or tasks.empty:
+        what = f"no column {', '.join(missing)}" if missing else "no rows"
+        raise DataError(f"{folder}: damaged tasks.csv ({what}); re-run its evaluation or move the folder out of the way")
+    if not pd.api.types.is_numeric_dtype(tasks["value"]):
+        raise DataError(f"{folder}: damaged tasks.csv (non-numeric `value`)")
+    return tasks
 
 
 def read_runs(folders: list[Path]):
@@ -125,13 +155,17 @@ def read_runs(folders: list[Path]):
 
     frames = []
     for folder in folders:
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = _manifest(folder)
         labels = manifest.get("labels") or {}
-        tasks = pd.read_csv(folder / "tasks.csv")
+        tasks = _tasks_csv(folder)
+        try:
+            seed = int(labels.get("seed", manifest.get("seed", 0)))
+        except (TypeError, ValueError):
+            raise DataError(f"{folder}: damaged manifest.json (seed {labels.get('seed')!r})") from None
         tasks.insert(0, "run", str(folder))
         tasks.insert(1, "base_model", str(labels.get("base_model", manifest.get("model"))))
         tasks.insert(2, "method", str(labels.get("method", "base")))
-        tasks.insert(3, "seed", int(labels.get("seed", manifest.get("seed", 0))))
+        tasks.insert(3, "seed", seed)
         tasks.insert(4, "created", manifest.get("created", ""))
         tasks.insert(5, "training_step", manifest.get("training_step"))  # set by the training hooks
         frames.append(tasks)

@@ -299,7 +299,8 @@ def _callbacks(cfg: TrainConfig, run_dir: Path, heldout) -> list:
 
     callbacks = [JsonlLogger(run_dir / "metrics.jsonl")]
     if heldout is not None:
-        callbacks.append(CondensationTracker(run_dir / "condensation.csv", heldout, cfg.condensation_every))
+        callbacks.append(CondensationTracker(run_dir / "condensation.csv", heldout, cfg.condensation_every,
+                                             metrics=run_dir / "metrics.jsonl"))
     if cfg.loss == "active-forgetting":
         callbacks.append(ActiveForgetting(cfg.forget_every, cfg.seed))
     if cfg.eval_every or cfg.eval_tasks:
@@ -346,6 +347,27 @@ def _resume_point(run_dir: Path, state, chosen: str | None = None) -> str | None
     return found
 
 
+def final_losses(metrics: Path) -> dict:
+    """The last logged training loss (the mean CE of the last logging interval) and the last
+    held-out loss and perplexity, from `metrics.jsonl`."""
+    import json
+
+    out: dict = {}
+    if not metrics.is_file():
+        return out
+    for line in metrics.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if "ce" in record:
+            out.update(train_loss=record["ce"], train_loss_step=record["step"])
+        if "heldout_loss" in record:
+            out.update(heldout_loss=record["heldout_loss"], heldout_perplexity=record["heldout_perplexity"],
+                       heldout_step=record["step"])
+    return out
+
+
 def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer, command: str) -> None:
     import pandas as pd
 
@@ -356,8 +378,8 @@ def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer,
         save_figure(condensation_trace(pd.read_csv(trace), title=f"{cfg.model} · {cfg.loss}"),
                     run_dir / "condensation.png")
     extra = {"steps": trainer.state.global_step, "world_size": trainer.args.world_size,
-             "learning_rate": trainer.args.learning_rate, "memory": mem,
-             "wall_time_s": round(time.time() - started, 3)}
+             "learning_rate": trainer.args.learning_rate, **final_losses(run_dir / "metrics.jsonl"),
+             "memory": mem, "wall_time_s": round(time.time() - started, 3)}
     rd = RunDir(run_dir, command, started=started)
     rd.write_manifest(as_dict(cfg), seed=cfg.seed, status="finished", labels=train_labels(cfg),
                       **{k: v for k, v in extra.items() if k != "wall_time_s"})
