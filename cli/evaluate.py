@@ -35,7 +35,7 @@ def _run(config, sets, flags, preset) -> None:
     cfg = load_evaluate_config(preset or config, flags, sets, config_option="--config" if config else "--preset")
     run = run_evaluate(cfg, stage=lambda msg: console.print(f"[dim]{msg}[/]"))
     _print_table(run)
-    console.print(f"results: [bold]{run.path}[/]")
+    console.print(f"results: [bold]{run.path}[/]", soft_wrap=True)
 
 
 def _list_tasks(flags, sets, pattern: str) -> None:

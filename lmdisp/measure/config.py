@@ -18,8 +18,9 @@ _DATA, _PROTO, _MODEL, _OUT = "Text", "Protocol", "Model and device", "Outputs"
 class MeasureConfig:
     models: list[str] = option(None, "Hub ids, local folders, .gguf files, aliases (smollm2-135m), random:<config> "
                                "or training run folders.", cli="arg", factory=lambda: [DEFAULT_MODEL])
-    dataset: str = option("wikipedia", "wikipedia|pubmed|imdb|squad (the paper's corpora), builtin (offline), a "
-                          "local .txt/.jsonl/.parquet file or folder, or any HF dataset id.", panel=_DATA)
+    dataset: str = option("wikipedia", "wikipedia|pubmed|imdb|squad (the paper's corpora; wikipedia is "
+                          "wikitext-103), wikitext|fineweb-edu (the training corpora), builtin (offline), a local "
+                          ".txt/.jsonl/.parquet file or folder, or any HF dataset id.", panel=_DATA)
     text_field: str | None = option(None, "Column holding the text (hub/local datasets).", panel=_DATA)
     split: str = option("train", "Dataset split for hub datasets.", cli="set")
     subset: str | None = option(None, "Dataset config name for hub datasets.", cli="set")

@@ -77,8 +77,8 @@ class TrainConfig:
     # -- model and data
     model: str = option("gpt2", "Hub id, folder, .gguf, alias or random:<config> (pretrain: a config name).",
                         short="-m", panel=_DATA)
-    dataset: str = option("wikitext", "wikitext (wikitext-103-raw-v1), builtin, a local file/folder or an HF id.",
-                          panel=_DATA)
+    dataset: str = option("wikitext", "wikitext (wikitext-103-raw-v1), fineweb-edu, measure's corpora (wikipedia, "
+                          "pubmed, imdb, squad), builtin (offline), a local file/folder or an HF id.", panel=_DATA)
     text_field: str | None = option(None, "Text column of a hub/local dataset.", panel=_DATA)
     subset: str | None = option(None, "Hub dataset config name.", cli="set")
     split: str = option("train", "Dataset split.", cli="set")
