@@ -54,6 +54,13 @@ class RunLog(logging.Handler):
             self.lines.append(text)
 
 
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        super().close()
+
+
 class _Notes(logging.Handler):
     """lmdisp's own warnings (`logging.getLogger("lmdisp")`): one `note:` line each."""
 
@@ -70,6 +77,7 @@ def setup_logging(verbose: bool = False) -> RunLog:
     for h in list(root.handlers):
         if isinstance(h, (RunLog, _Notes)) or getattr(h, "_lmdisp", False):
             root.removeHandler(h)
+            h.close()
     log = RunLog()
     root.addHandler(log)
     for name in _LIBRARIES:  # the libraries' own stderr handlers: their records now reach ours
@@ -81,6 +89,7 @@ def setup_logging(verbose: bool = False) -> RunLog:
     own.setLevel(logging.INFO)
     for h in list(own.handlers):
         own.removeHandler(h)
+        h.close()
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     if verbose:

@@ -52,6 +52,7 @@ def task_manager(include_path: list[str], names: list[str]):
         own = TaskManager(include_path=include_path, include_defaults=False)
         if all(n in own.task_index for n in names):
             return own
+        broken_task_yaml(include_path, [n for n in names if n not in own.task_index])  # before the slow index
     return TaskManager(include_path=include_path or None)
 
 

@@ -24,7 +24,8 @@ from lmdisp.data import cycle_texts, load_corpus, read_texts, sample_texts
 from lmdisp.errors import DataError
 from lmdisp.measure.condensation import CondensationAccumulator, CondensationResult, last_n_means, layer_histograms, trend
 from lmdisp.measure.config import MeasureConfig
-from lmdisp.models import LoadedModel, check_model, load_model, resolve_device
+from lmdisp.models import (LoadedModel, check_model, check_vocabulary, default_tokenizer, load_model,
+                           load_tokenizer, resolve_device)
 from lmdisp.runs import RunDir, peak_memory, provenance, save_figure, save_npz, slugify, write_json, write_table
 
 Progress = Callable[[str, int, int], None]  # (model spec, repetitions done, total)
@@ -150,6 +151,8 @@ def run_measure(cfg: MeasureConfig, progress: Progress | None = None,
     resolve_device(cfg.device)  # refuses cuda on a machine without one, before any text loads
     for spec in cfg.models:  # fail fast on a bad model or bad data, before any weights load
         check_model(spec, trust_remote_code=cfg.trust_remote_code)
+        tokenizer = load_tokenizer(cfg.tokenizer or default_tokenizer(spec), trust_remote_code=cfg.trust_remote_code)
+        check_vocabulary(spec, tokenizer, trust_remote_code=cfg.trust_remote_code)
     texts, corpus = prepare_texts(cfg)
     name = slugify(cfg.models[0]) + (f"+{len(cfg.models) - 1}" if len(cfg.models) > 1 else "")
     run = RunDir.create("measure", name, root=cfg.results_dir, output=cfg.output)

@@ -78,6 +78,8 @@ def check_output(cfg: TrainConfig, command: str) -> bool:
                           f"{out / 'final'}); nothing to resume, nothing changed")
     if not cfg.resume:
         raise RunDirError(f"{out} already holds this run; pass --resume to continue it, or choose a new --output")
+    if cfg.resume_from:
+        chosen_checkpoint(out, cfg.resume_from)
     ensure_writable(out)
     return True
 
@@ -321,14 +323,7 @@ def _resume_point(run_dir: Path, state, chosen: str | None = None) -> str | None
 
     folder = run_dir / "checkpoints"
     if chosen:
-        ckpt = Path(chosen).expanduser() if Path(chosen).expanduser().is_dir() else folder / chosen
-        try:
-            json.loads((ckpt / "trainer_state.json").read_text())
-        except (OSError, ValueError):
-            have = sorted(p.name for p in folder.glob("checkpoint-*")) if folder.is_dir() else []
-            raise RunDirError(f"--set resume_from={chosen}: not a complete checkpoint of {run_dir} (it has "
-                              f"{', '.join(have) or 'none'})") from None
-        return str(ckpt)
+        return str(chosen_checkpoint(run_dir, chosen))
     found = None
     if folder.is_dir():
         ckpts = [p for p in folder.iterdir() if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir()]
@@ -366,6 +361,21 @@ def final_losses(metrics: Path) -> dict:
             out.update(heldout_loss=record["heldout_loss"], heldout_perplexity=record["heldout_perplexity"],
                        heldout_step=record["step"])
     return out
+
+
+def chosen_checkpoint(run_dir: Path, chosen: str) -> Path:
+    """`resume_from`: a `checkpoint-N` of the run, or a path to one; it must be complete."""
+    import json
+
+    folder = run_dir / "checkpoints"
+    ckpt = Path(chosen).expanduser() if Path(chosen).expanduser().is_dir() else folder / chosen
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        have = sorted(p.name for p in folder.glob("checkpoint-*")) if folder.is_dir() else []
+        raise RunDirError(f"--set resume_from={chosen}: not a complete checkpoint of {run_dir} (it has "
+                          f"{', '.join(have) or 'none'})") from None
+    return ckpt
 
 
 def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer, command: str) -> None:
