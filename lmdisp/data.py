@@ -98,25 +98,26 @@ def _load_local(path: Path, text_field: str | None) -> Corpus:
     for file in files:
         if file.stat().st_size == 0:
             raise DataError(f"{file}: the file is empty")
-    try:
-        corpus = _load_hub(str(path), kind, None, "train", field, data_files=[str(p) for p in files])
-    except DataError:
-        for file in files:  # name the file, line and problem instead of datasets' generic message
+    def diagnose() -> None:  # name the file, line and problem instead of datasets' generic message
+        for file in files:
             check_local_file(file, kind, field)
-        raise
+
+    corpus = _load_hub(str(path), kind, None, "train", field, on_error=diagnose, data_files=[str(p) for p in files])
     feature = corpus.records.features[field]
     if getattr(feature, "dtype", None) not in ("string", "large_string"):
         raise DataError(f"{path}: the `{field}` field holds {feature}, not text; set --text-field")
     return corpus
 
 
-def _load_hub(name: str, path: str, config: str | None, split: str, field: str, **kwargs) -> Corpus:
+def _load_hub(name: str, path: str, config: str | None, split: str, field: str, on_error=None, **kwargs) -> Corpus:
     import datasets
 
     datasets.disable_progress_bars()
     try:
         ds = datasets.load_dataset(path, config, split=split, **kwargs)
     except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
+        if on_error is not None:
+            on_error()  # a more precise DataError, when it finds one
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(f"cannot load dataset `{name}`: {first[:300]}; {OFFLINE_HINT}") from None
     if field not in ds.column_names:

@@ -85,7 +85,8 @@ class EvaluateConfig:
                 f"--device {self.device!r}: choose auto, cpu, cuda, cuda:N or mps")
         if self.output is not None:
             parent = Path(self.output).expanduser().resolve().parent
-            require(parent.is_dir(), f"--output: its parent {parent} {'is a file' if parent.exists() else 'does not exist'}")
+            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}" if not parent.exists()
+                    else f"--output: its parent {parent} is a file, not a folder")
 
 
 def normalize_tasks(tasks: Any) -> dict[str, dict[str, Any]]:

@@ -69,4 +69,5 @@ class MeasureConfig:
         require(self.device_map in (None, "auto"), "--device-map accepts only `auto`")
         if self.output is not None:
             parent = Path(self.output).expanduser().resolve().parent
-            require(parent.is_dir(), f"--output: its parent {parent} {'is a file' if parent.exists() else 'does not exist'}")
+            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}" if not parent.exists()
+                    else f"--output: its parent {parent} is a file, not a folder")

@@ -179,7 +179,8 @@ class TrainConfig:
         require(not self.resume or self.output, "--resume needs --output: the run folder to continue")
         if self.output:
             parent = Path(self.output).expanduser().resolve().parent
-            require(parent.is_dir(), f"--output: its parent {parent} {'is a file' if parent.exists() else 'does not exist'}")
+            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}" if not parent.exists()
+                    else f"--output: its parent {parent} is a file, not a folder")
         for field in ("logging_steps", "save_steps"):
             require(getattr(self, field) >= 1, f"{name(field)} must be >= 1")
         for field in ("condensation_every", "eval_every", "save_total_limit", "forget_warmup", "weight_decay"):

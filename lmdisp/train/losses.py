@@ -69,7 +69,7 @@ def get_loss(name: str) -> Callable[..., torch.Tensor]:
     `ConfigError` listing the valid names otherwise."""
     key = str(name).replace("-", "_")
     if key not in LOSSES:
-        raise ConfigError(f"unknown regulariser {name!r}; valid: {', '.join(n.replace('_', '-') for n in sorted(LOSSES))}")
+        raise ConfigError(f"unknown regulariser {name!r}; valid: {', '.join(sorted(LOSSES))} (or with -)")
     return LOSSES[key]
 
 

@@ -213,6 +213,7 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
     if (command == "distill") != bool(cfg.teacher):
         raise ConfigError("distill needs --teacher" if command == "distill" else "--teacher applies to distill only")
     resuming = check_output(cfg, command)     # before any data or weights load
+    state.wait_for_everyone()                 # every rank checked before the main one makes the folder
     for spec in filter(None, (cfg.model, cfg.teacher)):
         check_model(spec, trust_remote_code=cfg.trust_remote_code)
         check_causal_lm(spec, trust_remote_code=cfg.trust_remote_code)
