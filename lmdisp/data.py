@@ -165,7 +165,7 @@ def read_texts(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"--texts file not found: {path}")
-    if path.suffix not in (".txt", ".jsonl", ".json", ""):
+    if path.suffix in (".parquet", ".arrow", ".feather", ".csv", ".tsv"):
         raise DataError(f"--texts {path}: expected a .txt file (one text per line) or a .jsonl file of "
                         "{\"text\": ...} objects; corpora (.parquet, folders, hub ids) go to --dataset")
     lines = _utf8_lines(path, "--texts ")

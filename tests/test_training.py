@@ -172,7 +172,7 @@ def test_run_folder_is_not_reused_for_another_config(tmp_path, run_cli):
     assert res.code == 2 and "different config" in res.err and "tau" in res.err
     res = run_cli("midtrain", *TINY_FLAGS, "--train-tokens", "128", "--output", tmp_path / "run", "--lr", "0.001",
                   "--set", "warmup_ratio=0", "--set", "save_steps=1000", "--logging-steps", "1")
-    assert res.code == 2 and "--resume" in res.err
+    assert res.code == 2 and "finished run" in res.err and "new --output" in res.err
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):

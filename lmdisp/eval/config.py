@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lmdisp.config import load_config, option, read_yaml, require, resolve_config
+from lmdisp.errors import ConfigError
 from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN, DTYPES
 
 BACKENDS = ("hf", "vllm")
@@ -75,8 +76,9 @@ class EvaluateConfig:
         require(self.max_batch_size >= 1, "--set max_batch_size= must be >= 1")
         if self.gen_kwargs is not None:
             bad = [kv for kv in self.gen_kwargs.split(",") if not re.fullmatch(r"\s*[A-Za-z_]\w*\s*=[^=]*", kv)]
-            require(not bad, f"--gen-kwargs {self.gen_kwargs!r}: expected key=value pairs separated by commas, e.g. "
-                    f"do_sample=false,max_gen_toks=256 (not {bad[0]!r})")
+            if bad:
+                raise ConfigError(f"--gen-kwargs {self.gen_kwargs!r}: expected key=value pairs separated by commas, "
+                                  f"e.g. do_sample=false,max_gen_toks=256 (not {bad[0]!r})")
         require(self.backend in BACKENDS, f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         require(self.backend != "vllm" or importlib.util.find_spec("vllm") is not None,
                 "--backend vllm needs the `vllm` package (pip install vllm); or use --backend hf")

@@ -74,8 +74,9 @@ def check_output(cfg: TrainConfig, command: str) -> bool:
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
         raise RunDirError(f"{out} holds a run with a different config ({shown}); use a new --output")
     if manifest.get("status") == "finished":
-        raise RunDirError(f"{out} is a finished run ({manifest.get('steps', '?')} steps, final model in "
-                          f"{out / 'final'}); nothing to resume, nothing changed")
+        done = f"{out} is a finished run ({manifest.get('steps', '?')} steps, final model in {out / 'final'})"
+        raise RunDirError(f"{done}; nothing to resume, nothing changed" if cfg.resume else
+                          f"{done}; choose a new --output for a new run")
     if not cfg.resume:
         raise RunDirError(f"{out} already holds this run; pass --resume to continue it, or choose a new --output")
     if cfg.resume_from:
