@@ -65,7 +65,9 @@ class _Notes(logging.Handler):
     """lmdisp's own warnings (`logging.getLogger("lmdisp")`): one `note:` line each."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        console.print(f"[yellow]note:[/] {record.getMessage()}", highlight=False)
+        from rich.markup import escape
+
+        console.print(f"[yellow]note:[/] {escape(record.getMessage())}", highlight=False, soft_wrap=True)
 
 
 def setup_logging(verbose: bool = False) -> RunLog:

@@ -266,6 +266,20 @@ def test_resume_from_a_chosen_checkpoint(run_cli, finished_run):
     assert json.loads((finished_run / "manifest.json").read_text())["status"] == "finished"
 
 
+def test_resume_before_the_first_checkpoint_starts_again_and_says_so(run_cli, finished_run):
+    manifest = json.loads((finished_run / "manifest.json").read_text())
+    (finished_run / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    shutil.rmtree(finished_run / "final")
+    shutil.rmtree(finished_run / "checkpoints")
+    res = run_cli("midtrain", *TRAIN, "--train-tokens", str(4 * 64), "--save-steps", "2", "--output", finished_run,
+                  "--resume")
+    assert res.code == 0, res.err
+    assert "note: " in res.out and "no complete checkpoint yet: starting it again from step 0" in res.out
+    steps = [r["step"] for r in map(json.loads, (finished_run / "metrics.jsonl").read_text().splitlines())
+             if "ce" in r]
+    assert steps == [1, 2, 3, 4]  # the old records were replaced, not duplicated
+
+
 def test_ctrl_c_says_interrupted_and_how_to_resume(run_cli, tmp_path, monkeypatch):
     from lmdisp.train.trainer import DispersionTrainer
 

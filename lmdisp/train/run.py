@@ -293,7 +293,9 @@ def _save_final(cfg, run_dir: Path, state, trainer, tokenizer) -> Path:
         trainer.save_model(str(final))           # main process only, safetensors
     if state.is_main_process:
         tokenizer.save_pretrained(final)
-        make_readable(final)
+        for folder in (final, run_dir / "adapter"):
+            if folder.is_dir():
+                make_readable(folder)
     return final
 
 
