@@ -82,6 +82,11 @@ def setup_logging(verbose: bool = False) -> RunLog:
             h.close()
     log = RunLog()
     root.addHandler(log)
+    for module in ("transformers.utils.logging", "datasets", "huggingface_hub"):
+        try:  # imported now, so that the stderr handlers they add on import exist to be removed
+            __import__(module)
+        except ImportError:  # pragma: no cover
+            pass
     for name in _LIBRARIES:  # the libraries' own stderr handlers: their records now reach ours
         lib = logging.getLogger(name)
         for h in list(lib.handlers):
