@@ -164,7 +164,8 @@ def read_texts(path: str | Path) -> list[str]:
     """Fixed texts for `--texts`: a .txt file (one text per line) or .jsonl with a `text` field."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"--texts file not found: {path}")
+        raise DataError(f"--texts {path}: a folder, not a file (corpora go to --dataset)" if path.is_dir()
+                        else f"--texts file not found: {path}")
     if path.suffix in (".parquet", ".arrow", ".feather", ".csv", ".tsv"):
         raise DataError(f"--texts {path}: expected a .txt file (one text per line) or a .jsonl file of "
                         "{\"text\": ...} objects; corpora (.parquet, folders, hub ids) go to --dataset")

@@ -136,7 +136,7 @@ def bad_texts(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("option, name, needles", [
+TEXT_CASES = [
     ("--texts", "binary.txt", ["binary.txt", "binary file"]),
     ("--texts", "latin1.txt", ["latin1.txt, line 2", "not UTF-8"]),
     ("--texts", "empty.txt", ["empty.txt", "no text"]),
@@ -151,11 +151,13 @@ def bad_texts(tmp_path):
     ("--dataset", "no-text.jsonl", ["no-text.jsonl", "`text`"]),
     ("--dataset", "table.parquet", ["table.parquet", "parquet"]),
     ("--dataset", "wikitxt", ["did you mean wikitext"]),
-])
-@pytest.mark.parametrize("command", ["measure", "midtrain"])
+]
+
+
+@pytest.mark.parametrize("command, option, name, needles", [
+    (command, *case) for command in ("measure", "midtrain") for case in TEXT_CASES
+    if command == "measure" or case[0] == "--dataset"])  # --texts is measure's
 def test_bad_text_input_names_file_line_and_problem(run_cli, bad_texts, command, option, name, needles):
-    if command == "midtrain" and option == "--texts":
-        pytest.skip("--texts is measure's")
     results = bad_texts / "results"
     value = bad_texts / name if (bad_texts / name).exists() else name
     base = ["measure", "random:tiny-gpt2", *MEASURE] if command == "measure" else ["midtrain", *TRAIN]
