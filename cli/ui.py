@@ -173,10 +173,11 @@ def progress_bar(*extra_columns):
 
 class PlainProgress:
     """The subset of `rich.progress.Progress` lmdisp uses, printing one line per task at every
-    10% (and at the end) instead of redrawing a bar: readable in a log file."""
+    10%, at least every `interval` seconds, and at the end, instead of redrawing a bar:
+    readable in a log file."""
 
-    def __init__(self, every: float = 0.1):
-        self.console, self.every = console, every
+    def __init__(self, every: float = 0.1, interval: float = 60.0):
+        self.console, self.every, self.interval = console, every, interval
         self.tasks: dict[int, dict] = {}
 
     def __enter__(self):
@@ -195,8 +196,9 @@ class PlainProgress:
 
     def add_task(self, description: str, total: int | None = None, completed: int = 0, **fields) -> int:
         tid = len(self.tasks)
+        now = time.time()
         self.tasks[tid] = {"description": description, "total": total, "completed": completed, "fields": fields,
-                           "start": time.time(), "printed": completed, "next": self._next(completed, total)}
+                           "start": now, "last": now, "printed": completed, "next": self._next(completed, total)}
         return tid
 
     def update(self, task_id: int, completed: int | None = None, **fields) -> None:
@@ -204,7 +206,8 @@ class PlainProgress:
         task["fields"].update(fields)
         if completed is not None:
             task["completed"] = completed
-        if task["total"] and task["completed"] >= task["next"]:
+        due = time.time() - task["last"] >= self.interval and task["completed"] != task["printed"]
+        if (task["total"] and task["completed"] >= task["next"]) or due:
             self._print(task)
             task["next"] = self._next(task["completed"], task["total"])
 
@@ -221,7 +224,7 @@ class PlainProgress:
         info = task["fields"].get("info", "")
         line = f"{task['description']} {done}/{total}{pct} {elapsed:.0f}s" + (f"  {info}" if info else "")
         self.console.print(line, highlight=False, markup=False, soft_wrap=True)
-        task["printed"] = done
+        task["printed"], task["last"] = done, time.time()
 
 
 def training_progress():
