@@ -1,7 +1,7 @@
 # lmdisp: every target installs what it needs first (into .venv) and works offline.
 #   make demo    measure the bundled SmolLM2-135M (offline) and write results/measure/...
 #   make test    run the offline test suite
-#   make toy     ce vs dispersion mid-training of a tiny model, offline (Figure 7 direction)
+#   make toy     ce vs dispersion mid-training of a tiny model, offline (Figure 7 direction; README block)
 #   make bench   speed and memory of `measure` vs the authors' package (results/bench/)
 #   make fig2    Figure 2 (GPT-2 small..xl on wikitext; needs hub access, best on a GPU)
 #   make figS2   Figure S2 (GPT-2 on the four corpora; needs hub access)
@@ -64,47 +64,65 @@ toy: install
 	$(OFFLINE) $(LMDISP) midtrain --config configs/midtrain/tiny-dispersion.yaml --output $(TOYDIR)/dispersion
 	$(OFFLINE) $(LMDISP) measure $(TOYDIR)/ce/final $(TOYDIR)/dispersion/final --dataset builtin \
 		--max-length 64 --min-words 128 --max-words 160 --output $(TOYDIR)/measure
+	$(OFFLINE) $(BIN)/python bench/toy_result.py $(TOYDIR)    # fills the README's toy block
+
+# Every figure target measures in float32, as the authors did (also measure's default).
+FIG_DTYPE ?= float32
 
 fig2: install
-	$(LMDISP) measure gpt2 gpt2-medium gpt2-large gpt2-xl --dataset wikipedia --repetitions $(REPS)
+	$(LMDISP) measure gpt2 gpt2-medium gpt2-large gpt2-xl --dataset wikipedia --repetitions $(REPS) --dtype $(FIG_DTYPE)
 
 # Figure 4: condensation through pre-training, one checkpoint per hub revision (branch/tag):
 #   make fig4 FIG4_MODEL=allenai/OLMo-2-0425-1B FIG4_REVS="stage1-step0-tokens0B stage1-step10000-tokens21B main"
 FIG4_MODEL ?= allenai/OLMo-2-0425-1B
 FIG4_REVS  ?= main
 fig4: install
-	$(LMDISP) measure $(foreach r,$(FIG4_REVS),$(FIG4_MODEL)@$(r)) --dataset wikipedia --repetitions $(REPS)
+	$(LMDISP) measure $(foreach r,$(FIG4_REVS),$(FIG4_MODEL)@$(r)) --dataset wikipedia --repetitions $(REPS) \
+		--dtype $(FIG_DTYPE)
 
 # Figure 5: distilled students next to their base models, in pairs.
 fig5: install
 	$(LMDISP) measure Qwen/Qwen2.5-Math-1.5B deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B \
 		Qwen/Qwen2.5-Math-7B deepseek-ai/DeepSeek-R1-Distill-Qwen-7B \
 		Qwen/Qwen2.5-14B deepseek-ai/DeepSeek-R1-Distill-Qwen-14B \
-		Qwen/Qwen2.5-32B deepseek-ai/DeepSeek-R1-Distill-Qwen-32B --dataset wikipedia --repetitions $(REPS)
+		Qwen/Qwen2.5-32B deepseek-ai/DeepSeek-R1-Distill-Qwen-32B --dataset wikipedia --repetitions $(REPS) \
+		--dtype $(FIG_DTYPE)
 
-# Figure 7: GPT-2 before and after mid-training with ce and with dispersion (GPU hours).
+# Figure 7: GPT-2 before and after mid-training with ce and with dispersion (GPU hours), measured
+# as the authors' plot_heatmaps.py does: 10 repetitions of 1024 tokens. (They plot the dispersion
+# run with the largest lambda <= 1 they have; which one is not recorded: we use lambda 0.1.)
 FIG7 ?= results/fig7
+FIG7_REPS ?= 10
+FIG7_TOKENS ?= 1024
 fig7: install
 	mkdir -p $(FIG7)
 	$(LMDISP) midtrain --config configs/midtrain/gpt2-ce.yaml --seed 1 --output $(FIG7)/ce --resume
 	$(LMDISP) midtrain --config configs/midtrain/gpt2-dispersion.yaml --seed 1 --output $(FIG7)/dispersion --resume
-	$(LMDISP) measure gpt2 $(FIG7)/ce $(FIG7)/dispersion --dataset wikipedia --repetitions $(REPS)
+	$(LMDISP) measure gpt2 $(FIG7)/ce $(FIG7)/dispersion --dataset wikipedia --repetitions $(FIG7_REPS) \
+		--max-length $(FIG7_TOKENS) --dtype $(FIG_DTYPE)
 
 figS2: install
 	for ds in wikipedia pubmed imdb squad; do \
-		$(LMDISP) measure gpt2 --dataset $$ds --repetitions $(REPS) || exit 1; \
+		$(LMDISP) measure gpt2 --dataset $$ds --repetitions $(REPS) --dtype $(FIG_DTYPE) || exit 1; \
 	done
 
 # ---- The paper's result tables from your own runs (GPU and hub access; hours per row and seed).
 #   make table2 MODEL=gpt2 SEEDS="1 2 3"   base + the 7 mid-training rows of Table 2, each seed,
-#                                          evaluated with the paper preset, then tabulated
+#                                          evaluated with the model's paper preset, then tabulated
 #   make table3 / make table4              the location (Table 3) and lambda/tau (Table 4) rows
 # Rows come from configs/midtrain/<model>-<row>.yaml (<model> = MODEL's last part, lower case).
+# Evaluation preset: paper (GPT-2: 1-shot, limit 500) or paper-qwen3 (Qwen3: 5-shot, limit 200).
+# The table configs keep a checkpoint every floor(T/5)+1 steps and at the end (eval_points: 5);
+# every one is evaluated (`evaluate --checkpoints all`), so the report can use the final one
+# (SELECT=final, the default) or, per seed, the best by the 10-task average (SELECT=best: the
+# authors' selection, made on the test data itself).
 # A step whose output exists is skipped, and a stopped training run resumes: re-run to continue.
 MODEL  ?= gpt2
 SEEDS  ?= 1 2 3
+SELECT ?= final
 TABLES ?= results/tables
 TABLE_CFG   = $(shell echo '$(notdir $(MODEL))' | tr A-Z a-z)
+EVAL_PRESET = $(if $(findstring qwen3,$(TABLE_CFG)),paper-qwen3,paper)
 TABLE2_ROWS = ce noisy-embedding active-forgetting decorrelation l2-repel orthogonalization dispersion
 TABLE3_ROWS = dispersion dispersion-early-half dispersion-late-half dispersion-last
 TABLE4_ROWS = dispersion dispersion-lambda0.01 dispersion-lambda0.5 dispersion-lambda1.0 \
@@ -114,15 +132,16 @@ TABLE4_ROWS = dispersion dispersion-lambda0.01 dispersion-lambda0.5 dispersion-l
 define paper_table
 	@set -e; out=$(TABLES)/$(1)-$(TABLE_CFG); mkdir -p $$out/train $$out/evals; \
 	test -f $$out/evals/base/tasks.csv || \
-		$(LMDISP) evaluate --model $(MODEL) --preset paper --seed 1 --output $$out/evals/base; \
+		$(LMDISP) evaluate --model $(MODEL) --preset $(EVAL_PRESET) --seed 1 --output $$out/evals/base; \
 	for seed in $(SEEDS); do for row in $(2); do \
 		run=$$out/train/$$row-seed$$seed; \
 		test -d $$run/final || $(LMDISP) midtrain --config configs/midtrain/$(TABLE_CFG)-$$row.yaml \
 			--seed $$seed --output $$run --resume; \
-		test -f $$out/evals/$$row-seed$$seed/tasks.csv || \
-			$(LMDISP) evaluate --model $$run --preset paper --output $$out/evals/$$row-seed$$seed; \
+		test -f $$out/evals/$$row-seed$$seed/done || { \
+			$(LMDISP) evaluate --model $$run --preset $(EVAL_PRESET) --checkpoints all \
+				--output $$out/evals/$$row-seed$$seed && touch $$out/evals/$$row-seed$$seed/done; }; \
 	done; done; \
-	$(LMDISP) report $$out/evals --results-dir $$out
+	$(LMDISP) report $$out/evals --select $(SELECT) --results-dir $$out
 endef
 
 table2: install

@@ -11,7 +11,8 @@ A corpus spec is one string:
 
 Sampling follows the authors' protocol: repetition r seeds `numpy.random.default_rng(r)`,
 draws a start record in the first 95% of the corpus and concatenates consecutive records
-until the sample holds `min_words` words. Unlike the authors' loop (whose upper bound never
+exactly as the authors do (`text += record`, no separator) until the sample holds
+`min_words` words. Unlike the authors' loop (whose upper bound never
 triggers), the sample is then cut at `max_words` words. Words are whitespace-separated
 runs; NLTK's `word_tokenize` (the authors' counter, which needs a download) also splits off
 punctuation, so it counts more words in the same text and our samples are never shorter
@@ -129,18 +130,28 @@ def _load_hub(name: str, path: str, config: str | None, split: str, field: str, 
 
 
 def sample_text(corpus: Corpus, seed: int, min_words: int = 1024, max_words: int = 1280) -> str:
-    """One long text: consecutive records from a seeded random start (see module docstring)."""
+    """One long text: consecutive records from a seeded random start (see module docstring).
+
+    Assembled exactly as the authors' `get_random_long_text`: `text += record`, with no
+    separator (an empty record adds nothing; records that do not end in whitespace are glued
+    to the next one), stopping once the *concatenated* text holds `min_words` words. The
+    count is kept incrementally: appending `rec` adds count_words(rec) words, minus one when
+    the text ends and `rec` starts with a non-space character (the two halves form one word).
+    """
     n = len(corpus)
     rng = np.random.default_rng(seed=seed)
     idx = int(rng.integers(0, max(1, int(n * 0.95))))  # the authors' start range
     parts: list[str] = []
     words = 0
+    last = ""  # the last character of the text so far
     for step in range(n):
         rec = corpus[(idx + step) % n]
-        if parts and rec and not parts[-1][-1:].isspace():
-            parts.append("\n")
+        if not rec:
+            continue
+        glued = bool(last) and not last.isspace() and not rec[0].isspace()
+        words += count_words(rec) - glued
         parts.append(rec)
-        words += count_words(rec)
+        last = rec[-1]
         if words >= min_words:
             return _truncate_words("".join(parts), max_words)
     raise DataError(f"corpus `{corpus.name}` holds only {words} words, fewer than --min-words "

@@ -88,8 +88,8 @@ def bad_models(tmp_path, tiny_gpt2_dir):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     (tmp_path / "not-json.json").write_text('{"model_type": "gpt2", ')
     (tmp_path / "unknown-type.json").write_text(json.dumps({"model_type": "gtp2"}))
-    (tmp_path / "small-vocab.json").write_text(json.dumps({"model_type": "gpt2", "tokenizer": "smollm2-135m",
-                                                            "vocab_size": 1000, "n_layer": 2, "n_embd": 16,
+    (tmp_path / "small-vocab.json").write_text(json.dumps({"model_type": "gpt2", "tokenizer": "tiny-bpe",
+                                                            "vocab_size": 100, "n_layer": 2, "n_embd": 16,
                                                             "n_head": 2, "n_positions": 64}))
     run = tmp_path / "unfinished-run"
     (run / "checkpoints").mkdir(parents=True)
@@ -102,8 +102,8 @@ def bad_models(tmp_path, tiny_gpt2_dir):
     ("measure", "random:{}/not-json.json", ["not-json.json", "not valid JSON"]),
     ("measure", "random:{}/unknown-type.json", ["unknown-type.json", "gtp2", "did you mean gpt2"]),
     ("measure", "unfinished-run", ["unfinished-run", "without a final/"]),
-    ("measure", "random:{}/small-vocab.json", ["1000 embedding rows", "49152 tokens"]),
-    ("midtrain", "random:{}/small-vocab.json", ["1000 embedding rows", "49152 tokens"]),
+    ("measure", "random:{}/small-vocab.json", ["100 embedding rows", "1024 tokens"]),
+    ("midtrain", "random:{}/small-vocab.json", ["100 embedding rows", "1024 tokens"]),
     ("midtrain", "truncated", ["truncated/model.safetensors"]),
     ("midtrain", "random:tiny-bert", ["not a causal language model"]),
     ("pretrain", "tiny-bert", ["not a causal language model"]),
@@ -434,7 +434,7 @@ def test_heldout_loss_in_metrics_and_summary_and_readable_weights(run_cli, tmp_p
     import torch
 
     from lmdisp.config import load_config
-    from lmdisp.models import load_model, load_tokenizer
+    from lmdisp.models import default_tokenizer, load_model, load_tokenizer
     from lmdisp.train.config import TrainConfig
     from lmdisp.train.run import build_data
 
@@ -451,7 +451,7 @@ def test_heldout_loss_in_metrics_and_summary_and_readable_weights(run_cli, tmp_p
                for r in held)
     # the last one, recomputed independently from final/ on the same held-out blocks
     cfg = load_config(TrainConfig, out / "config.yaml")
-    _, heldout = build_data(cfg, load_tokenizer("smollm2-135m"))
+    _, heldout = build_data(cfg, load_tokenizer(default_tokenizer(cfg.model)))
     model = load_model(str(out / "final"), lm_head=True, device="cpu", dtype="float32").model
     with torch.no_grad():
         loss = model(**heldout).loss.item()

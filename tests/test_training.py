@@ -1,6 +1,7 @@
 """The trainer: configs, refusals, loss scaling, baselines, condensation trace, resume, NaN stop."""
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -85,10 +86,10 @@ def test_empty_corpus_is_refused(run_cli, no_model_load, tmp_path):
 def _trainer(cfg, tmp_path):
     from transformers import default_data_collator
 
-    from lmdisp.models import load_model, load_tokenizer
+    from lmdisp.models import default_tokenizer, load_model, load_tokenizer
     from lmdisp.train.run import build_data, training_arguments
 
-    tok = load_tokenizer("smollm2-135m")
+    tok = load_tokenizer(default_tokenizer(cfg.model))
     train, _ = build_data(cfg, tok)
     model = load_model(cfg.model, dtype="float32", device="cpu", lm_head=True, seed=0).model.train()
     args = training_arguments(cfg, tmp_path, 2, 1)
@@ -219,26 +220,28 @@ def test_noisy_embedding_uses_neftune_with_the_paper_bound(tmp_path):
 def test_active_forgetting_resets_embeddings_and_their_optimiser_state(tmp_path):
     from lmdisp.train.forgetting import ActiveForgetting, forgetting_cycle
 
-    cfg = tiny(tmp_path, loss="active-forgetting", forget_every=3, forget_lr=1e-4, forget_warmup=1)
+    cfg = tiny(tmp_path, loss="active-forgetting", forget_every=3, forget_lr=1e-4, forget_warmup=1,
+               forget_schedule="cycle")
     trainer, _ = _trainer(cfg, tmp_path)
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
     groups = trainer.optimizer.param_groups
     emb = trainer.model.get_input_embeddings().weight
     (emb_group,) = [g for g in groups if any(p is emb for p in g["params"])]
     assert emb_group["lr"] == pytest.approx(1e-4 * forgetting_cycle(1, 3)(0)) and len(emb_group["params"]) == 1
+    assert emb_group["weight_decay"] == cfg.weight_decay == 0.1  # the authors' decay group
     trainer.optimizer.state[emb] = {"step": torch.tensor(5.0)}
     other = next(p for p in trainer.model.parameters() if p is not emb)
     trainer.optimizer.state[other] = {"step": torch.tensor(5.0)}
     before = emb.detach().clone()
     cb = ActiveForgetting(every=3, seed=1)
 
-    class S:  # the bits of TrainerState the callback reads
-        global_step = 2
+    from transformers import TrainerControl, TrainerState
 
-    cb.on_step_begin(None, S, None, model=trainer.model, optimizer=trainer.optimizer)
+    state = TrainerState(global_step=2, max_steps=10)
+    cb.on_step_begin(trainer.args, state, TrainerControl(), model=trainer.model, optimizer=trainer.optimizer)
     assert torch.equal(emb, before)  # step 2: nothing
-    S.global_step = 3
-    cb.on_step_begin(None, S, None, model=trainer.model, optimizer=trainer.optimizer)
+    state.global_step = 3
+    cb.on_step_begin(trainer.args, state, TrainerControl(), model=trainer.model, optimizer=trainer.optimizer)
     assert not torch.equal(emb, before)
     assert emb.std().item() == pytest.approx(0.02, rel=0.05) and abs(emb.mean().item()) < 1e-3
     assert emb not in trainer.optimizer.state and other in trainer.optimizer.state
@@ -418,3 +421,26 @@ def test_logs_cut_by_a_kill_are_repaired_on_resume(tmp_path):
     trace.write_text("step,layer,layer_fraction,mean_cos\n0,0,0,0.1\n4,0,0,0.2\n8,0")
     _truncate_after(trace, 4, lambda ln: int(ln.split(",")[0]))
     assert trace.read_text() == "step,layer,layer_fraction,mean_cos\n0,0,0,0.1\n4,0,0,0.2\n"
+
+
+def test_eval_points_warmup_steps_and_lr_floor_reach_the_trainer(tmp_path):
+    """eval_points=5: a checkpoint every floor(T/5)+1 steps, all kept (the authors' periodic
+    evaluations); warmup_steps and min_lr_ratio give Table 5's schedule (500 steps, floor 0.1x)."""
+    from transformers import get_scheduler
+
+    from lmdisp.train.run import training_arguments
+
+    args = training_arguments(tiny(tmp_path, eval_points=5), tmp_path, 1525, 1)
+    assert (args.save_steps, args.save_total_limit) == (306, None)
+    args = training_arguments(tiny(tmp_path, warmup_steps=500, min_lr_ratio=0.1), tmp_path, 2000, 1)
+    assert args.get_warmup_steps(2000) == 500
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
+    sched = get_scheduler(args.lr_scheduler_type, opt, 500, 2000, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    lrs = []
+    for _ in range(2000):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[500] == pytest.approx(3e-4) and lrs[-1] == pytest.approx(3e-5, rel=1e-3)
+    expected = 3e-5 + (3e-4 - 3e-5) * 0.5 * (1 + math.cos(math.pi * (1250 - 500) / 1500))
+    assert lrs[1250] == pytest.approx(expected, rel=1e-6)

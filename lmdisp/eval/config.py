@@ -18,6 +18,7 @@ from lmdisp.errors import ConfigError
 from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN, DTYPES
 
 BACKENDS = ("hf", "vllm")
+CHECKPOINTS = ("final", "all")
 _TASK_KEYS = {"num_fewshot", "metric"}
 _WHAT, _HOW, _MODEL, _OUT = "Model and tasks", "Protocol", "Device", "Outputs"
 
@@ -30,6 +31,9 @@ class EvaluateConfig:
                         "or `list:PATTERN` (a glob) prints the names lm-eval knows.",
                         short="-t", panel=_WHAT)
     preset: str | None = option(None, "The named preset or YAML the config came from.", cli="fixed")
+    checkpoints: str = option("final", "final: a training run's final/ model | all: every saved checkpoint of "
+                              "the run, one evaluation each (<output>/step-N) labelled with its training step, "
+                              "for `report --select`.", panel=_WHAT)
     include_path: list[str] | None = option(None, "Folder(s) of your own task YAMLs (local data files: the way "
                                             "to run offline).", panel=_WHAT)
     num_fewshot: int | None = option(None, "Shots for every task (None: the preset's per-task value, else the "
@@ -58,6 +62,8 @@ class EvaluateConfig:
     def __post_init__(self):
         self.tasks = normalize_tasks(self.tasks)
         require(bool(self.tasks), "give --tasks (e.g. arc_easy,mmlu) or --preset paper")
+        require(self.checkpoints in CHECKPOINTS, f"--checkpoints {self.checkpoints!r}: choose one of "
+                f"{', '.join(CHECKPOINTS)}")
         if isinstance(self.include_path, str):
             self.include_path = [p for p in self.include_path.split(",") if p]
         self.include_path = [str(Path(p).expanduser()) for p in self.include_path or []]

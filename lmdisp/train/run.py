@@ -149,10 +149,11 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_si
         learning_rate=cfg.scaled_lr(world_size),
         weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
         max_grad_norm=cfg.max_grad_norm,
-        lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio
+        **_schedule(cfg),
         max_steps=max_steps,
         logging_steps=cfg.logging_steps, logging_first_step=True,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit or None,
+        save_strategy="steps", save_steps=cfg.eval_interval(max_steps) or cfg.save_steps,
+        save_total_limit=None if cfg.eval_points else (cfg.save_total_limit or None),
         seed=cfg.seed, data_seed=cfg.seed,
         bf16=precision == "bf16", fp16=precision == "fp16",
         **{_checkpointing_field(): cfg.gradient_checkpointing},
@@ -174,6 +175,15 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_si
         return TrainingArguments(**kwargs)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"trainer_args: {str(exc).splitlines()[0]}") from None
+
+
+def _schedule(cfg: TrainConfig) -> dict:
+    """Warm-up (steps, else the ratio: a float < 1 is one for transformers) and cosine decay,
+    to a floor of min_lr_ratio x the peak LR when that is > 0."""
+    out = {"warmup_steps": cfg.warmup_steps or cfg.warmup_ratio, "lr_scheduler_type": "cosine"}
+    if cfg.min_lr_ratio > 0:
+        out.update(lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_ratio})
+    return out
 
 
 def _checkpointing_field() -> str:
@@ -198,6 +208,34 @@ def _apply_lora(model, cfg: TrainConfig):
 def train_labels(cfg: TrainConfig) -> dict:
     """The report labels of a training run (read by `lmdisp evaluate` from its manifest)."""
     return {"base_model": cfg.base_label(), "method": cfg.method_label(), "seed": cfg.seed}
+
+
+def build_trainer(cfg: TrainConfig, tokenizer, train, args, callbacks: list):
+    """Load the model (and the teacher of a distill run) and wrap it in the run's trainer."""
+    from transformers import default_data_collator
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from lmdisp.models import load_model
+
+    model = load_model(cfg.model, dtype=cfg.dtype, device="cpu", lm_head=True, tokenizer=cfg.tokenizer,
+                       trust_remote_code=cfg.trust_remote_code, seed=cfg.seed).model
+    model.train()
+    if cfg.lora:
+        model = _apply_lora(model, cfg)
+    kwargs = dict(model=model, args=args, train_dataset=train, data_collator=default_data_collator,
+                  processing_class=tokenizer, callbacks=callbacks, run_config=cfg)
+    if cfg.teacher:
+        from lmdisp.train.distill import DistillTrainer
+
+        teacher = load_model(cfg.teacher, dtype=cfg.dtype, device="cpu", lm_head=True,
+                             trust_remote_code=cfg.trust_remote_code, seed=cfg.seed).model
+        trainer = DistillTrainer(teacher=teacher, **kwargs)
+    else:
+        trainer = DispersionTrainer(**kwargs)
+    # Logs go to metrics.jsonl (and the CLI's bar): a library does not print the Trainer's dicts.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
 
 
 def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tuple = ()) -> TrainRun:
@@ -225,7 +263,7 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
     train, heldout = build_data(cfg, tokenizer)   # refuses an empty corpus, before the model loads
     run_dir, fresh = prepare_run_dir(cfg, command, state, resuming)
     try:
-        trainer, resume = _build_trainer(cfg, run_dir, state, tokenizer, train, heldout, max_steps, world, callbacks)
+        trainer, resume = _trainer(cfg, run_dir, state, tokenizer, train, heldout, max_steps, world, callbacks)
     except BaseException:
         if fresh and state.is_main_process:  # refused before its first step: leave no folder behind
             RunDir(run_dir, command).discard_if_empty(keep=("config.yaml", "manifest.json"))
@@ -247,36 +285,13 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
     return TrainRun(run_dir, final, trainer.state.global_step, list(trainer.state.log_history))
 
 
-def _build_trainer(cfg, run_dir, state, tokenizer, train, heldout, max_steps, world, callbacks):
-    """The model (LoRA-wrapped if asked), the Trainer and the checkpoint to resume from."""
-    from transformers import default_data_collator
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from lmdisp.models import load_model
-
+def _trainer(cfg, run_dir, state, tokenizer, train, heldout, max_steps, world, callbacks):
+    """The trainer (`build_trainer`) and the checkpoint to resume from."""
     args = training_arguments(cfg, run_dir, max_steps, world)
     resume = _resume_point(run_dir, state, cfg.resume_from) if cfg.resume else None
-    loaded = load_model(cfg.model, dtype=cfg.dtype, device="cpu", lm_head=True, tokenizer=cfg.tokenizer,
-                        trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
-    model = loaded.model
-    model.train()
-    if cfg.lora:
-        model = _apply_lora(model, cfg)
-    callbacks = [*_callbacks(cfg, run_dir, heldout), *callbacks]
-    kwargs = dict(model=model, args=args, train_dataset=train, data_collator=default_data_collator,
-                  processing_class=tokenizer, callbacks=callbacks, run_config=cfg)
-    if cfg.teacher:
-        from lmdisp.train.distill import DistillTrainer
-
-        teacher = load_model(cfg.teacher, dtype=cfg.dtype, device="cpu", lm_head=True,
-                             trust_remote_code=cfg.trust_remote_code, seed=cfg.seed).model
-        trainer = DistillTrainer(teacher=teacher, **kwargs)
-    else:
-        trainer = DispersionTrainer(**kwargs)
-    # Logs go to metrics.jsonl (and the CLI's progress): a library does not print the Trainer's dicts.
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    return trainer, resume
+    callbacks = [*_callbacks(cfg, run_dir, heldout, max_steps), *callbacks]
+    return build_trainer(cfg, tokenizer, train, args, callbacks), resume
 
 
 def _save_final(cfg, run_dir: Path, state, trainer, tokenizer) -> Path:
@@ -299,7 +314,7 @@ def _save_final(cfg, run_dir: Path, state, trainer, tokenizer) -> Path:
     return final
 
 
-def _callbacks(cfg: TrainConfig, run_dir: Path, heldout) -> list:
+def _callbacks(cfg: TrainConfig, run_dir: Path, heldout, max_steps: int) -> list:
     from lmdisp.train.callbacks import CondensationTracker, EvalHook, JsonlLogger
     from lmdisp.train.forgetting import ActiveForgetting
 
@@ -310,7 +325,8 @@ def _callbacks(cfg: TrainConfig, run_dir: Path, heldout) -> list:
     if cfg.loss == "active-forgetting":
         callbacks.append(ActiveForgetting(cfg.forget_every, cfg.seed))
     if cfg.eval_every or cfg.eval_tasks:
-        callbacks.append(EvalHook(cfg.eval_every, cfg.eval_tasks, run_dir, labels=train_labels(cfg),
+        every = cfg.eval_every or cfg.eval_interval(max_steps)  # the authors' floor(T/K)+1 with eval_points
+        callbacks.append(EvalHook(every, cfg.eval_tasks, run_dir, labels=train_labels(cfg),
                                   include_path=cfg.eval_include_path, limit=cfg.eval_limit))
     return callbacks
 
