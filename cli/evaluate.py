@@ -52,7 +52,7 @@ def _run(config, sets, flags, preset) -> None:
 def _list_tasks(flags, sets, pattern: str) -> None:
     """`--tasks list` / `--tasks 'list:arc*'`: the names lm-eval knows, with --include-path's."""
     from lmdisp.eval import load_evaluate_config
-    from lmdisp.eval.harness import list_tasks
+    from lmdisp.eval.tasks import list_tasks
 
     cfg = load_evaluate_config(None, {**flags, "tasks": "-"}, sets)  # checks --include-path
     names = list_tasks(cfg.include_path, pattern)

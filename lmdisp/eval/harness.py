@@ -34,6 +34,7 @@ from lmdisp.config import require
 from lmdisp.errors import ConfigError, DataError, ModelLoadError
 from lmdisp.eval.config import EvaluateConfig, is_preset, load_evaluate_config
 from lmdisp.eval.results import EvaluateRun, write_evaluation
+from lmdisp.eval.tasks import broken_task_yaml
 from lmdisp.runs import RunDir, read_training_run, training_run_of
 
 CPU_BATCH_SIZE = 8       # batching helps on a CPU too (bench/eval_speed.py); "auto" probes GPU memory
@@ -65,45 +66,6 @@ def check_task_names(tm, names: list[str], include_path: list[str]) -> None:
     where = "lm-eval's registry" + (f" or {', '.join(include_path)}" if include_path else "")
     raise ConfigError(f"unknown task(s) {', '.join(hints)}: not in {where}; "
                       "task YAMLs of your own go in a folder given with --include-path")
-
-
-def broken_task_yaml(include_path: list[str], names: list[str]) -> None:
-    """lm-eval skips a task YAML it cannot parse, so its task looks unknown: show the YAML
-    error instead (the file naming the task first, else the first broken file)."""
-    import yaml
-
-    class _AnyTag(yaml.SafeLoader):  # lm-eval's own tags (!function ...) are not errors here
-        pass
-
-    _AnyTag.add_multi_constructor("!", lambda loader, suffix, node: None)
-    broken = []
-    for folder in include_path:
-        for file in sorted(Path(folder).rglob("*.y*ml")):
-            try:
-                text = file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                broken.append((True, f"{file}: cannot read it ({exc}), so lm-eval skipped it"))
-                continue
-            try:
-                yaml.load(text, Loader=_AnyTag)  # noqa: S506 - a SafeLoader subclass
-            except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                where = f", line {mark.line + 1}" if mark is not None else ""
-                why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-                broken.append((not any(n in text for n in names), f"{file}{where}: not valid YAML ({why}), so "
-                               "lm-eval skipped it"))
-    if broken:
-        raise ConfigError(sorted(broken)[0][1] + f" (unknown task(s): {', '.join(names)})")
-
-
-def list_tasks(include_path: list[str], pattern: str = "*") -> list[str]:
-    """The task, group and tag names lm-eval knows (with `include_path`), matching a glob."""
-    import fnmatch
-
-    from lm_eval.tasks import TaskManager
-
-    tm = TaskManager(include_path=include_path or None)
-    return sorted(n for n in tm.all_tasks if fnmatch.fnmatch(n, pattern or "*"))
 
 
 def load_tasks(tm, plan: dict[str, dict]) -> tuple[dict[str, dict], dict[Any, list]]:

@@ -26,13 +26,13 @@ run and task read), `averages.png` (bar chart, error bars = std) and `manifest.j
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lmdisp.config import as_dict, option, require
 from lmdisp.errors import ConfigError, DataError
+from lmdisp.eval.results import read_manifest, read_tasks_csv
 from lmdisp.runs import RunDir, save_figure, slugify, write_table, write_text
 
 # Display order of the methods inside a block (the paper's Table 2); others follow by name.
@@ -121,38 +121,7 @@ def _is_eval_run(path: Path) -> bool:
     is refused (naming it) rather than silently left out of the table."""
     if not ((path / "manifest.json").is_file() and (path / "tasks.csv").is_file()):
         return False
-    return _manifest(path).get("command") == "evaluate"
-
-
-def _manifest(folder: Path) -> dict:
-    try:
-        data = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"{folder}: damaged manifest.json ({str(exc).splitlines()[0]}); re-run its evaluation "
-                        "or move the folder out of the way") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{folder}: damaged manifest.json (not a JSON object)")
-    return data
-
-
-# Columns of tasks.csv the table needs (written by lmdisp.eval.results).
-_TASK_COLUMNS = ("task", "metric", "value", "n_shot", "limit", "higher_is_better")
-
-
-def _tasks_csv(folder: Path):
-    import pandas as pd
-
-    try:
-        tasks = pd.read_csv(folder / "tasks.csv")
-    except (OSError, UnicodeDecodeError, ValueError) as exc:  # pandas' EmptyDataError/ParserError are ValueErrors
-        raise DataError(f"{folder}: damaged tasks.csv ({str(exc).splitlines()[0]})") from None
-    missing = [c for c in _TASK_COLUMNS if c not in tasks.columns]
-    if missing or tasks.empty:
-        what = f"no column {', '.join(missing)}" if missing else "no rows"
-        raise DataError(f"{folder}: damaged tasks.csv ({what}); re-run its evaluation or move the folder out of the way")
-    if not pd.api.types.is_numeric_dtype(tasks["value"]):
-        raise DataError(f"{folder}: damaged tasks.csv (non-numeric `value`)")
-    return tasks
+    return read_manifest(path).get("command") == "evaluate"
 
 
 def read_runs(folders: list[Path]):
@@ -161,9 +130,9 @@ def read_runs(folders: list[Path]):
 
     frames = []
     for folder in folders:
-        manifest = _manifest(folder)
+        manifest = read_manifest(folder)
         labels = manifest.get("labels") or {}
-        tasks = _tasks_csv(folder)
+        tasks = read_tasks_csv(folder)
         try:
             seed = int(labels.get("seed", manifest.get("seed", 0)))
         except (TypeError, ValueError):
@@ -434,5 +403,5 @@ def run_report(cfg: ReportConfig) -> ReportRun:
     write_table(long, run.path / "runs", float_format="%.10g")
     if cfg.plot and table["average"].notna().any():
         save_figure(bar_chart(table), run.path / "averages.png")
-    run.write_manifest(as_dict(cfg), runs=[str(f) for f in folders], tasks=tasks, notes=notes)
+    run.writeread_manifest(as_dict(cfg), runs=[str(f) for f in folders], tasks=tasks, notes=notes)
     return ReportRun(run.path, values, display, notes, tasks, table, cfg.select)
