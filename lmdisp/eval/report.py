@@ -403,5 +403,5 @@ def run_report(cfg: ReportConfig) -> ReportRun:
     write_table(long, run.path / "runs", float_format="%.10g")
     if cfg.plot and table["average"].notna().any():
         save_figure(bar_chart(table), run.path / "averages.png")
-    run.writeread_manifest(as_dict(cfg), runs=[str(f) for f in folders], tasks=tasks, notes=notes)
+    run.write_manifest(as_dict(cfg), runs=[str(f) for f in folders], tasks=tasks, notes=notes)
     return ReportRun(run.path, values, display, notes, tasks, table, cfg.select)

@@ -159,9 +159,10 @@ def run_measure(cfg: MeasureConfig, progress: Progress | None = None,
     resolve_device(cfg.device)  # refuses cuda on a machine without one, before any text loads
     for spec in cfg.models:  # fail fast on a bad model or bad data, before any weights load
         check_model(spec, trust_remote_code=cfg.trust_remote_code)
+    texts, corpus = prepare_texts(cfg)
+    for spec in cfg.models:  # every token id must have an embedding row (tokenizers only, no weights)
         tokenizer = load_tokenizer(cfg.tokenizer or default_tokenizer(spec), trust_remote_code=cfg.trust_remote_code)
         check_vocabulary(spec, tokenizer, trust_remote_code=cfg.trust_remote_code)
-    texts, corpus = prepare_texts(cfg)
     name = slugify(cfg.models[0]) + (f"+{len(cfg.models) - 1}" if len(cfg.models) > 1 else "")
     run = RunDir.create("measure", name, root=cfg.results_dir, output=cfg.output)
     try:
