@@ -35,7 +35,7 @@ from lmdisp.errors import ConfigError, DataError, ModelLoadError
 from lmdisp.eval.config import EvaluateConfig, is_preset, load_evaluate_config
 from lmdisp.eval.results import EvaluateRun, write_evaluation
 from lmdisp.eval.tasks import broken_task_yaml
-from lmdisp.runs import RunDir, read_training_run, training_run_of
+from lmdisp.runs import LOG_FILE, RunDir, read_training_run, training_run_of
 
 CPU_BATCH_SIZE = 8       # batching helps on a CPU too (bench/eval_speed.py); "auto" probes GPU memory
 DEFAULT_SEED = 1         # a model that is not a training run; the paper's seeds are 1, 2, 3
@@ -286,7 +286,8 @@ def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) ->
             "with --set eval_points=5, or save_steps and save_total_limit=0, to keep them)")
     check_task_names(task_manager(cfg.include_path, list(cfg.tasks)), list(cfg.tasks), cfg.include_path)
     out = Path(cfg.output) if cfg.output else None
-    if out is None or not (out.is_dir() and all(re.fullmatch(r"step-\d+", c.name) for c in out.iterdir())):
+    if out is None or not (out.is_dir() and all(re.fullmatch(r"step-\d+", c.name) or c.name == LOG_FILE
+                                                for c in out.iterdir())):
         out = RunDir.create("evaluate", path.name, root=cfg.results_dir, output=cfg.output).path
     runs = []
     try:
@@ -301,8 +302,7 @@ def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) ->
             one = dataclasses.replace(cfg, model=str(folder), output=str(target), checkpoints="final")
             runs.append(run_evaluate(one, stage, training_step=step))
     except BaseException:
-        if out.is_dir() and not any(out.iterdir()):  # nothing written: leave no empty folder behind
-            out.rmdir()
+        RunDir(out, "evaluate").discard_if_empty()  # nothing written: leave no empty folder behind
         raise
     return runs
 
