@@ -30,7 +30,7 @@ def _run(config, sets, flags) -> None:
 
         run = run_measure(cfg, progress=on_progress, on_model_start=on_start)
     _print_table(run)
-    console.print(f"results: [bold]{run.path}[/]")
+    console.print(f"results: [bold]{run.path}[/]", soft_wrap=True)
 
 
 def _print_table(run) -> None:
@@ -39,9 +39,9 @@ def _print_table(run) -> None:
 
     table = Table(title="Embedding condensation", box=box.SIMPLE_HEAD, caption="ρ, τ: Spearman, Kendall of mean cosine similarity "
                   "vs layer (positive = condenses with depth); L: blocks; cos[0], cos[L]: embedding and last layer; s: seconds")
-    table.add_column("model", no_wrap=True, min_width=12)
-    for col in ("params", "L", "ρ", "τ", "cos[0]", "cos[L]", "s"):
-        table.add_column(col, justify="right")
+    table.add_column("model", overflow="fold", min_width=12)  # a long path wraps; the numbers never shrink
+    for col, width in (("params", 7), ("L", 3), ("ρ", 6), ("τ", 6), ("cos[0]", 6), ("cos[L]", 6), ("s", 5)):
+        table.add_column(col, justify="right", no_wrap=True, min_width=width)
     for row in run.table.itertuples(index=False):
         table.add_row(row.model, f"{row.params / 1e6:.1f}M", str(row.layers), f"{row.spearman_rho:+.3f}",
                       f"{row.kendall_tau:+.3f}", f"{row.mean_cos_first:.3f}", f"{row.mean_cos_last:.3f}",

@@ -24,7 +24,8 @@ from lmdisp.data import cycle_texts, load_corpus, read_texts, sample_texts
 from lmdisp.errors import DataError
 from lmdisp.measure.condensation import CondensationAccumulator, CondensationResult, last_n_means, layer_histograms, trend
 from lmdisp.measure.config import MeasureConfig
-from lmdisp.models import LoadedModel, check_model, load_model
+from lmdisp.models import (LoadedModel, check_model, check_vocabulary, default_tokenizer, load_model,
+                           load_tokenizer, resolve_device)
 from lmdisp.runs import RunDir, peak_memory, provenance, save_figure, save_npz, slugify, write_json, write_table
 
 Progress = Callable[[str, int, int], None]  # (model spec, repetitions done, total)
@@ -154,16 +155,20 @@ def run_measure(cfg: MeasureConfig, progress: Progress | None = None,
     """Measure every model in `cfg.models`, write the run folder, return the results."""
     import pandas as pd
 
+    RunDir.check("measure", root=cfg.results_dir, output=cfg.output)  # before any work: no result lost
+    resolve_device(cfg.device)  # refuses cuda on a machine without one, before any text loads
     for spec in cfg.models:  # fail fast on a bad model or bad data, before any weights load
         check_model(spec, trust_remote_code=cfg.trust_remote_code)
     texts, corpus = prepare_texts(cfg)
+    for spec in cfg.models:  # every token id must have an embedding row (tokenizers only, no weights)
+        tokenizer = load_tokenizer(cfg.tokenizer or default_tokenizer(spec), trust_remote_code=cfg.trust_remote_code)
+        check_vocabulary(spec, tokenizer, trust_remote_code=cfg.trust_remote_code)
     name = slugify(cfg.models[0]) + (f"+{len(cfg.models) - 1}" if len(cfg.models) > 1 else "")
     run = RunDir.create("measure", name, root=cfg.results_dir, output=cfg.output)
     try:
         done, mem = _measure_all(cfg, texts, corpus, run, progress, on_model_start)
     except BaseException:
-        if not any(run.path.iterdir()):  # nothing written yet: leave no empty run folder behind
-            run.path.rmdir()
+        run.discard_if_empty()  # nothing written yet: leave no empty run folder behind
         raise
     table = pd.DataFrame([{
         "model": d.spec, "params": d.num_params, "layers": d.num_layers,
