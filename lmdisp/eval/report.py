@@ -320,8 +320,8 @@ def formatted(table, tasks: list[str], style: str = "plain") -> list[list[str]]:
         p = r["significance"]
         if style == "latex":
             p = f"$p < {p[4:]}$" if p.startswith("p < ") else {DASH: "--"}.get(p, p)
-        out.append([r["base_model"], r["method"], r["seeds"], r["steps"], *[cell(t, f"{t}_std", f"{t}_n") for t in tasks],
-                    cell("average", "average_std"), cell("rank"), p])
+        out.append([r["base_model"], r["method"], r["seeds"], r["steps"],
+                    *[cell(t, f"{t}_std", f"{t}_n") for t in tasks], cell("average", "average_std"), cell("rank"), p])
     return out
 
 
