@@ -92,14 +92,19 @@ def unknown_corpus(spec: str) -> DataError:
                      "builtin")
 
 
-def _load_local(path: Path, text_field: str | None) -> Corpus:
-    files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_FORMATS) if path.is_dir() else [path]
-    kinds = {LOCAL_FORMATS.get(p.suffix) for p in files}
+def local_files(path: Path, formats: dict[str, str]) -> tuple[list[Path], str]:
+    """The corpus files of a file or folder and their one format (`formats`: suffix -> kind)."""
+    files = sorted(p for p in path.rglob("*") if p.suffix in formats) if path.is_dir() else [path]
+    kinds = {formats.get(p.suffix) for p in files}
     if not files or None in kinds:
         raise DataError(f"{path}: expected .txt, .jsonl, .json or .parquet file(s)")
     if len(kinds) > 1:
         raise DataError(f"{path}: mixes file formats {sorted(kinds)}; use one format per folder")
-    kind = kinds.pop()
+    return files, kinds.pop()
+
+
+def _load_local(path: Path, text_field: str | None) -> Corpus:
+    files, kind = local_files(path, LOCAL_FORMATS)
     field = "text" if kind == "text" else (text_field or "text")
     for file in files:
         if file.stat().st_size == 0:

@@ -246,7 +246,8 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
     `training_step` labels the evaluation of a checkpoint (see `lmdisp.eval.checkpoints`)."""
     from lmdisp.models import check_model, resolve_device
 
-    RunDir.check("evaluate", root=cfg.results_dir, output=cfg.output)  # before any work: no result lost
+    if not _unfinished(cfg.output):  # before any work: no result lost (a killed run's cache is resumed)
+        RunDir.check("evaluate", root=cfg.results_dir, output=cfg.output)
     resolve_device(cfg.device)
     target = resolve_model(cfg.model)
     check_model(target.load, trust_remote_code=cfg.trust_remote_code)
@@ -289,13 +290,19 @@ def cache_identity(cfg: EvaluateConfig, target: ModelTarget) -> dict[str, Any]:
             "tokenizer": cfg.tokenizer, "weights_mtime_ns": max((p.stat().st_mtime_ns for p in weights), default=None)}
 
 
+def _unfinished(output: str | None) -> bool:
+    """`--output` holds only the request cache (and log) of a killed evaluation."""
+    out = Path(output).expanduser() if output else None
+    return out is not None and out.is_dir() and {p.name for p in out.iterdir()} - {LOG_FILE} == {CACHE_DIR}
+
+
 def _resumable_run(cfg: EvaluateConfig, target: ModelTarget, identity: dict) -> tuple[RunDir, bool]:
     """The run folder: `--output` holding only the request cache of a killed evaluation of the
     same model is continued; anything else goes through `RunDir.create` (new or empty)."""
     import json
 
     out = Path(cfg.output) if cfg.output else None
-    if out is not None and out.is_dir() and {p.name for p in out.iterdir()} - {LOG_FILE} == {CACHE_DIR}:
+    if _unfinished(cfg.output):
         try:
             old = json.loads((out / CACHE_DIR / "identity.json").read_text())
         except (OSError, ValueError):

@@ -52,19 +52,13 @@ def resolve_source(spec: str, *, text_field: str | None = None, split: str = "tr
                    subset: str | None = None) -> Source:
     """`builtin`, a local file or folder, a short name (`wikitext`, `fineweb-edu`, the
     measurement corpora) or a hub id (with `text_field`)."""
-    from lmdisp.data import PAPER_CORPORA, TRAIN_CORPORA
+    from lmdisp.data import PAPER_CORPORA, TRAIN_CORPORA, local_files
 
     if spec == "builtin":
         return Source(spec, "builtin")
     path = Path(spec).expanduser()
     if path.exists():
-        files = sorted(p for p in path.rglob("*") if p.suffix in _SUFFIX) if path.is_dir() else [path]
-        kinds = {_SUFFIX.get(p.suffix) for p in files}
-        if not files or None in kinds:
-            raise DataError(f"{path}: expected .txt, .jsonl, .json or .parquet file(s)")
-        if len(kinds) > 1:
-            raise DataError(f"{path}: mixes file formats {sorted(kinds)}; use one format per folder")
-        kind = kinds.pop()
+        files, kind = local_files(path, _SUFFIX)
         return Source(spec, kind, field="text" if kind == "txt" else (text_field or "text"), split=split,
                       files=tuple(str(p.resolve()) for p in files))
     known = {**PAPER_CORPORA, **TRAIN_CORPORA}
