@@ -44,18 +44,19 @@ def _print_table(run) -> None:
     from rich.table import Table
 
     sites = run.table["site"].nunique() > 1 or (run.table["site"] != "hidden").any()
+    wide = console.width >= 100  # the interval column needs room; models.csv always has it
     table = Table(title="Embedding condensation", box=box.SIMPLE_HEAD, caption="ρ, τ: Spearman, Kendall of mean cosine similarity "
-                  "vs layer (positive = condenses with depth); ρ CI: bootstrap interval over repetitions; L: blocks; "
+                  "vs layer (positive = condenses with depth); ρ CI: bootstrap interval over repetitions (models.csv: ρ and τ); L: blocks; "
                   "cos[0], cos[L]: first and last layer; s: seconds")
     table.add_column("model", no_wrap=True, min_width=12)
     if sites:
         table.add_column("site", no_wrap=True)
-    for col in ("params", "L", "ρ", "ρ CI", "τ", "cos[0]", "cos[L]", "s"):
-        table.add_column(col, justify="right", no_wrap=True)
+    for col in ("params", "L", "ρ") + (("ρ CI",) if wide else ()) + ("τ", "cos[0]", "cos[L]", "s"):
+        table.add_column(col, justify="right")
     for row in run.table.itertuples(index=False):
         cells = [row.model] + ([row.site] if sites else [])
         table.add_row(*cells, f"{row.params / 1e6:.1f}M", str(row.layers),
-                      f"{row.spearman_rho:+.3f}", _ci(row.rho_ci_low, row.rho_ci_high),
+                      f"{row.spearman_rho:+.3f}", *([_ci(row.rho_ci_low, row.rho_ci_high)] if wide else []),
                       f"{row.kendall_tau:+.3f}",
                       f"{row.mean_cos_first:.3f}", f"{row.mean_cos_last:.3f}", f"{row.wall_time_s:.1f}")
     console.print(table)

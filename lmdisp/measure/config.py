@@ -72,7 +72,7 @@ class MeasureConfig:
         require(len(self.site) > 0, "--site: give at least one site (hidden, residual, attn, mlp or a pattern)")
         require(len(set(self.site)) == len(self.site), f"--site: a site is listed twice ({','.join(self.site)})")
         require(self.skip_first >= 0, f"--skip-first must be >= 0 (got {self.skip_first})")
-        require(self.max_length - self.skip_first >= 2,
+        require(self.max_length < 2 or self.max_length - self.skip_first >= 2,  # (--max-length checked below)
                 f"--skip-first {self.skip_first} leaves fewer than 2 of the --max-length {self.max_length} tokens")
         require(self.rogue_k >= 1, f"--set rogue_k= must be >= 1 (got {self.rogue_k})")
         require(self.bootstrap >= 0, f"--bootstrap must be >= 0 (got {self.bootstrap})")
