@@ -3,6 +3,7 @@
 #   make test    run the offline test suite
 #   make toy     ce vs dispersion mid-training of a tiny model, offline (Figure 7 direction)
 #   make bench   speed and memory of `measure` vs the authors' package (results/bench/)
+#   make geometry  where SmolLM2 condenses: sites, first token, isotropy views, extras' cost (offline)
 #   make fig2    Figure 2 (GPT-2 small..xl on wikitext; needs hub access, best on a GPU)
 #   make figS2   Figure S2 (GPT-2 on the four corpora; needs hub access)
 #   make fig4 / fig5 / fig7   condensation through pre-training, after distillation, after mid-training
@@ -17,7 +18,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 REPS ?= 100
 TOYDIR ?= results/toy/$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install demo toy test test-fast bench bench-train bench-eval fig2 fig4 fig5 fig7 figS2 table2 table3 table4 clean
+.PHONY: install demo toy test test-fast bench geometry bench-train bench-eval fig2 fig4 fig5 fig7 figS2 table2 table3 table4 clean
 
 install: $(VENV)/.installed
 
@@ -52,6 +53,12 @@ test-fast: install
 
 bench: install
 	$(OFFLINE) $(BIN)/python bench/measure_speed.py --repetitions $(REPS)
+
+# Sites (residual/attn/mlp), first-token effect and isotropy views of the bundled SmolLM2-135M,
+# offline; writes results/bench/geometry.{png,md,json} and the README block `geometry`.
+GEOREPS ?= 20
+geometry: install
+	$(OFFLINE) $(BIN)/python bench/geometry.py --repetitions $(GEOREPS)
 
 bench-train: install
 	$(OFFLINE) $(BIN)/python bench/train_step.py
