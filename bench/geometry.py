@@ -52,11 +52,11 @@ def costs(args) -> dict[str, float]:
 
     loaded = load_model(MODEL, dtype="float32", device="cpu")
     texts = sample_texts(load_corpus("builtin"), args.cost_repetitions, seed=0)
-    measure_sites(loaded, texts[:1], MeasureConfig(repetitions=1, max_length=args.max_length))  # warm-up
+    measure_sites(loaded, texts[:1], MeasureConfig(repetitions=1, max_length=args.cost_max_length))  # warm-up
     best: dict[str, float] = {}
     for _ in range(args.rounds):
         for name, (metrics, sites) in COSTS.items():
-            cfg = MeasureConfig(repetitions=len(texts), max_length=args.max_length, site=sites, metrics=metrics,
+            cfg = MeasureConfig(repetitions=len(texts), max_length=args.cost_max_length, site=sites, metrics=metrics,
                                 batch_size=1)
             start = time.perf_counter()
             measure_sites(loaded, texts, cfg)
@@ -132,7 +132,8 @@ def markdown(item, skipped, cost: dict[str, float], args, run_path: Path) -> str
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return (f"{MODEL} float32 CPU, builtin corpus, {args.repetitions} repetitions x {args.max_length} tokens "
             f"(`make geometry`; {device_name()}, {stamp}; run folder `{run_path.relative_to(REPO) if run_path.is_relative_to(REPO) else run_path}`).\n\n"
-            + "\n".join(rows) + "\n" + views + f"\nCost of the extras ({args.cost_repetitions} repetitions, batch size 1, best of "
+            + "\n".join(rows) + "\n" + views + f"\nCost of the extras ({args.cost_repetitions} repetitions x {args.cost_max_length} "
+            f"tokens, batch size 1, best of "
             f"{args.rounds}; the default includes the bootstrap and position profiles, computed after the pass):\n\n"
             + "\n".join(crow) + "\n")
 
@@ -140,8 +141,9 @@ def markdown(item, skipped, cost: dict[str, float], args, run_path: Path) -> str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repetitions", type=int, default=20)
-    parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--cost-repetitions", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--cost-max-length", type=int, default=512)
+    parser.add_argument("--cost-repetitions", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--output", default=DEFAULT_OUTPUT)
     args = parser.parse_args()
@@ -154,7 +156,8 @@ def main() -> None:
     (skipped,) = measure(args, skip_first=1).models
     cost = costs(args)
     save_figure(figure(item, skipped), Path(args.output).with_suffix(".png"), dpi=80)
-    report = {"model": MODEL, "repetitions": args.repetitions, "max_length": args.max_length, "run": str(run.path),
+    report = {"model": MODEL, "repetitions": args.repetitions, "max_length": args.max_length,
+              "cost_max_length": args.cost_max_length, "run": str(run.path),
               "sites": item.summary["sites"], "sites_skip_first_1": skipped.summary["sites"], "cost_s_per_rep": cost}
     publish("geometry", report, markdown(item, skipped, cost, args, run.path), args.output,
             readme=args.output == DEFAULT_OUTPUT)

@@ -36,20 +36,27 @@ def condensation_heatmap(histograms: np.ndarray, title: str = ""):
 
 def condensation_trend(names: Sequence[str], layer_means: Sequence[np.ndarray],
                        rho: Sequence[float], tau: Sequence[float], bands: Sequence | None = None,
-                       rho_ci: Sequence | None = None, tau_ci: Sequence | None = None):
+                       rho_ci: Sequence | None = None, tau_ci: Sequence | None = None,
+                       fractions: Sequence | None = None, groups: Sequence[tuple[str, str]] | None = None):
     """Figure 2b-style: m_l against layer fraction per series (with its bootstrap band), and rho /
-    tau per series in order (with their intervals as error bars)."""
+    tau per series in order (with their intervals as error bars). `groups`: (model, site) per
+    series: one colour per model, one line style per site."""
     plt = _plt()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
-    colors = plt.cm.viridis(np.linspace(0.1, 0.85, max(len(names), 1)))
-    for i, (name, m, c) in enumerate(zip(names, layer_means, colors)):
-        frac = np.arange(len(m)) / max(len(m) - 1, 1)
-        left.plot(frac, m, marker="o", ms=3, color=c, label=name)
+    models = list(dict.fromkeys(g[0] for g in groups)) if groups else list(names)
+    sites = list(dict.fromkeys(g[1] for g in groups)) if groups else [None]
+    palette = plt.cm.viridis(np.linspace(0.1, 0.85, max(len(models), 1)))
+    styles = ["-", "--", ":", "-."]
+    for i, (name, m) in enumerate(zip(names, layer_means)):
+        model, site = groups[i] if groups else (name, None)
+        c, ls = palette[models.index(model)], styles[sites.index(site) % len(styles)]
+        frac = np.asarray(fractions[i], dtype=float) if fractions is not None else np.arange(len(m)) / max(len(m) - 1, 1)
+        left.plot(frac, m, marker="o", ms=3, color=c, ls=ls, label=name)
         if bands is not None and np.all(np.isfinite(bands[i][0])):
             left.fill_between(frac, bands[i][0], bands[i][1], color=c, alpha=0.25, lw=0)
     left.set_xlabel("Layer fraction")
     left.set_ylabel("Mean cosine similarity")
-    left.legend(fontsize=8, frameon=False)
+    left.legend(fontsize=7 if len(names) > 6 else 8, frameon=False, ncol=2 if len(names) > 6 else 1)
     x = np.arange(len(names))
     for offset, values, ci, label, color in ((-0.2, rho, rho_ci, "Spearman ρ", "#c0392b"),
                                              (0.2, tau, tau_ci, "Kendall τ", "#e59866")):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from lmdisp.measure.compare import layer_pairs, linear_cka
+from lmdisp.measure.compare import CkaAccumulator, layer_pairs, linear_cka
 from lmdisp.measure.condensation import CondensationAccumulator, distance_profile, first_token_stats
 from lmdisp.measure.geometry import centred_cosine, isoscore, rogue_share
 from lmdisp.measure.uncertainty import bootstrap_ci, bootstrap_counts, kendall_rows, spearman_rows
@@ -144,3 +144,17 @@ def test_linear_cka_matches_numpy_and_invariances():
 def test_layer_pairs_by_depth():
     assert layer_pairs(5, 5) == [(i, i) for i in range(5)]
     assert layer_pairs(3, 5) == [(0, 0), (1, 2), (2, 4)]
+
+
+def test_cka_accumulator_streams_per_repetition_with_depth_pairing():
+    a = [torch.randn(5, 8, 6) for _ in range(5)]   # 5 layers, 5 repetitions
+    b = [torch.randn(5, 8, 3) for _ in range(3)]   # 3 layers
+    acc = CkaAccumulator()
+    for s in (slice(0, 2), slice(2, 5)):          # two batches
+        acc.update([x[s] for x in a], [y[s] for y in b])
+    got = acc.result()
+    assert got.shape == (5, 5) and acc.pairs == [(0, 0), (1, 0), (2, 1), (3, 2), (4, 2)]
+    for r in range(5):
+        for p, (i, j) in enumerate(acc.pairs):
+            assert got[r, p] == pytest.approx(np_cka(a[i][r].numpy().astype(np.float64),
+                                                     b[j][r].numpy().astype(np.float64)), abs=1e-5)

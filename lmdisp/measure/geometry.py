@@ -64,10 +64,13 @@ def centred_cosine(h: torch.Tensor) -> torch.Tensor:
 
 def isoscore(h: torch.Tensor) -> torch.Tensor:
     """IsoScore of each sequence's token cloud (rows of h), in [0, 1]."""
-    h = h.float()
+    h = h.double()
     centred = h - h.mean(dim=-2, keepdim=True)
-    d = h.shape[-1]
-    var = torch.linalg.svdvals(centred).double().square()          # min(S, d) principal variances
+    s, d = h.shape[-2:]
+    # principal variances (up to the common factor 1/(S-1), which cancels): the eigenvalues of
+    # the smaller Gram matrix, in float64 (an eigensolver on S x S is ~2x faster than an SVD)
+    gram = centred @ centred.transpose(-1, -2) if s <= d else centred.transpose(-1, -2) @ centred
+    var = torch.linalg.eigvalsh(gram).clamp_min(0)
     if var.shape[-1] < d:                                            # the other axes have zero variance
         var = torch.nn.functional.pad(var, (0, d - var.shape[-1]))
     if d < 2:

@@ -5,8 +5,11 @@
     print(run.path, run.table)
 
 Texts are sampled once and shared by all models of a call; each model is loaded, measured
-batch by batch into a `CondensationAccumulator` on its own device, written to its own
-sub-folder, and freed before the next one is loaded.
+batch by batch into one `CondensationAccumulator` per site (`--site`, see `sites`) on its own
+device, all sites from the same forward pass, written to its own sub-folder, and freed before
+the next one is loaded. With `--compare` the two models are loaded together and run in
+lockstep on the same token ids, so linear CKA (`compare`) is computed batch by batch. Tables,
+bootstrap intervals and position profiles are computed after the pass (`tables`).
 """
 
 from __future__ import annotations
@@ -225,13 +228,16 @@ def run_measure(cfg: MeasureConfig, progress: Progress | None = None,
     if cfg.plots:
         from lmdisp.plots import cka_plot, condensation_trend
 
-        series = [(d.spec if len(cfg.site) == 1 else f"{d.spec} · {site}", d.summary["sites"][site])
+        series = [(d.spec if len(cfg.site) == 1 else f"{d.spec} · {site}", d.summary["sites"][site], (d.spec, site),
+                   d.layers.loc[(d.layers["site"] == site) & (d.layers["layer"] != "logits"), "layer_fraction"])
                   for d in done for site in d.results]
-        save_figure(condensation_trend([n for n, _ in series], [np.asarray(s["mean_cos_by_layer"]) for _, s in series],
-                                       [s["spearman_rho"] for _, s in series], [s["kendall_tau"] for _, s in series],
-                                       bands=[(s["mean_cos_ci_low"], s["mean_cos_ci_high"]) for _, s in series],
-                                       rho_ci=[s["spearman_rho_ci"] for _, s in series],
-                                       tau_ci=[s["kendall_tau_ci"] for _, s in series]), run.path / "trend.png")
+        names, sums, groups, fracs = zip(*series)
+        save_figure(condensation_trend(names, [np.asarray(s["mean_cos_by_layer"]) for s in sums],
+                                       [s["spearman_rho"] for s in sums], [s["kendall_tau"] for s in sums],
+                                       bands=[(s["mean_cos_ci_low"], s["mean_cos_ci_high"]) for s in sums],
+                                       rho_ci=[s["spearman_rho_ci"] for s in sums],
+                                       tau_ci=[s["kendall_tau_ci"] for s in sums], fractions=fracs,
+                                       groups=groups), run.path / "trend.png")
         if compare is not None:
             save_figure(cka_plot(compare, *cfg.models), run.path / "cka.png")
     run.write_manifest(as_dict(cfg), corpus=corpus, memory=mem)
