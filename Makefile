@@ -56,7 +56,7 @@ bench: install
 
 # Sites (residual/attn/mlp), first-token effect and isotropy views of the bundled SmolLM2-135M,
 # offline; writes results/bench/geometry.{png,md,json} and the README block `geometry`.
-GEOREPS ?= 20
+GEOREPS ?= 8
 geometry: install
 	$(OFFLINE) $(BIN)/python bench/geometry.py --repetitions $(GEOREPS)
 

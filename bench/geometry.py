@@ -5,9 +5,10 @@ the isotropy views; plus what the extras cost (`make geometry`).
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python bench/geometry.py                  # README figures
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python bench/geometry.py --repetitions 4 --output /tmp/geo
 
-1. One `lmdisp.measure.run_measure` call (all sites in one pass, `--metrics
-   centred,isoscore,rogue`), its run folder under results/geometry/ (layers.csv, positions.csv,
-   heatmaps, summary.json with every interval).
+1. Two `lmdisp.measure.run_measure` calls (all sites in one pass, `--metrics
+   centred,isoscore,rogue`), as measured and with `--skip-first 1`, their run folders under
+   results/geometry/ (layers.csv, positions.csv, heatmaps, summary.json with every interval).
+   Defaults (8 repetitions x 256 tokens) keep it to minutes on a shared 2-core CPU.
 2. Cost: on the same loaded model and texts, `measure_sites` timed (time.perf_counter, best of
    `--rounds`) for the default (hidden, no metric), all four sites, all sites + the O(S d)
    metrics (centred, rogue), and all sites + every metric (the SVD ones: isoscore, entropy,
@@ -140,9 +141,9 @@ def markdown(item, skipped, cost: dict[str, float], args, run_path: Path) -> str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repetitions", type=int, default=20)
+    parser.add_argument("--repetitions", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--cost-max-length", type=int, default=512)
+    parser.add_argument("--cost-max-length", type=int, default=256)
     parser.add_argument("--cost-repetitions", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--output", default=DEFAULT_OUTPUT)
