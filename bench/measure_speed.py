@@ -77,7 +77,7 @@ def run_worker(method: str, repetitions: int, max_length: int, matrices: str | N
 
     from lmdisp.data import load_corpus, sample_texts
     from lmdisp.measure.config import MeasureConfig
-from lmdisp.measure.run import measure_model, tokenize
+    from lmdisp.measure.run import measure_model, tokenize
     from lmdisp.models import load_model
 
     if method == "authors":  # import before the baseline: its import-time cost is not the method's
