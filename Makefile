@@ -1,9 +1,12 @@
 # lmdisp: every target installs what it needs first (into .venv) and works offline.
 #   make demo    measure the bundled SmolLM2-135M (offline) and write results/measure/...
 #   make test    run the offline test suite
-#   make toy     ce vs dispersion mid-training of a tiny model, offline (Figure 7 direction)
+#   make toy     ce vs dispersion mid-training of a tiny model, offline (Figure 7 direction; README block)
 #   make bench   speed and memory of `measure` vs the authors' package (results/bench/)
 #   make geometry  where SmolLM2 condenses: sites, first token, isotropy views, extras' cost (offline)
+#   make bench-gpu   the GPU benchmark (measure, training, evaluation) on one card
+#   make bench-shards  time to the first training step with token shards, cache size
+#   make plan TABLE=table2   one training command per line, for a cluster scheduler
 #   make fig2    Figure 2 (GPT-2 small..xl on wikitext; needs hub access, best on a GPU)
 #   make figS2   Figure S2 (GPT-2 on the four corpora; needs hub access)
 #   make fig4 / fig5 / fig7   condensation through pre-training, after distillation, after mid-training
@@ -15,17 +18,26 @@ LMDISP := $(BIN)/lmdisp
 # The CPU wheel index used when no local torch wheel is found on a machine without a GPU.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+VENV_FLAGS ?=   # --system-site-packages: use the torch/transformers a GPU node already has
 REPS ?= 100
 TOYDIR ?= results/toy/$(shell date +%Y%m%d-%H%M%S)
+# Training steps launch through LAUNCH: one process per visible GPU (torchrun, DDP) when more
+# than one is visible (CUDA_VISIBLE_DEVICES, else nvidia-smi), a plain process otherwise. The
+# learning rate is multiplied by sqrt(world size), as in the paper (TrainConfig.scale_lr), and
+# each run's manifest.json records world_size, learning_rate and the rule. Override, e.g.
+#   make table2 LAUNCH="accelerate launch --config_file configs/accelerate/ddp.yaml -m lmdisp"
+NGPUS  ?= $(shell if [ -n "$$CUDA_VISIBLE_DEVICES" ]; then echo "$$CUDA_VISIBLE_DEVICES" | tr , '\n' | grep -c .; \
+                  else nvidia-smi -L 2>/dev/null | grep -c '^GPU'; fi)
+LAUNCH ?= $(if $(filter-out 0 1,$(NGPUS)),$(BIN)/torchrun --nproc_per_node $(NGPUS) -m lmdisp,$(LMDISP))
 
-.PHONY: install demo toy test test-fast bench geometry bench-train bench-eval fig2 fig4 fig5 fig7 figS2 table2 table3 table4 clean
+.PHONY: install demo toy test test-fast bench geometry bench-train bench-eval bench-gpu bench-shards wheels fig2 fig4 fig5 fig7 figS2 table2 table3 table4 plan clean
 
 install: $(VENV)/.installed
 
 # Without a GPU, install a CPU build of torch first (a local wheel if pip's find-links has
 # one, else the CPU index), so that resolving `torch>=...` never pulls a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 		echo "GPU found: torch from the default index"; \
 	elif $(BIN)/python -c "import torch" 2>/dev/null; then \
@@ -63,6 +75,21 @@ geometry: install
 bench-train: install
 	$(OFFLINE) $(BIN)/python bench/train_step.py
 
+# The GPU benchmark (one card, under 8 minutes on an H100): measure, training, evaluation.
+# Air-gapped node with torch/transformers/accelerate/peft only: run `make wheels` where there
+# is network, copy the checkout, then on the node
+#   PIP_NO_INDEX=1 PIP_FIND_LINKS=$PWD/wheels make bench-gpu VENV_FLAGS=--system-site-packages
+bench-gpu: install
+	$(OFFLINE) $(BIN)/python bench/gpu.py
+
+WHEELS ?= wheels
+wheels:
+	PYTHON=$(PYTHON) bench/wheels.sh $(WHEELS)
+
+# Token shards: time to the first step on a generated 200 MB corpus, cache size, reuse.
+bench-shards: install
+	$(OFFLINE) $(BIN)/python bench/shards.py
+
 # Figure 7 at toy scale, offline: the same tiny model mid-trained with ce and with
 # dispersion, then both measured.
 toy: install
@@ -71,47 +98,65 @@ toy: install
 	$(OFFLINE) $(LMDISP) midtrain --config configs/midtrain/tiny-dispersion.yaml --output $(TOYDIR)/dispersion
 	$(OFFLINE) $(LMDISP) measure $(TOYDIR)/ce/final $(TOYDIR)/dispersion/final --dataset builtin \
 		--max-length 64 --min-words 128 --max-words 160 --output $(TOYDIR)/measure
+	$(OFFLINE) $(BIN)/python bench/toy_result.py $(TOYDIR)    # fills the README's toy block
+
+# Every figure target measures in float32, as the authors did (also measure's default).
+FIG_DTYPE ?= float32
 
 fig2: install
-	$(LMDISP) measure gpt2 gpt2-medium gpt2-large gpt2-xl --dataset wikipedia --repetitions $(REPS)
+	$(LMDISP) measure gpt2 gpt2-medium gpt2-large gpt2-xl --dataset wikipedia --repetitions $(REPS) --dtype $(FIG_DTYPE)
 
 # Figure 4: condensation through pre-training, one checkpoint per hub revision (branch/tag):
 #   make fig4 FIG4_MODEL=allenai/OLMo-2-0425-1B FIG4_REVS="stage1-step0-tokens0B stage1-step10000-tokens21B main"
 FIG4_MODEL ?= allenai/OLMo-2-0425-1B
 FIG4_REVS  ?= main
 fig4: install
-	$(LMDISP) measure $(foreach r,$(FIG4_REVS),$(FIG4_MODEL)@$(r)) --dataset wikipedia --repetitions $(REPS)
+	$(LMDISP) measure $(foreach r,$(FIG4_REVS),$(FIG4_MODEL)@$(r)) --dataset wikipedia --repetitions $(REPS) \
+		--dtype $(FIG_DTYPE)
 
 # Figure 5: distilled students next to their base models, in pairs.
 fig5: install
 	$(LMDISP) measure Qwen/Qwen2.5-Math-1.5B deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B \
 		Qwen/Qwen2.5-Math-7B deepseek-ai/DeepSeek-R1-Distill-Qwen-7B \
 		Qwen/Qwen2.5-14B deepseek-ai/DeepSeek-R1-Distill-Qwen-14B \
-		Qwen/Qwen2.5-32B deepseek-ai/DeepSeek-R1-Distill-Qwen-32B --dataset wikipedia --repetitions $(REPS)
+		Qwen/Qwen2.5-32B deepseek-ai/DeepSeek-R1-Distill-Qwen-32B --dataset wikipedia --repetitions $(REPS) \
+		--dtype $(FIG_DTYPE)
 
-# Figure 7: GPT-2 before and after mid-training with ce and with dispersion (GPU hours).
+# Figure 7: GPT-2 before and after mid-training with ce and with dispersion (GPU hours), measured
+# as the authors' plot_heatmaps.py does: 10 repetitions of 1024 tokens. (They plot the dispersion
+# run with the largest lambda <= 1 they have; which one is not recorded: we use lambda 0.1.)
 FIG7 ?= results/fig7
+FIG7_REPS ?= 10
+FIG7_TOKENS ?= 1024
 fig7: install
 	mkdir -p $(FIG7)
-	$(LMDISP) midtrain --config configs/midtrain/gpt2-ce.yaml --seed 1 --output $(FIG7)/ce --resume
-	$(LMDISP) midtrain --config configs/midtrain/gpt2-dispersion.yaml --seed 1 --output $(FIG7)/dispersion --resume
-	$(LMDISP) measure gpt2 $(FIG7)/ce $(FIG7)/dispersion --dataset wikipedia --repetitions $(REPS)
+	$(LAUNCH) midtrain --config configs/midtrain/gpt2-ce.yaml --seed 1 --output $(FIG7)/ce --resume
+	$(LAUNCH) midtrain --config configs/midtrain/gpt2-dispersion.yaml --seed 1 --output $(FIG7)/dispersion --resume
+	$(LMDISP) measure gpt2 $(FIG7)/ce $(FIG7)/dispersion --dataset wikipedia --repetitions $(FIG7_REPS) \
+		--max-length $(FIG7_TOKENS) --dtype $(FIG_DTYPE)
 
 figS2: install
 	for ds in wikipedia pubmed imdb squad; do \
-		$(LMDISP) measure gpt2 --dataset $$ds --repetitions $(REPS) || exit 1; \
+		$(LMDISP) measure gpt2 --dataset $$ds --repetitions $(REPS) --dtype $(FIG_DTYPE) || exit 1; \
 	done
 
 # ---- The paper's result tables from your own runs (GPU and hub access; hours per row and seed).
 #   make table2 MODEL=gpt2 SEEDS="1 2 3"   base + the 7 mid-training rows of Table 2, each seed,
-#                                          evaluated with the paper preset, then tabulated
+#                                          evaluated with the model's paper preset, then tabulated
 #   make table3 / make table4              the location (Table 3) and lambda/tau (Table 4) rows
 # Rows come from configs/midtrain/<model>-<row>.yaml (<model> = MODEL's last part, lower case).
+# Evaluation preset: paper (GPT-2: 1-shot, limit 500) or paper-qwen3 (Qwen3: 5-shot, limit 200).
+# The table configs keep a checkpoint every floor(T/5)+1 steps and at the end (eval_points: 5);
+# every one is evaluated (`evaluate --checkpoints all`), so the report can use the final one
+# (SELECT=final, the default) or, per seed, the best by the 10-task average (SELECT=best: the
+# authors' selection, made on the test data itself).
 # A step whose output exists is skipped, and a stopped training run resumes: re-run to continue.
 MODEL  ?= gpt2
 SEEDS  ?= 1 2 3
+SELECT ?= final
 TABLES ?= results/tables
 TABLE_CFG   = $(shell echo '$(notdir $(MODEL))' | tr A-Z a-z)
+EVAL_PRESET = $(if $(findstring qwen3,$(TABLE_CFG)),paper-qwen3,paper)
 TABLE2_ROWS = ce noisy-embedding active-forgetting decorrelation l2-repel orthogonalization dispersion
 TABLE3_ROWS = dispersion dispersion-early-half dispersion-late-half dispersion-last
 TABLE4_ROWS = dispersion dispersion-lambda0.01 dispersion-lambda0.5 dispersion-lambda1.0 \
@@ -121,16 +166,25 @@ TABLE4_ROWS = dispersion dispersion-lambda0.01 dispersion-lambda0.5 dispersion-l
 define paper_table
 	@set -e; out=$(TABLES)/$(1)-$(TABLE_CFG); mkdir -p $$out/train $$out/evals; \
 	test -f $$out/evals/base/tasks.csv || \
-		$(LMDISP) evaluate --model $(MODEL) --preset paper --seed 1 --output $$out/evals/base; \
+		$(LMDISP) evaluate --model $(MODEL) --preset $(EVAL_PRESET) --seed 1 --output $$out/evals/base; \
 	for seed in $(SEEDS); do for row in $(2); do \
 		run=$$out/train/$$row-seed$$seed; \
-		test -d $$run/final || $(LMDISP) midtrain --config configs/midtrain/$(TABLE_CFG)-$$row.yaml \
+		test -d $$run/final || $(LAUNCH) midtrain --config configs/midtrain/$(TABLE_CFG)-$$row.yaml \
 			--seed $$seed --output $$run --resume; \
-		test -f $$out/evals/$$row-seed$$seed/tasks.csv || \
-			$(LMDISP) evaluate --model $$run --preset paper --output $$out/evals/$$row-seed$$seed; \
+		test -f $$out/evals/$$row-seed$$seed/done || { \
+			$(LMDISP) evaluate --model $$run --preset $(EVAL_PRESET) --checkpoints all \
+				--output $$out/evals/$$row-seed$$seed && touch $$out/evals/$$row-seed$$seed/done; }; \
 	done; done; \
-	$(LMDISP) report $$out/evals --results-dir $$out
+	$(LMDISP) report $$out/evals --select $(SELECT) --results-dir $$out
 endef
+
+# One line per training run of a table, to hand to a cluster scheduler (see the README):
+#   make -s plan TABLE=table2 MODEL=gpt2 SEEDS="1 2 3" LAUNCH="torchrun --nproc_per_node 8 -m lmdisp" > runs.txt
+TABLE ?= table2
+plan:
+	@$(foreach seed,$(SEEDS),$(foreach row,$($(subst table,TABLE,$(TABLE))_ROWS),echo "$(LAUNCH) midtrain \
+		--config configs/midtrain/$(TABLE_CFG)-$(row).yaml --seed $(seed) \
+		--output $(TABLES)/$(TABLE)-$(TABLE_CFG)/train/$(row)-seed$(seed) --resume";))
 
 table2: install
 	$(call paper_table,table2,$(TABLE2_ROWS))

@@ -2,6 +2,7 @@
 
     lmdisp evaluate --tasks arc_easy,mmlu                        # the bundled SmolLM2-135M
     lmdisp evaluate --model results/midtrain/<run> --preset paper
+    lmdisp evaluate --model results/midtrain/<run> --preset paper --checkpoints all   # every checkpoint
     lmdisp evaluate --model gpt2 --preset paper --tasks arc_easy,piqa --limit 100 --seed 2
     lmdisp evaluate --tasks my_task --include-path my_tasks/     # your own YAML + local data, offline
 """
@@ -28,7 +29,17 @@ def _run(config, sets, flags, preset) -> None:
         raise ConfigError("--preset and --config both given: a preset is a named config; use one")
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its per-call INFO/WARNING chatter
     cfg = load_evaluate_config(preset or config, flags, sets, config_option="--config" if config else "--preset")
-    run = run_evaluate(cfg, stage=lambda msg: console.print(f"[dim]{msg}[/]"))
+    stage = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
+    if cfg.checkpoints == "all":
+        from lmdisp.eval.harness import run_evaluate_checkpoints
+
+        runs = run_evaluate_checkpoints(cfg, stage=stage)
+        for run in runs:
+            _print_table(run)
+        where = runs[0].path.parent if runs else cfg.output
+        console.print(f"results: [bold]{where}[/] ({len(runs)} checkpoint(s) evaluated)")
+        return
+    run = run_evaluate(cfg, stage=stage)
     _print_table(run)
     console.print(f"results: [bold]{run.path}[/]")
 

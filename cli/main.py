@@ -21,10 +21,10 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from lmdisp.cli import evaluate, measure, report, train
+    from lmdisp.cli import evaluate, measure, prepare, report, train
 
-    commands = {"measure": measure.measure, **train.COMMANDS, "evaluate": evaluate.evaluate,
-                "report": report.report}
+    commands = {"measure": measure.measure, **train.COMMANDS, "prepare": prepare.prepare,
+                "evaluate": evaluate.evaluate, "report": report.report}
     for name, fn in commands.items():
         app.command(name, epilog=fn.lmdisp_epilog or None)(fn)
 

@@ -2,6 +2,7 @@
 
     lmdisp report results/table2/evals                         # every evaluation run below it
     lmdisp report results/evaluate/run1 results/evaluate/run2 --reference ce
+    lmdisp report results/tables/table2-gpt2/evals --select best   # the authors' checkpoint selection
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ def _print(run) -> None:
 
     from lmdisp.eval.report import formatted
 
-    table = Table(title="Evaluation summary", caption="mean ± std over seeds (%); best of each block in bold")
+    label = {"final": "final checkpoints", "best": "best checkpoint per seed (authors' test-set selection)"}
+    table = Table(title=f"Evaluation summary · {label[run.select]}",
+                  caption="mean ± std over seeds (%); best of each block in bold")
     for col in run.display.columns:
-        table.add_column(col, justify="left" if col in ("Model", "Method", "Seeds") else "right", overflow="fold")
+        table.add_column(col, justify="left" if col in ("Model", "Method", "Seeds", "Step") else "right", overflow="fold")
     last = None
     for row in formatted(run.table, run.tasks, "rich"):
         if last is not None and row[0] != last:

@@ -28,12 +28,12 @@ _DOCS = {
 
 def _runner(command: str):
     def run(config, sets, flags) -> None:
-        from lmdisp.cli.ui import training_progress
+        from lmdisp.cli.ui import shard_progress, training_progress
         from lmdisp.config import load_config
         from lmdisp.train import run_train
 
         cfg = load_config(TrainConfig, config, sets, flags, kind=command, fixed={"init": _INIT[command]})
-        run = run_train(cfg, command=command, callbacks=[training_progress()])
+        run = run_train(cfg, command=command, callbacks=[training_progress()], data_progress=shard_progress())
         if int(os.environ.get("RANK", "0")) == 0:  # one line, from the main process only
             console.print(f"{command}: {run.steps} steps; final model [bold]{run.final}[/]; "
                           f"run folder [bold]{run.path}[/]")

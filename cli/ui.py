@@ -48,3 +48,27 @@ def training_progress():
                 self.bar = None
 
     return TrainingProgress()
+
+
+def shard_progress():
+    """A callable for `lmdisp.train.shards` reports: a bar over the tokens to write, with the
+    tokenising rate. Draws on the main process only (`RANK` 0)."""
+    import os
+
+    state = {"bar": None}
+    if int(os.environ.get("RANK", "0")) != 0:
+        return lambda report: None
+
+    def draw(report: dict) -> None:
+        if state["bar"] is None:
+            state["bar"] = progress_bar(TextColumn("{task.fields[rate]}"))
+            state["bar"].start()
+            state["task"] = state["bar"].add_task("token shards", total=report["target"], rate="")
+        bar = state["bar"]
+        bar.update(state["task"], completed=report["tokens"],
+                   rate=f"{report['tokens_per_s']:,.0f} tok/s · {report['records']:,} records")
+        if report["done"]:
+            bar.stop()
+            state["bar"] = None
+
+    return draw

@@ -121,12 +121,13 @@ def convert(cls: type, name: str, value: Any, source: str = "flags") -> Any:
 
 
 def _bad(cls: type, name: str, value: Any, hint: Any, source: str):
-    where = option_name(cls, name) if source in ("flags", "--set") else f"{source}: {name}"
-    if where.endswith("="):
-        where += str(value)
-        shown = ""
+    """One line naming what the user typed (a flag, `--set key=value`, or a YAML key)."""
+    if source == "--set":
+        where, shown = f"--set {name}={value}", ""
+    elif source == "flags":
+        where, shown = option_name(cls, name), f", got {value!r}"
     else:
-        shown = f", got {value!r}"
+        where, shown = f"{source}: {name}", f", got {value!r}"
     raise ConfigError(f"{where}: expected {type_name(hint)}{shown}")
 
 
@@ -241,10 +242,3 @@ def resolve_config(config: str | Path, kind: str | None, config_option: str = "-
         raise ConfigError(f"{config_option} {config!r}: no such named config; choose one of "
                           f"{', '.join(named_configs(kind)) or '(none)'} or give a .yaml file")
     return Path(str(shipped))
-
-
-def config_yaml(cfg: Any) -> str:
-    """The YAML a run saves next to its results; `--config` replays it."""
-    import yaml
-
-    return yaml.safe_dump(as_dict(cfg), sort_keys=False)

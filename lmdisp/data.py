@@ -11,7 +11,8 @@ A corpus spec is one string:
 
 Sampling follows the authors' protocol: repetition r seeds `numpy.random.default_rng(r)`,
 draws a start record in the first 95% of the corpus and concatenates consecutive records
-until the sample holds `min_words` words. Unlike the authors' loop (whose upper bound never
+exactly as the authors do (`text += record`, no separator) until the sample holds
+`min_words` words. Unlike the authors' loop (whose upper bound never
 triggers), the sample is then cut at `max_words` words. Words are whitespace-separated
 runs; NLTK's `word_tokenize` (the authors' counter, which needs a download) also splits off
 punctuation, so it counts more words in the same text and our samples are never shorter
@@ -110,18 +111,28 @@ def _load_hub(name: str, path: str, config: str | None, split: str, field: str, 
 
 
 def sample_text(corpus: Corpus, seed: int, min_words: int = 1024, max_words: int = 1280) -> str:
-    """One long text: consecutive records from a seeded random start (see module docstring)."""
+    """One long text: consecutive records from a seeded random start (see module docstring).
+
+    Assembled exactly as the authors' `get_random_long_text`: `text += record`, with no
+    separator (an empty record adds nothing; records that do not end in whitespace are glued
+    to the next one), stopping once the *concatenated* text holds `min_words` words. The
+    count is kept incrementally: appending `rec` adds count_words(rec) words, minus one when
+    the text ends and `rec` starts with a non-space character (the two halves form one word).
+    """
     n = len(corpus)
     rng = np.random.default_rng(seed=seed)
     idx = int(rng.integers(0, max(1, int(n * 0.95))))  # the authors' start range
     parts: list[str] = []
     words = 0
+    last = ""  # the last character of the text so far
     for step in range(n):
         rec = corpus[(idx + step) % n]
-        if parts and rec and not parts[-1][-1:].isspace():
-            parts.append("\n")
+        if not rec:
+            continue
+        glued = bool(last) and not last.isspace() and not rec[0].isspace()
+        words += count_words(rec) - glued
         parts.append(rec)
-        words += count_words(rec)
+        last = rec[-1]
         if words >= min_words:
             return _truncate_words("".join(parts), max_words)
     raise DataError(f"corpus `{corpus.name}` holds only {words} words, fewer than --min-words "
@@ -169,48 +180,9 @@ def cycle_texts(texts: Sequence[str], repetitions: int) -> list[str]:
 # ----------------------------------------------------------------------------- training data
 
 # Training corpora by short name: (hub id, config, split, field). `wikitext` is the paper's
-# mid-training data (wikitext-103-raw-v1, empty lines dropped).
+# mid-training data (wikitext-103-raw-v1, empty lines dropped). Training reads them through
+# token shards (`lmdisp.train.shards`), streamed once.
 TRAIN_CORPORA: dict[str, tuple[str, str | None, str, str]] = {
     "wikitext": ("Salesforce/wikitext", "wikitext-103-raw-v1", "train", "text"),
     "fineweb-edu": ("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", "text"),
 }
-
-
-def load_text_dataset(spec: str, *, text_field: str | None = None, split: str = "train",
-                      subset: str | None = None):
-    """A `datasets.Dataset` with one `text` column and no empty records."""
-    import datasets
-
-    if spec in TRAIN_CORPORA:
-        hub_id, config, split_, field = TRAIN_CORPORA[spec]
-        corpus = _load_hub(spec, hub_id, subset or config, split_, text_field or field)
-    else:
-        corpus = load_corpus(spec, text_field=text_field, split=split, subset=subset)
-    ds = corpus.records
-    if isinstance(ds, list):
-        ds = datasets.Dataset.from_dict({"text": ds})
-    elif corpus.field != "text":
-        ds = ds.rename_column(corpus.field, "text")
-    ds = ds.filter(lambda batch: [bool(t and t.strip()) for t in batch["text"]], batched=True)
-    if len(ds) == 0:
-        raise DataError(f"dataset `{spec}` holds no non-empty text")
-    return ds
-
-
-def pack_blocks(ds, tokenizer, context_length: int, *, num_proc: int | None = None):
-    """Tokenise every record and pack the token stream into blocks of `context_length`
-    (the remainder is dropped), as transformers' `run_clm` does; `labels` = `input_ids`."""
-    def tokenize(batch):
-        return tokenizer(batch["text"], add_special_tokens=False)
-
-    def group(batch):
-        ids = [t for seq in batch["input_ids"] for t in seq]
-        n = len(ids) // context_length * context_length
-        blocks = [ids[i:i + context_length] for i in range(0, n, context_length)]
-        return {"input_ids": blocks, "attention_mask": [[1] * context_length for _ in blocks],
-                "labels": [list(b) for b in blocks]}
-
-    tokens = ds.map(tokenize, batched=True, remove_columns=ds.column_names, num_proc=num_proc,
-                    desc="tokenising")
-    return tokens.map(group, batched=True, batch_size=1000, remove_columns=tokens.column_names,
-                      num_proc=num_proc, desc=f"packing {context_length}-token blocks")

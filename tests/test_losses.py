@@ -18,7 +18,7 @@ from lmdisp.train.losses import (
     subsample,
 )
 
-NAMES = ["dispersion", "decorrelation", "l2_repel", "orthogonalization", "infonce_cos"]
+NAMES = ["dispersion", "decorrelation", "l2_repel", "l2_repel_paper", "orthogonalization", "infonce_cos"]
 
 
 # ---------------------------------------------------------------- independent references
@@ -45,10 +45,18 @@ def ref_decorrelation(z):
     return float(np.mean(sq))
 
 
-def ref_l2_repel(z, tau=1.0, lambda_norm=0.1):
+def ref_l2_repel(z, tau=1.0, lambda_norm=0.1, log_mean=False):
+    """The authors' code: every pair, the diagonal i = j included."""
+    n = len(z)
+    terms = [-np.sum((z[i] - z[j]) ** 2) / tau for i in range(n) for j in range(n)]
+    return logsumexp(terms) - (math.log(n * n) if log_mean else 0.0) + lambda_norm * float(np.mean(z**2))
+
+
+def ref_l2_repel_paper(z, tau=1.0, lambda_norm=0.1, log_mean=False):
+    """The paper's formula: i != j."""
     n = len(z)
     terms = [-np.sum((z[i] - z[j]) ** 2) / tau for i in range(n) for j in range(n) if i != j]
-    return logsumexp(terms) + lambda_norm * float(np.mean(z**2))
+    return logsumexp(terms) - (math.log(n * (n - 1)) if log_mean else 0.0) + lambda_norm * float(np.mean(z**2))
 
 
 def ref_orthogonalization(z, clamp=0.1):
@@ -66,6 +74,7 @@ REFS = {
     "dispersion": ref_dispersion,
     "decorrelation": ref_decorrelation,
     "l2_repel": ref_l2_repel,
+    "l2_repel_paper": ref_l2_repel_paper,
     "orthogonalization": ref_orthogonalization,
     "infonce_cos": ref_infonce_cos,
 }
@@ -96,7 +105,8 @@ def batch(seed=0, B=4, S=7, d=5, scale=1.0):
 OPTS = {
     "dispersion": [{}, {"tau": 0.5, "clamp": 0.2}, {"log_mean": True}],
     "decorrelation": [{}],
-    "l2_repel": [{}, {"tau": 2.0, "lambda_norm": 0.5}],
+    "l2_repel": [{}, {"tau": 2.0, "lambda_norm": 0.5}, {"log_mean": True}],
+    "l2_repel_paper": [{}, {"tau": 2.0, "lambda_norm": 0.5}, {"log_mean": True}],
     "orthogonalization": [{}, {"clamp": 0.05}],
     "infonce_cos": [{}, {"tau": 0.3}],
 }
@@ -116,7 +126,7 @@ def test_value_matches_loop_reference(name):
             assert got.item() == pytest.approx(want, rel=1e-5, abs=1e-5), (d, opts)
 
 
-def test_registry_holds_the_five_losses():
+def test_registry_holds_the_six_losses():
     assert sorted(LOSSES) == sorted(NAMES)
     for name in NAMES:
         assert get_loss(name) is LOSSES[name]
@@ -220,13 +230,29 @@ def test_finite_value_and_grad_on_degenerate_inputs(name, case):
     assert h.grad.dtype == h.dtype and torch.isfinite(h.grad.float()).all()
 
 
-@pytest.mark.parametrize("name", ["dispersion", "orthogonalization", "l2_repel"])
+@pytest.mark.parametrize("name", ["dispersion", "orthogonalization", "l2_repel", "l2_repel_paper"])
 def test_identical_tokens_still_get_pushed_apart(name):
     # Identical tokens in general position must receive a gradient (the point of the
     # straight-through clamp); a tiny perturbation breaks the exact symmetry.
     h = (torch.randn(1, 1, 8).expand(1, 4, 8) + 1e-4 * torch.randn(1, 4, 8)).requires_grad_(True)
     get_loss(name)(h, None).backward()
     assert h.grad.abs().sum() > 0
+
+
+def test_l2_repel_authors_version_is_the_norm_penalty_at_real_scales():
+    """FIDELITY.md L1: with ||z_i - z_j||^2 >> tau the diagonal's exp(0) = 1 terms swamp the
+    off-diagonal ones, so the authors' loss and its gradient equal log(n) + 0.1 mean(z^2)'s;
+    the paper's version keeps a repulsion gradient far larger than the norm term's."""
+    h = (torch.randn(2, 16, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 30)
+    h.requires_grad_(True)
+    norm = lambda x: 0.1 * x.pow(2).mean(dim=(1, 2)).mean()  # noqa: E731
+    authors = get_loss("l2_repel")(h)
+    assert authors.item() == pytest.approx(math.log(16) + norm(h).item(), rel=1e-12)
+    (g_authors,) = torch.autograd.grad(authors, h)
+    (g_norm,) = torch.autograd.grad(norm(h), h)
+    torch.testing.assert_close(g_authors, g_norm, rtol=1e-9, atol=1e-12)
+    (g_paper,) = torch.autograd.grad(get_loss("l2_repel_paper")(h), h)
+    assert (g_paper - g_norm).norm() > 100 * g_norm.norm()
 
 
 def test_autocast_does_not_lower_precision():

@@ -1,6 +1,7 @@
 """`lmdisp measure` end to end, on tiny random models, a local folder and the bundled SmolLM2."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -110,11 +111,24 @@ def test_bundled_smollm2_condenses(run_cli, tmp_path):
     assert summary["spearman_rho"] > 0.5, summary["spearman_rho"]  # a small model condenses
 
 
+@pytest.mark.slow
 def test_gguf_file_argument(run_cli, tmp_path, monkeypatch):
-    """A .gguf path loads through the same cached conversion as the alias."""
-    from lmdisp.models import alias_path, classify
+    """A .gguf path loads through the same cached conversion as the alias: one folder, one
+    tokenizer, and the same measurement."""
+    from lmdisp.models import alias_path, classify, gguf_to_folder, load_tokenizer
 
-    assert classify(str(alias_path("smollm2-135m")))[0] == "gguf"
+    gguf = str(alias_path("smollm2-135m"))
+    assert classify(gguf)[0] == "gguf"
+    assert gguf_to_folder(Path(gguf)) == gguf_to_folder(alias_path("smollm2-135m"))
+    assert load_tokenizer(gguf).get_vocab() == load_tokenizer("smollm2-135m").get_vocab()
+    means = []
+    for spec, out in ((gguf, "by-path"), ("smollm2-135m", "by-alias")):
+        res = run_cli("measure", spec, "--dataset", "builtin", "--repetitions", "1", "--max-length", "32",
+                      "--no-plots", "--output", tmp_path / out)
+        assert res.code == 0, res.err
+        (summary,) = (tmp_path / out).glob("*/summary.json")
+        means.append(json.loads(summary.read_text())["mean_cos_by_layer"])
+    assert means[0] == means[1]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -186,3 +200,20 @@ def test_hub_revision_spec(monkeypatch):
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", fake)
     check_model("allenai/OLMo-2@stage1-step1000")
     assert seen["name"] == "allenai/OLMo-2" and seen["revision"] == "stage1-step1000"
+
+
+def test_dtype_defaults_to_float32_and_auto_is_the_checkpoints_own(tmp_path, tiny_tokenizer):
+    """The paper measures in float32 (FIDELITY.md M3); `--dtype auto` keeps a bf16 checkpoint bf16."""
+    import torch
+    from transformers import GPT2Config, GPT2Model
+
+    folder = tmp_path / "bf16-model"
+    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=len(tiny_tokenizer), n_positions=64)
+    GPT2Model(cfg).to(torch.bfloat16).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    assert MeasureConfig().dtype == "float32"
+    common = dict(models=[str(folder)], dataset="builtin", repetitions=1, max_length=16, min_words=32,
+                  max_words=40, plots=False, results_dir=str(tmp_path / "res"), device="cpu")
+    default = run_measure(MeasureConfig(**common)).models[0]
+    auto = run_measure(MeasureConfig(**common, dtype="auto")).models[0]
+    assert (default.summary["dtype"], auto.summary["dtype"]) == ("float32", "bfloat16")

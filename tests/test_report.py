@@ -107,7 +107,10 @@ def test_latex_and_markdown_bold_the_best_of_each_block(runs, tmp_path):
     assert rows[("gpt2", "base")].count("\\mathbf") == 1                # only its tied-best mmlu
     assert f"{np.mean([s['piqa'] for s in disp.values()]):.2f}" in rows[("gpt2", "dispersion")]
     assert "\\mathbf" not in rows[("gpt2-medium", "ce")]
-    assert "$p < 0.01$" in tex or "$p < 0.05$" in tex or "n.s." in tex
+    p = ttest_ind(_averages("gpt2", "ce"), _averages("gpt2", "dispersion")).pvalue  # the ce row vs ref.
+    label = significance(p)
+    assert (label if label == "n.s." else f"${label}$") in rows[("gpt2", "ce")]
+    assert "ref." in rows[("gpt2", "dispersion")]
     md = (run.path / "table.md").read_text()
     assert "**" in md and "Notes:" in md and "Student's t-test" in md
     assert not (run.path / "averages.png").exists()
@@ -157,3 +160,36 @@ def test_a_final_evaluation_beats_the_training_hooks_for_the_same_seed(runs, tmp
     v = run.values.set_index(["base_model", "method"])
     assert v.loc[("gpt2", "ce"), "piqa"] == pytest.approx(61.0)   # seed 1's 10.0 from the hook is not used
     assert any("gpt2 / ce / seed 1 was evaluated 2 times" in n for n in run.notes)
+
+
+def _checkpoint_runs(root, per_seed):
+    """(gpt2, ce) and (gpt2, dispersion): seed -> {step: average}, every task at that value."""
+    for method, seeds in per_seed.items():
+        for seed, steps in seeds.items():
+            for step, value in steps.items():
+                folder = root / f"{method}-{seed}" / f"step-{step}"
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                fake_run(folder, "gpt2", method, seed, {t: value + TASKS.index(t) for t in TASKS})
+                manifest = json.loads((folder / "manifest.json").read_text())
+                (folder / "manifest.json").write_text(json.dumps({**manifest, "training_step": step,
+                                                                  "training_run": f"/runs/{method}-{seed}"}))
+
+
+@pytest.mark.parametrize("select", ["final", "best"])
+def test_select_final_or_best_checkpoint_per_seed(tmp_path, run_cli, select):
+    per_seed = {"ce": {1: {306: 40.0, 612: 44.0, 1525: 42.0}, 2: {306: 43.0, 612: 41.0, 1525: 41.5}},
+                "dispersion": {1: {306: 45.0, 612: 46.0, 1525: 47.0}, 2: {306: 48.0, 612: 44.0, 1525: 46.5}}}
+    _checkpoint_runs(tmp_path / "evals", per_seed)
+    res = run_cli("report", tmp_path / "evals", "--select", select, "--output", tmp_path / "r", "--set", "plot=false")
+    assert res.code == 0, res.err
+    values = pd.read_csv(tmp_path / "r" / "table_values.csv").set_index("method")
+    for method, seeds in per_seed.items():
+        pick = {s: (max(st, key=st.get) if select == "best" else max(st)) for s, st in seeds.items()}
+        averages = [seeds[s][pick[s]] + np.mean(range(len(TASKS))) for s in sorted(seeds)]
+        assert values.loc[method, "average"] == pytest.approx(np.mean(averages))
+        assert values.loc[method, "steps"] == ",".join(str(pick[s]) for s in sorted(seeds))
+    table = (tmp_path / "r" / "table.md").read_text()
+    assert "| Step |" in table and ("authors' selection" in table) == (select == "best")
+    assert ("best checkpoint per seed" in res.out) == (select == "best")
+    bad = run_cli("report", tmp_path / "evals", "--select", "median")
+    assert bad.code == 2 and "--select" in bad.err

@@ -1,6 +1,7 @@
 """The trainer: configs, refusals, loss scaling, baselines, condensation trace, resume, NaN stop."""
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -85,10 +86,10 @@ def test_empty_corpus_is_refused(run_cli, no_model_load, tmp_path):
 def _trainer(cfg, tmp_path):
     from transformers import default_data_collator
 
-    from lmdisp.models import load_model, load_tokenizer
+    from lmdisp.models import default_tokenizer, load_model, load_tokenizer
     from lmdisp.train.run import build_data, training_arguments
 
-    tok = load_tokenizer("smollm2-135m")
+    tok = load_tokenizer(default_tokenizer(cfg.model))
     train, _ = build_data(cfg, tok)
     model = load_model(cfg.model, dtype="float32", device="cpu", lm_head=True, seed=0).model.train()
     args = training_arguments(cfg, tmp_path, 2, 1)
@@ -100,7 +101,7 @@ def test_ce_loss_is_exactly_the_parents(tmp_path):
     from transformers import Trainer
 
     trainer, train = _trainer(tiny(tmp_path), tmp_path)
-    batch = {k: torch.tensor(v) for k, v in train[:4].items()}
+    batch = {k: torch.as_tensor(v) for k, v in train[:4].items()}
     torch.manual_seed(0)  # same dropout masks for both calls
     ours = trainer.compute_loss(trainer.model, batch)
     torch.manual_seed(0)
@@ -113,7 +114,7 @@ def test_dispersion_adds_lambda_times_regulariser(tmp_path):
 
     cfg = tiny(tmp_path, loss="dispersion", lambda_disp=0.5)
     trainer, train = _trainer(cfg, tmp_path)
-    batch = {k: torch.tensor(v) for k, v in train[:4].items()}
+    batch = {k: torch.as_tensor(v) for k, v in train[:4].items()}
     trainer.model.eval()  # no dropout: both forward passes must see the same network
     trainer.model.training = True  # ... while compute_loss still takes its training path
     total = trainer.compute_loss(trainer.model, batch)
@@ -192,6 +193,33 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     assert not (tmp_path / "run" / "final").exists()
 
 
+@pytest.mark.parametrize("first_nan, steps, kept", [
+    (7, "steps 5-8", ["checkpoint-3", "checkpoint-6"]),  # found at the step-8 log
+    (6, "steps 5-6", ["checkpoint-3"]),                  # found before the step-6 save: not written
+])
+def test_a_nan_between_logs_stops_within_one_interval(tmp_path, monkeypatch, first_nan, steps, kept):
+    """logging_steps 4: metrics stay on the device between logs, yet the run stops at the next
+    log (or checkpoint save), names the steps since the last log and keeps only good checkpoints."""
+    import lmdisp.train.trainer as trainer_mod
+
+    real, calls = trainer_mod.regularizer, {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        value = real(*a, **k)
+        return value * float("nan") if calls["n"] >= first_nan else value
+
+    monkeypatch.setattr(trainer_mod, "regularizer", poisoned)
+    with pytest.raises(NonFiniteLoss, match=steps):
+        run_train(tiny(tmp_path, loss="dispersion", train_tokens=12 * 128, save_steps=3, logging_steps=4,
+                       save_total_limit=5))
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == kept
+    last = load_file(str(tmp_path / "run" / "checkpoints" / kept[-1] / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in last.values())
+    logged = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 4]  # nothing logged after the NaN
+
+
 def test_noisy_embedding_uses_neftune_with_the_paper_bound(tmp_path):
     from transformers.integrations.neftune import activate_neftune
 
@@ -217,26 +245,28 @@ def test_noisy_embedding_uses_neftune_with_the_paper_bound(tmp_path):
 def test_active_forgetting_resets_embeddings_and_their_optimiser_state(tmp_path):
     from lmdisp.train.forgetting import ActiveForgetting, forgetting_cycle
 
-    cfg = tiny(tmp_path, loss="active-forgetting", forget_every=3, forget_lr=1e-4, forget_warmup=1)
+    cfg = tiny(tmp_path, loss="active-forgetting", forget_every=3, forget_lr=1e-4, forget_warmup=1,
+               forget_schedule="cycle")
     trainer, _ = _trainer(cfg, tmp_path)
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
     groups = trainer.optimizer.param_groups
     emb = trainer.model.get_input_embeddings().weight
     (emb_group,) = [g for g in groups if any(p is emb for p in g["params"])]
     assert emb_group["lr"] == pytest.approx(1e-4 * forgetting_cycle(1, 3)(0)) and len(emb_group["params"]) == 1
+    assert emb_group["weight_decay"] == cfg.weight_decay == 0.1  # the authors' decay group
     trainer.optimizer.state[emb] = {"step": torch.tensor(5.0)}
     other = next(p for p in trainer.model.parameters() if p is not emb)
     trainer.optimizer.state[other] = {"step": torch.tensor(5.0)}
     before = emb.detach().clone()
     cb = ActiveForgetting(every=3, seed=1)
 
-    class S:  # the bits of TrainerState the callback reads
-        global_step = 2
+    from transformers import TrainerControl, TrainerState
 
-    cb.on_step_begin(None, S, None, model=trainer.model, optimizer=trainer.optimizer)
+    state = TrainerState(global_step=2, max_steps=10)
+    cb.on_step_begin(trainer.args, state, TrainerControl(), model=trainer.model, optimizer=trainer.optimizer)
     assert torch.equal(emb, before)  # step 2: nothing
-    S.global_step = 3
-    cb.on_step_begin(None, S, None, model=trainer.model, optimizer=trainer.optimizer)
+    state.global_step = 3
+    cb.on_step_begin(trainer.args, state, TrainerControl(), model=trainer.model, optimizer=trainer.optimizer)
     assert not torch.equal(emb, before)
     assert emb.std().item() == pytest.approx(0.02, rel=0.05) and abs(emb.mean().item()) < 1e-3
     assert emb not in trainer.optimizer.state and other in trainer.optimizer.state
@@ -416,3 +446,26 @@ def test_logs_cut_by_a_kill_are_repaired_on_resume(tmp_path):
     trace.write_text("step,layer,layer_fraction,mean_cos\n0,0,0,0.1\n4,0,0,0.2\n8,0")
     _truncate_after(trace, 4, lambda ln: int(ln.split(",")[0]))
     assert trace.read_text() == "step,layer,layer_fraction,mean_cos\n0,0,0,0.1\n4,0,0,0.2\n"
+
+
+def test_eval_points_warmup_steps_and_lr_floor_reach_the_trainer(tmp_path):
+    """eval_points=5: a checkpoint every floor(T/5)+1 steps, all kept (the authors' periodic
+    evaluations); warmup_steps and min_lr_ratio give Table 5's schedule (500 steps, floor 0.1x)."""
+    from transformers import get_scheduler
+
+    from lmdisp.train.run import training_arguments
+
+    args = training_arguments(tiny(tmp_path, eval_points=5), tmp_path, 1525, 1)
+    assert (args.save_steps, args.save_total_limit) == (306, None)
+    args = training_arguments(tiny(tmp_path, warmup_steps=500, min_lr_ratio=0.1), tmp_path, 2000, 1)
+    assert args.get_warmup_steps(2000) == 500
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
+    sched = get_scheduler(args.lr_scheduler_type, opt, 500, 2000, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    lrs = []
+    for _ in range(2000):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[500] == pytest.approx(3e-4) and lrs[-1] == pytest.approx(3e-5, rel=1e-3)
+    expected = 3e-5 + (3e-4 - 3e-5) * 0.5 * (1 + math.cos(math.pi * (1250 - 500) / 1500))
+    assert lrs[1250] == pytest.approx(expected, rel=1e-6)

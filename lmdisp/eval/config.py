@@ -17,6 +17,7 @@ from lmdisp.config import load_config, option, read_yaml, require, resolve_confi
 from lmdisp.models import DEFAULT_MODEL, DTYPES
 
 BACKENDS = ("hf", "vllm")
+CHECKPOINTS = ("final", "all")
 _TASK_KEYS = {"num_fewshot", "metric"}
 _WHAT, _HOW, _MODEL, _OUT = "Model and tasks", "Protocol", "Device", "Outputs"
 
@@ -28,6 +29,9 @@ class EvaluateConfig:
     tasks: Any = option(None, "Comma-separated lm-eval task names; with --preset, a subset of its tasks.",
                         short="-t", panel=_WHAT)
     preset: str | None = option(None, "The named preset or YAML the config came from.", cli="fixed")
+    checkpoints: str = option("final", "final: a training run's final/ model | all: every saved checkpoint of "
+                              "the run, one evaluation each (<output>/step-N) labelled with its training step, "
+                              "for `report --select`.", panel=_WHAT)
     include_path: list[str] | None = option(None, "Folder(s) of your own task YAMLs (local data files: the way "
                                             "to run offline).", panel=_WHAT)
     num_fewshot: int | None = option(None, "Shots for every task (None: the preset's per-task value, else the "
@@ -56,6 +60,8 @@ class EvaluateConfig:
     def __post_init__(self):
         self.tasks = normalize_tasks(self.tasks)
         require(bool(self.tasks), "give --tasks (e.g. arc_easy,mmlu) or --preset paper")
+        require(self.checkpoints in CHECKPOINTS, f"--checkpoints {self.checkpoints!r}: choose one of "
+                f"{', '.join(CHECKPOINTS)}")
         if isinstance(self.include_path, str):
             self.include_path = [p for p in self.include_path.split(",") if p]
         self.include_path = [str(Path(p).expanduser()) for p in self.include_path or []]

@@ -17,14 +17,22 @@ Run folder: `lm_eval_results.json` (lm-eval's raw results, samples left out),
 `log_samples`, and `manifest.json` (config, model, report labels, batch size, versions,
 wall time). The training commands' periodic evaluation (`evaluate_in_training`) writes the
 same files.
+
+Resuming: `lmdisp evaluate` hands lm-eval's request cache (`use_cache`, its `CachingLM`: a
+SQLite file of model answers keyed by request, committed as each answer is computed) a path
+under the run folder, `lm_eval_cache/`. lm-eval keys answers by request only, so the folder
+also records which model answered (`identity.json`: spec, weights location and their
+modification time, backend, dtype, tokenizer). Re-running the same command with the same
+`--output` after a kill finds the folder holding only that cache, checks the identity, and
+asks the model only for the requests not answered yet.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import random
 import re
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,10 +40,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lmdisp.config import require
-from lmdisp.errors import ConfigError, DataError, ModelLoadError
+from lmdisp.errors import ConfigError, DataError, ModelLoadError, RunDirError
 from lmdisp.eval.config import EvaluateConfig, is_preset, load_evaluate_config
 from lmdisp.eval.results import EvaluateRun, write_evaluation
-from lmdisp.runs import RunDir, read_training_run, training_run_of
+from lmdisp.runs import RunDir, read_training_run, training_run_of, write_json
 
 CPU_BATCH_SIZE = 8       # batching helps on a CPU too (bench/eval_speed.py); "auto" probes GPU memory
 DEFAULT_SEED = 1         # a model that is not a training run; the paper's seeds are 1, 2, 3
@@ -180,8 +188,9 @@ def hf_lm(model, tokenizer, batch_size: Any, max_batch_size: int = 64):
 # ----------------------------------------------------------------------------- evaluation
 
 def evaluate_tasks(lm, by_shot: dict[Any, list], cfg: EvaluateConfig, seed: int, tm,
-                   stage: Stage | None = None) -> dict:
-    """`simple_evaluate` once per n-shot group, all seeds = `seed`; the raw results merged."""
+                   stage: Stage | None = None, cache: Path | None = None) -> dict:
+    """`simple_evaluate` once per n-shot group, all seeds = `seed`; the raw results merged.
+    `cache`: lm-eval's request cache (a path prefix; it appends `_rank<i>.db`)."""
     from lm_eval import simple_evaluate
 
     merged: dict[str, Any] = {}
@@ -194,7 +203,7 @@ def evaluate_tasks(lm, by_shot: dict[Any, list], cfg: EvaluateConfig, seed: int,
         out = simple_evaluate(model=lm, tasks=objs, num_fewshot=n_shot, limit=cfg.limit, gen_kwargs=cfg.gen_kwargs,
                               task_manager=tm, log_samples=cfg.log_samples, batch_size=cfg.batch_size,
                               random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                              fewshot_random_seed=seed)
+                              fewshot_random_seed=seed, use_cache=str(cache) if cache else None)
         calls.append({"num_fewshot": n_shot, "tasks": [_obj_name(o) for o in objs], "config": out.get("config"),
                       "wall_time_s": round(time.perf_counter() - start, 3)})
         for key, value in out.items():
@@ -210,8 +219,9 @@ def _obj_name(obj) -> str:
     return getattr(obj, "task_name", None) or obj.name
 
 
-def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None) -> EvaluateRun:
-    """Check names and model, load task data, then the model; evaluate; write the run folder."""
+def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step: int | None = None) -> EvaluateRun:
+    """Check names and model, load task data, then the model; evaluate; write the run folder.
+    `training_step` labels the evaluation of a checkpoint (see `run_evaluate_checkpoints`)."""
     from lmdisp.models import check_model
 
     target = resolve_model(cfg.model)
@@ -224,18 +234,99 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None) -> EvaluateRun
     if stage:
         stage("loading task data")
     plan, by_shot = load_tasks(tm, plan)
-    run = RunDir.create("evaluate", target.spec, root=cfg.results_dir, output=cfg.output)
+    identity = cache_identity(cfg, target)
+    run, resumed = _resumable_run(cfg, target, identity)
+    cache = run.path / CACHE_DIR
     try:
         if stage:
-            stage(f"loading {target.spec}")
+            stage(f"loading {target.spec}" + (" (resuming: answers already in the request cache are reused)"
+                                              if resumed else ""))
         lm, model_info = build_lm(cfg, target, seed)
-        raw = evaluate_tasks(lm, by_shot, cfg, seed, tm, stage)
+        write_json(cache / "identity.json", identity)
+        raw = evaluate_tasks(lm, by_shot, cfg, seed, tm, stage, cache=cache / "requests")
     except BaseException:
-        if not any(run.path.iterdir()):  # nothing written: leave no empty run folder behind
+        if not list(cache.glob("requests*.db")):  # no answer cached: leave nothing behind
+            shutil.rmtree(cache, ignore_errors=True)
+        if not any(run.path.iterdir()):
             run.path.rmdir()
         raise
     return write_evaluation(run, raw, plan, cfg, seed=seed, labels=labels, model=target.spec,
-                            model_info=model_info, training_run=target.run, training=target.training)
+                            model_info=model_info, training_run=target.run, training=target.training,
+                            training_step=training_step)
+
+
+def saved_checkpoints(run: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of a training run's complete checkpoints (trainer_state.json is written
+    last), oldest first."""
+    folder = run / "checkpoints"
+    found = [(int(m.group(1)), c) for c in (folder.iterdir() if folder.is_dir() else [])
+             if (m := re.fullmatch(r"checkpoint-(\d+)", c.name)) and (c / "trainer_state.json").is_file()]
+    return sorted(found)
+
+
+def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) -> list[EvaluateRun]:
+    """`--checkpoints all`: evaluate every saved checkpoint of the training run `cfg.model`,
+    one run folder `<output>/step-N` each, labelled with its training step. Steps whose folder
+    already holds `tasks.csv` are skipped, so an interrupted call continues where it stopped."""
+    import dataclasses
+
+    path = Path(cfg.model).expanduser()
+    run = training_run_of(path) if path.is_dir() else None
+    require(run is not None and run == path,
+            f"--checkpoints all: {cfg.model} is not a training run folder (midtrain/pretrain/distill)")
+    ckpts = saved_checkpoints(run)
+    require(bool(ckpts), f"--checkpoints all: {cfg.model} has no saved checkpoint in checkpoints/ (train "
+            "with --set eval_points=5, or save_steps and save_total_limit=0, to keep them)")
+    check_task_names(task_manager(cfg.include_path, list(cfg.tasks)), list(cfg.tasks), cfg.include_path)
+    out = Path(cfg.output) if cfg.output else None
+    if out is None or not (out.is_dir() and all(re.fullmatch(r"step-\d+", c.name) for c in out.iterdir())):
+        out = RunDir.create("evaluate", path.name, root=cfg.results_dir, output=cfg.output).path
+    runs = []
+    try:
+        for step, folder in ckpts:
+            target = out / f"step-{step}"
+            if (target / "tasks.csv").is_file():
+                continue
+            if target.is_dir() and not any(target.iterdir()):
+                target.rmdir()
+            if stage:
+                stage(f"checkpoint at step {step}")
+            one = dataclasses.replace(cfg, model=str(folder), output=str(target), checkpoints="final")
+            runs.append(run_evaluate(one, stage, training_step=step))
+    except BaseException:
+        if out.is_dir() and not any(out.iterdir()):  # nothing written: leave no empty folder behind
+            out.rmdir()
+        raise
+    return runs
+
+
+CACHE_DIR = "lm_eval_cache"
+
+
+def cache_identity(cfg: EvaluateConfig, target: ModelTarget) -> dict[str, Any]:
+    """What decides the model's answers to a request (lm-eval's cache key is the request)."""
+    load = Path(target.load).expanduser()
+    weights = [p for p in (load.glob("*.safetensors") if load.is_dir() else [load]) if p.is_file()]
+    return {"model": target.spec, "load": target.load, "backend": cfg.backend, "dtype": cfg.dtype,
+            "tokenizer": cfg.tokenizer, "weights_mtime_ns": max((p.stat().st_mtime_ns for p in weights), default=None)}
+
+
+def _resumable_run(cfg: EvaluateConfig, target: ModelTarget, identity: dict) -> tuple[RunDir, bool]:
+    """The run folder: `--output` holding only the request cache of a killed evaluation of the
+    same model is continued; anything else goes through `RunDir.create` (new or empty)."""
+    import json
+
+    out = Path(cfg.output) if cfg.output else None
+    if out is not None and out.is_dir() and {p.name for p in out.iterdir()} == {CACHE_DIR}:
+        try:
+            old = json.loads((out / CACHE_DIR / "identity.json").read_text())
+        except (OSError, ValueError):
+            old = None
+        if old != identity:
+            raise RunDirError(f"{out} holds the request cache of an unfinished evaluation of another model or "
+                              f"setting ({old}); use a new --output")
+        return RunDir(out, "evaluate"), True
+    return RunDir.create("evaluate", target.spec, root=cfg.results_dir, output=cfg.output), False
 
 
 def _plan(cfg: EvaluateConfig) -> dict[str, dict]:

@@ -31,14 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmdisp.config import as_dict, config_yaml, option, require
+from lmdisp.config import as_dict, option, require
 from lmdisp.errors import ConfigError
 from lmdisp.runs import RunDir, save_figure, slugify, write_table, write_text
 
 # Display order of the methods inside a block (the paper's Table 2); others follow by name.
-METHOD_ORDER = ("base", "ce", "noisy-embedding", "active-forgetting", "decorrelation", "l2-repel",
+METHOD_ORDER = ("base", "ce", "noisy-embedding", "active-forgetting", "decorrelation", "l2-repel", "l2-repel-paper",
                 "orthogonalization", "infonce-cos", "dispersion")
 DASH = "—"
+SELECTIONS = ("final", "best")
 
 
 @dataclass
@@ -51,6 +52,9 @@ class ReportConfig:
     output: str | None = option(None, "Exact run folder (new or empty).", short="-o")
     results_dir: str = option("results", "Where timestamped run folders go.")
     plot: bool = option(True, "Write the bar chart of the averages.")
+    select: str = option("final", "Which evaluation of a run and seed makes the row: final (its last checkpoint, "
+                         "lmdisp's default) | best (the best average over the table's tasks among its "
+                         "checkpoints: the authors' selection, made on the test data itself).")
 
     def __post_init__(self):
         if isinstance(self.runs, (str, Path)):
@@ -60,6 +64,7 @@ class ReportConfig:
         if isinstance(self.tasks, str):
             self.tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
         require(self.tasks is None or len(self.tasks) > 0, "--tasks: give at least one task")
+        require(self.select in SELECTIONS, f"--select {self.select!r}: choose one of {', '.join(SELECTIONS)}")
 
 
 @dataclass
@@ -70,6 +75,7 @@ class ReportRun:
     notes: list[str]
     tasks: list[str] = field(default_factory=list)
     table: Any = None    # `values` plus per-task seed counts: what `formatted` takes
+    select: str = "final"  # how each seed's evaluation was chosen (ReportConfig.select)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -134,6 +140,10 @@ def read_runs(folders: list[Path]):
         tasks.insert(3, "seed", int(labels.get("seed", manifest.get("seed", 0))))
         tasks.insert(4, "created", manifest.get("created", ""))
         tasks.insert(5, "training_step", manifest.get("training_step"))  # set by the training hooks
+        tasks.insert(6, "training_run", manifest.get("training_run") or "")
+        config, model_info = manifest.get("config") or {}, manifest.get("model_info") or {}
+        tasks.insert(7, "backend", str(config.get("backend", "hf")))
+        tasks.insert(8, "dtype", str(model_info.get("dtype") or config.get("dtype", "auto")))
         frames.append(tasks)
     return pd.concat(frames, ignore_index=True)
 
@@ -152,26 +162,19 @@ def _method_key(method: str) -> tuple:
     return (METHOD_ORDER.index(head) if head in METHOD_ORDER else len(METHOD_ORDER), method)
 
 
-def build_table(long, tasks: list[str] | None = None, reference: str = "dispersion"):
-    """(numeric table, notes) from the tidy runs frame."""
+def build_table(long, tasks: list[str] | None = None, reference: str = "dispersion", select: str = "final"):
+    """(numeric table, tasks, notes) from the tidy runs frame; `select` picks the evaluation of
+    each (row, seed) among several (checkpoints, re-runs): see `select_runs`."""
     import numpy as np
     import pandas as pd
 
     notes: list[str] = []
-    # the same row and seed evaluated more than once: a final evaluation (no training step) beats
-    # the training hooks' ones, a later step an earlier one, a later run an earlier one
-    runs = long.drop_duplicates("run").assign(final=lambda d: d["training_step"].isna(),
-                                              step=lambda d: d["training_step"].fillna(-1))
-    runs = runs.sort_values(["final", "step", "created"], kind="stable")
-    dups = runs[runs.duplicated(["base_model", "method", "seed"], keep="last")]
-    for (base, method, seed), g in dups.groupby(["base_model", "method", "seed"], sort=False):
-        kept = runs[(runs["base_model"] == base) & (runs["method"] == method) & (runs["seed"] == seed)]["run"].iloc[-1]
-        notes.append(f"{base} / {method} / seed {seed} was evaluated {len(g) + 1} times; using {kept}")
-    long = long[~long["run"].isin(dups["run"])]
+    long = _split_mixed_settings(long, notes)
     if tasks is None:
         paper = _paper_tasks()
         seen = list(dict.fromkeys(long["task"]))
         tasks = [t for t in paper if t in seen] + [t for t in seen if t not in paper]
+    long = select_runs(long, tasks, select, notes)
     for task, g in long[long["task"].isin(tasks)].groupby("task", sort=False):
         for col in ("metric", "n_shot", "limit"):
             vals = sorted({str(v) for v in g[col]})
@@ -188,8 +191,10 @@ def build_table(long, tasks: list[str] | None = None, reference: str = "dispersi
             g = in_block[in_block["method"] == method]
             seeds = sorted(g["seed"].unique())
             by_seed = g.set_index(["seed", "task"])["value"].unstack().reindex(index=seeds, columns=tasks)
+            step_of = g.drop_duplicates("seed").set_index("seed")["step_label"]
             row: dict[str, Any] = {"base_model": base, "method": method, "n_seeds": len(seeds),
-                                   "seeds": ",".join(map(str, seeds))}
+                                   "seeds": ",".join(map(str, seeds)),
+                                   "steps": ",".join(str(step_of[s]) for s in seeds)}
             missing = []
             for t in tasks:
                 vals = by_seed[t].dropna()
@@ -212,6 +217,53 @@ def build_table(long, tasks: list[str] | None = None, reference: str = "dispersi
     for base in blocks:
         _rank_and_test(table, table.index[table["base_model"] == base], tasks, higher, reference, notes)
     return table, tasks, notes
+
+
+def select_runs(long, tasks: list[str], select: str, notes: list[str]):
+    """One evaluation per (base model, method, seed); adds `step_label` (the training step, or
+    `final` / `—` for an evaluation without one). `final`: a final evaluation (no training
+    step) beats the checkpoints' ones, a later step an earlier one, a later run an earlier one.
+    `best`: the evaluation with the highest average over `tasks` (complete ones only; ties go
+    to the later step), as the authors' plot_results.py picks among their periodic evaluations."""
+    runs = long.drop_duplicates("run").assign(final=lambda d: d["training_step"].isna(),
+                                              step=lambda d: d["training_step"].fillna(-1))
+    runs = runs.sort_values(["final", "step", "created"], kind="stable")
+    key = ["base_model", "method", "seed"]
+    if select == "best":
+        scored = long[long["task"].isin(tasks)].groupby("run")["value"].agg(["mean", "count"])
+        runs = runs.join(scored, on="run")
+        runs["score"] = runs["mean"].where(runs["count"] == len(tasks))
+        runs = runs.sort_values(["score", "final", "step", "created"], kind="stable", na_position="first")
+    kept = runs.drop_duplicates(key, keep="last")
+    for (base, method, seed), g in runs.groupby(key, sort=False):
+        if len(g) > 1:
+            chosen = kept.set_index(key).loc[(base, method, seed)]
+            how = "the best average" if select == "best" else "the final one"
+            notes.append(f"{base} / {method} / seed {seed} was evaluated {len(g)} times; using {how} "
+                         f"(step {_step_label(chosen)}): {chosen['run']}")
+    labels = {r["run"]: _step_label(r) for _, r in kept.iterrows()}
+    long = long[long["run"].isin(labels)]
+    return long.assign(step_label=long["run"].map(labels))
+
+
+def _step_label(run) -> str:
+    step = run["training_step"]
+    if step is not None and step == step:  # neither None nor NaN
+        return str(int(step))
+    return "final" if run.get("training_run") else DASH
+
+
+def _split_mixed_settings(long, notes: list[str]):
+    """Runs of one row scored by different backends (hf, vllm) or dtypes are never averaged
+    together: each setting becomes its own row, `method [backend, dtype]`, with a note."""
+    if "backend" not in long:
+        return long
+    setting = long["backend"].astype(str) + ", " + long["dtype"].astype(str)
+    mixed = setting.groupby([long["base_model"], long["method"]]).transform("nunique") > 1
+    for (base, method), g in setting[mixed].groupby([long["base_model"][mixed], long["method"][mixed]]):
+        notes.append(f"{base} / {method}: runs scored with different settings ({'; '.join(sorted(set(g)))}) "
+                     "are reported as separate rows, not averaged")
+    return long.assign(method=long["method"].where(~mixed, long["method"] + " [" + setting + "]"))
 
 
 def _rank_and_test(table, idx, tasks, higher, reference, notes) -> None:
@@ -265,23 +317,31 @@ def formatted(table, tasks: list[str], style: str = "plain") -> list[list[str]]:
         p = r["significance"]
         if style == "latex":
             p = f"$p < {p[4:]}$" if p.startswith("p < ") else {DASH: "--"}.get(p, p)
-        out.append([r["base_model"], r["method"], r["seeds"], *[cell(t, f"{t}_std", f"{t}_n") for t in tasks],
+        out.append([r["base_model"], r["method"], r["seeds"], r["steps"], *[cell(t, f"{t}_std", f"{t}_n") for t in tasks],
                     cell("average", "average_std"), cell("rank"), p])
     return out
 
 
 def _header(tasks: list[str]) -> list[str]:
-    return ["Model", "Method", "Seeds", *tasks, "Average", "Rank", "p"]
+    return ["Model", "Method", "Seeds", "Step", *tasks, "Average", "Rank", "p"]
 
 
-def caption(long, tasks: list[str], reference: str) -> str:
+def caption(long, tasks: list[str], reference: str, select: str = "final") -> str:
     metrics = {t: sorted(set(long.loc[long["task"] == t, "metric"])) for t in tasks}
     kinds = {"/".join(m) for m in metrics.values()}
     metric = (f"metric {kinds.pop()} for every task" if len(kinds) == 1
               else "metrics: " + ", ".join(f"{t} {'/'.join(m)}" for t, m in metrics.items()))
     return (f"Mean ± sample std (n - 1) over seeds, in %; {metric}. Average over the {len(tasks)} tasks; "
             "Rank: mean over tasks of the rank within the base model's block (1 = best); p: Student's "
-            f"t-test of the per-seed averages against the {reference} row (ref.). Best of each block in bold.")
+            f"t-test of the per-seed averages against the {reference} row (ref.). Best of each block in bold. "
+            + SELECT_NOTE[select])
+
+
+SELECT_NOTE = {
+    "final": "Step: the checkpoint evaluated per seed (final: the run's final model).",
+    "best": "Step: per seed, the checkpoint with the best average over these tasks (the authors' selection, "
+            "made on the test data itself; an optimistic estimate).",
+}
 
 
 def markdown(table, tasks, cap: str, notes: list[str]) -> str:
@@ -300,13 +360,13 @@ def latex(table, tasks, cap: str, notes: list[str]) -> str:
     rows = formatted(table, tasks, "latex")
     lines = ["% needs \\usepackage{booktabs}", *[f"% note: {esc(n)}" for n in notes],
              r"\begin{table}[t]", r"\centering", r"\small", r"\resizebox{\linewidth}{!}{%",
-             r"\begin{tabular}{ll" + "r" * (len(tasks) + 4) + "}", r"\toprule",
+             r"\begin{tabular}{ll" + "r" * (len(tasks) + 5) + "}", r"\toprule",
              " & ".join(esc(h) for h in _header(tasks)) + r" \\", r"\midrule"]
     last = None
     for row in rows:
         if last is not None and row[0] != last:
             lines.append(r"\midrule")
-        cells = [esc(row[0]) if row[0] != last else "", esc(row[1]), esc(row[2]), *row[3:]]
+        cells = [esc(row[0]) if row[0] != last else "", esc(row[1]), esc(row[2]), esc(row[3]), *row[4:]]
         lines.append(" & ".join(cells) + r" \\")
         last = row[0]
     cap_tex = esc(cap).replace("±", r"$\pm$")
@@ -340,12 +400,12 @@ def run_report(cfg: ReportConfig) -> ReportRun:
 
     folders = find_runs(cfg.runs)
     long = read_runs(folders)
-    table, tasks, notes = build_table(long, cfg.tasks, cfg.reference)
+    table, tasks, notes = build_table(long, cfg.tasks, cfg.reference, cfg.select)
     absent = [t for t in tasks if t not in set(long["task"])]
     require(not absent, f"--tasks: no run has {', '.join(absent)}")
     name = "+".join(dict.fromkeys(table["base_model"]))
     run = RunDir.create("report", slugify(name), root=cfg.results_dir, output=cfg.output)
-    cap = caption(long, tasks, cfg.reference)
+    cap = caption(long, tasks, cfg.reference, cfg.select)
     display = pd.DataFrame(formatted(table, tasks, "plain"), columns=_header(tasks))
     write_text(run.path / "table.csv", display.to_csv(index=False))
     write_text(run.path / "table.md", markdown(table, tasks, cap, notes))
@@ -357,4 +417,4 @@ def run_report(cfg: ReportConfig) -> ReportRun:
     if cfg.plot and table["average"].notna().any():
         save_figure(bar_chart(table), run.path / "averages.png")
     run.write_manifest(as_dict(cfg), runs=[str(f) for f in folders], tasks=tasks, notes=notes)
-    return ReportRun(run.path, values, display, notes, tasks, table)
+    return ReportRun(run.path, values, display, notes, tasks, table, cfg.select)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmdisp.config import option, require
-from lmdisp.measure.condensation import METRICS
 from lmdisp.models import DEFAULT_MODEL, DTYPES
 
 _DATA, _PROTO, _MODEL, _OUT = "Text", "Protocol", "Model and device", "Outputs"
@@ -32,7 +31,8 @@ class MeasureConfig:
     seed: int = option(0, "Repetition r samples its text with seed SEED + r (paper: r).", panel=_PROTO)
     batch_size: int | None = option(None, "Repetitions per forward pass (None: 1 on a CPU, 8 on a GPU).",
                                     panel=_MODEL)
-    dtype: str = option("auto", "auto|float32|bfloat16|float16 (auto: bf16 on GPU, fp32 on CPU).", panel=_MODEL)
+    dtype: str = option("float32", "float32 (the authors' and the paper's) | bfloat16 | float16 | auto (the "
+                        "checkpoint's own dtype; for large models).", panel=_MODEL)
     device: str = option("auto", "auto, cpu, cuda, cuda:1, mps.", panel=_MODEL)
     device_map: str | None = option(None, "`auto` spreads a large model over all GPUs.", panel=_MODEL)
     tokenizer: str | None = option(None, "Tokenizer to use instead of the model's own.", panel=_MODEL)
@@ -61,6 +61,8 @@ class MeasureConfig:
     results_dir: str = option("results", "Where timestamped run folders go.", panel=_OUT)
 
     def __post_init__(self):
+        from lmdisp.measure.condensation import METRICS
+
         if isinstance(self.models, str):
             self.models = [self.models]
         if isinstance(self.metrics, str):

@@ -90,6 +90,14 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, Any]:
     return {k: torch.tensor(v) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
+def load_dtype(dtype: str) -> str:
+    """`measure --dtype auto` is the checkpoint's own dtype (`models.CHECKPOINT_DTYPE`), not the
+    bf16-on-GPU default of the other commands: the paper measures in float32, the default."""
+    from lmdisp.models import CHECKPOINT_DTYPE
+
+    return CHECKPOINT_DTYPE if dtype == "auto" else dtype
+
+
 def resolve_batch_size(batch_size: int | None, device_type: str) -> int:
     """The default trades nothing on a CPU (no speed-up from batching) for throughput on a GPU."""
     return batch_size or (8 if device_type == "cuda" else 1)
@@ -258,9 +266,9 @@ def _measure_all(cfg: MeasureConfig, texts: list[str], corpus: str, run: RunDir,
             for spec in group:
                 if on_model_start:
                     on_model_start(spec)
-                loaded.append(load_model(spec, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map,
-                                         trust_remote_code=cfg.trust_remote_code, lm_head=cfg.include_logits,
-                                         tokenizer=cfg.tokenizer, seed=cfg.seed))
+                loaded.append(load_model(spec, dtype=load_dtype(cfg.dtype), device=cfg.device,
+                                         device_map=cfg.device_map, trust_remote_code=cfg.trust_remote_code,
+                                         lm_head=cfg.include_logits, tokenizer=cfg.tokenizer, seed=cfg.seed))
             start = time.perf_counter()
             if cfg.compare:
                 res_a, res_b, cka, pairs = measure_sites(loaded[0], texts, cfg, progress, partner=loaded[1])

@@ -18,13 +18,23 @@ from typing import Any
 from lmdisp.config import option, option_name, require
 from lmdisp.errors import ConfigError
 from lmdisp.models import DTYPES
-from lmdisp.train.losses import LOCATIONS, LOSSES
 
-# CLI loss names -> what they switch on. Regulariser names map to `lmdisp.train.losses`.
+# CLI loss names -> what they switch on. Regulariser names map to `lmdisp.train.losses`
+# (imported only when a config is built: torch stays unloaded for `lmdisp --help`).
 BASELINES = ("ce", "noisy-embedding", "active-forgetting")
-REGULARIZERS = {name.replace("_", "-"): name for name in LOSSES}
-LOSS_CHOICES = (*BASELINES, *REGULARIZERS)
+
+
+def regularizers() -> dict[str, str]:
+    """CLI name -> `lmdisp.train.losses` registry name of every regulariser."""
+    from lmdisp.train.losses import LOSSES
+
+    return {name.replace("_", "-"): name for name in LOSSES}
+
+
+def loss_choices() -> tuple[str, ...]:
+    return (*BASELINES, *regularizers())
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+FORGET_SCHEDULES = ("authors", "cycle")
 
 _DATA, _LOSS, _OPT, _BASE, _LOG, _RUN = ("Model and data", "Loss", "Budget and optimiser", "Baselines",
                                          "Logging and evaluation", "Run folder")
@@ -63,7 +73,8 @@ class TrainConfig:
     teacher: str | None = option(None, "The teacher model (same tokenizer as the student).", panel=_DATA,
                                  commands=_DISTILL)
     # -- the loss
-    loss: str = option("ce", "ce | dispersion | decorrelation | l2-repel | orthogonalization | infonce-cos | "
+    loss: str = option("ce", "ce | dispersion | decorrelation | l2-repel (the authors' code: i = j "
+                       "included) | l2-repel-paper (the paper's i != j) | orthogonalization | infonce-cos | "
                        "noisy-embedding | active-forgetting.", panel=_LOSS)
     lambda_disp: float = option(0.1, "Regulariser weight (Table 4's best: 0.1).", panel=_LOSS)
     tau: float = option(1.0, "Temperature of the regulariser (Table 4's best: 1.0).", panel=_LOSS)
@@ -87,6 +98,9 @@ class TrainConfig:
     adam_beta2: float = option(0.95, "AdamW beta2.", cli="set")
     max_grad_norm: float = option(1.0, "Gradient clipping norm.", cli="set")
     warmup_ratio: float = option(0.2, "Share of steps in linear warm-up before the cosine decay.", cli="set")
+    warmup_steps: int = option(0, "Warm-up steps; > 0 replaces warmup_ratio (Table 5: 500).", cli="set")
+    min_lr_ratio: float = option(0.0, "Floor of the cosine decay as a fraction of the peak LR (Table 5: 0.1; "
+                                 "> 0 uses transformers' cosine_with_min_lr).", cli="set")
     seed: int = option(1, "Seed for init, data order, noise and subsampling.", panel=_OPT)
     precision: str = option("auto", "auto (bf16 where supported) | bf16 | fp16 | fp32.", panel=_OPT)
     dtype: str = option("float32", "Master-weight dtype; bf16 compute comes from precision.", cli="set")
@@ -100,12 +114,20 @@ class TrainConfig:
     noise_alpha: float = option(1.0, "noisy-embedding (NEFTune) alpha (authors: 1 for GPT-2, 5 for Qwen3).",
                                 cli="set")
     forget_every: int = option(1000, "active-forgetting: reset the input embeddings every K steps.", cli="set")
-    forget_lr: float = option(1e-4, "active-forgetting: the embeddings' own peak LR.", cli="set")
-    forget_warmup: int = option(50, "active-forgetting: warm-up steps of each embedding cycle.", cli="set")
+    forget_lr: float = option(5e-5, "active-forgetting: the embeddings' own peak LR (authors: 5e-5).", cli="set")
+    forget_warmup: float = option(0.08, "active-forgetting: the embeddings' warm-up; < 1: a fraction of the "
+                                  "total steps (authors: 0.08), >= 1: steps.", cli="set")
+    forget_schedule: str = option("authors", "active-forgetting embedding LR: authors (one warm-up/linear-decay "
+                                  "curve indexed by (g*floor(T/K)) mod T) | cycle (warm-up and decay restarted "
+                                  "at every reset).", cli="set")
     # -- logging and evaluation
     logging_steps: int = option(10, "Steps between log records.", panel=_LOG)
     save_steps: int = option(500, "Steps between checkpoints.", panel=_LOG)
     save_total_limit: int = option(2, "Checkpoints kept.", cli="set")
+    eval_points: int = option(0, "The authors' periodic evaluation schedule: save (and keep) a checkpoint every "
+                              "floor(T/K)+1 steps and at the end, K = this (authors: 5), for `evaluate RUN "
+                              "--checkpoints all` and `report --select best`; evaluates there too with "
+                              "eval_tasks. 0: off (save_steps, save_total_limit apply).", cli="set")
     condensation_every: int = option(100, "Steps between condensation snapshots (0: off).", panel=_LOG)
     condensation_sequences: int = option(8, "Held-out blocks measured at each snapshot.", cli="set")
     eval_every: int = option(0, "Steps between benchmark evaluations (0: off).", cli="set")
@@ -121,12 +143,17 @@ class TrainConfig:
     output: str | None = option(None, "Run folder: new, or the one to --resume.", short="-o", panel=_RUN)
     results_dir: str = option("results", "Where timestamped run folders go.", cli="set")
     resume: bool = option(False, "Continue the run in --output.", panel=_RUN)
-    num_proc: int | None = option(None, "Processes for tokenisation.", cli="set")
+    num_proc: int | None = option(None, "Tokenizer processes while building token shards (default: the fast "
+                                  "tokenizer's own threads).", cli="set")
+    cache_dir: str | None = option(None, "Token-shard cache (default: $LMDISP_CACHE/tokens, "
+                                   "~/.cache/lmdisp/tokens).", cli="set")
 
     def __post_init__(self):
         self.loss = canonical_loss(self.loss)
         name = lambda n: option_name(TrainConfig, n)  # noqa: E731 - the option the user can type
-        require(self.loss in LOSS_CHOICES, f"--loss {self.loss!r}: choose one of {', '.join(LOSS_CHOICES)}")
+        from lmdisp.train.losses import LOCATIONS
+
+        require(self.loss in loss_choices(), f"--loss {self.loss!r}: choose one of {', '.join(loss_choices())}")
         require(self.location in LOCATIONS, f"--location {self.location!r}: choose one of {', '.join(LOCATIONS)}")
         require(self.lambda_disp >= 0, f"--lambda must be >= 0 (got {self.lambda_disp})")
         require(self.tau > 0, f"--tau must be > 0 (got {self.tau})")
@@ -142,6 +169,11 @@ class TrainConfig:
         require(self.dtype in DTYPES, f"{name('dtype')}{self.dtype}: choose one of {', '.join(DTYPES)}")
         require(self.init in ("pretrained", "scratch"), f"init {self.init!r}: pretrained or scratch")
         require(self.forget_every >= 1, f"{name('forget_every')}{self.forget_every}: must be >= 1")
+        require(self.forget_schedule in FORGET_SCHEDULES,
+                f"{name('forget_schedule')}{self.forget_schedule}: choose one of {', '.join(FORGET_SCHEDULES)}")
+        require(self.forget_warmup >= 0, f"{name('forget_warmup')}{self.forget_warmup}: must be >= 0")
+        require(self.warmup_steps >= 0, f"{name('warmup_steps')}{self.warmup_steps}: must be >= 0")
+        require(0 <= self.min_lr_ratio < 1, f"{name('min_lr_ratio')}{self.min_lr_ratio}: must be in [0, 1)")
         require(0 <= self.distill_alpha <= 1, f"{name('distill_alpha')}{self.distill_alpha}: must be in [0, 1]")
         require(self.distill_temperature > 0, f"{name('distill_temperature')}{self.distill_temperature}: must be > 0")
         require(self.noise_alpha >= 0, f"{name('noise_alpha')}{self.noise_alpha}: must be >= 0")
@@ -151,13 +183,13 @@ class TrainConfig:
             require(parent.is_dir(), f"--output: parent folder does not exist: {parent}")
         for field in ("logging_steps", "save_steps"):
             require(getattr(self, field) >= 1, f"{name(field)} must be >= 1")
-        for field in ("condensation_every", "eval_every", "save_total_limit"):
+        for field in ("condensation_every", "eval_every", "save_total_limit", "eval_points"):
             require(getattr(self, field) >= 0, f"{name(field)} must be >= 0")
 
     @property
     def regularizer(self) -> str | None:
         """The `lmdisp.train.losses` name of the active regulariser (None for the baselines)."""
-        return REGULARIZERS.get(self.loss)
+        return regularizers().get(self.loss)
 
     def world_tokens_per_step(self, world_size: int) -> int:
         return self.context_length * self.batch_size * self.grad_accum * world_size
@@ -169,6 +201,10 @@ class TrainConfig:
                 f"({per_step} tokens = context {self.context_length} x batch {self.batch_size} x "
                 f"accumulation {self.grad_accum} x {world_size} process(es))")
         return self.train_tokens // per_step
+
+    def eval_interval(self, max_steps: int) -> int:
+        """The authors' periodic evaluation interval floor(T/K) + 1 (0 when eval_points is off)."""
+        return max_steps // self.eval_points + 1 if self.eval_points else 0
 
     def scaled_lr(self, world_size: int) -> float:
         """The paper's rule: the learning rate grows with the square root of the world size."""
@@ -188,3 +224,36 @@ class TrainConfig:
 
     def base_label(self) -> str:
         return self.model + (" (scratch)" if self.init == "scratch" else "")
+
+
+# `lmdisp prepare`: the data fields of a training run, to build its token shards on their own
+# (e.g. on a CPU node before the GPU job). Same names, defaults and help as TrainConfig's, so
+# a training config YAML can be passed as it is (its other keys are refused).
+PREPARE_FIELDS = ("model", "tokenizer", "dataset", "text_field", "subset", "split", "train_tokens",
+                  "context_length", "condensation_sequences", "num_proc", "cache_dir", "trust_remote_code")
+
+
+def _prepare_post_init(self) -> None:
+    self.train_tokens = parse_tokens(self.train_tokens)
+    require(self.train_tokens > 0, f"--train-tokens must be > 0 (got {self.train_tokens})")
+    require(self.context_length >= 2, f"--context-length must be >= 2 (got {self.context_length})")
+    require(self.condensation_sequences >= 0, "condensation_sequences must be >= 0")
+
+
+def _prepare_config() -> type:
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(TrainConfig)
+    fields = []
+    for name in PREPARE_FIELDS:
+        f = TrainConfig.__dataclass_fields__[name]
+        kwargs = {"default_factory": f.default_factory} if f.default is dataclasses.MISSING else {"default": f.default}
+        fields.append((name, hints[name], dataclasses.field(metadata=f.metadata, **kwargs)))
+    doc = "The data settings of a training run: what `lmdisp prepare` needs to build its token shards."
+    return dataclasses.make_dataclass("PrepareConfig", fields, namespace={"__post_init__": _prepare_post_init,
+                                                                          "__doc__": doc,
+                                                                          "__module__": __name__})
+
+
+PrepareConfig = _prepare_config()

@@ -23,7 +23,7 @@ from lmdisp.train.config import TrainConfig
 from lmdisp.train.trainer import DispersionTrainer
 
 # Fields that may differ when the same run folder is continued.
-_RESUME_FREE = {"resume", "output", "results_dir", "num_proc", "report_to"}
+_RESUME_FREE = {"resume", "output", "results_dir", "num_proc", "report_to", "cache_dir"}
 
 
 @dataclass
@@ -69,7 +69,8 @@ def prepare_run_dir(cfg: TrainConfig, command: str, state) -> Path:
             name = f"{Path(cfg.model).name or cfg.model}-{cfg.loss}-seed{cfg.seed}"
             path = RunDir.create(command, name, root=cfg.results_dir, output=out).path
             RunDir(path, command).write_manifest(as_dict(cfg), seed=cfg.seed, status="running",
-                                                 labels=train_labels(cfg))
+                                                 labels=train_labels(cfg), world_size=state.num_processes,
+                                                 learning_rate=cfg.scaled_lr(state.num_processes))
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
@@ -77,21 +78,33 @@ def prepare_run_dir(cfg: TrainConfig, command: str, state) -> Path:
     return Path(path)
 
 
-def build_data(cfg: TrainConfig, tokenizer):
-    """Packed training blocks, plus a fixed held-out batch for condensation tracking."""
-    from lmdisp.data import load_text_dataset, pack_blocks
-
-    text = load_text_dataset(cfg.dataset, text_field=cfg.text_field, split=cfg.split, subset=cfg.subset)
-    blocks = pack_blocks(text, tokenizer, cfg.context_length, num_proc=cfg.num_proc)
-    held = min(cfg.condensation_sequences, len(blocks) // 10) if cfg.condensation_every else 0
-    if len(blocks) - held < 1:
-        raise DataError(f"dataset `{cfg.dataset}` gives {len(blocks)} blocks of {cfg.context_length} tokens; "
-                        "need at least one (lower --context-length or use more text)")
-    train = blocks.select(range(len(blocks) - held))
-    heldout = None
-    if held:
-        heldout = blocks.select(range(len(blocks) - held, len(blocks))).with_format("torch")[:]
+def build_data(cfg: TrainConfig, tokenizer, progress=None):
+    """Training blocks and a fixed held-out batch for condensation tracking, read from the
+    token shards of `cfg`'s corpus (built on first use; see `lmdisp.train.shards`). The first
+    `condensation_sequences` blocks are held out, whatever the budget; the next
+    train_tokens / context_length blocks are the training set."""
+    shards, held, n_train = prepare_data(cfg, tokenizer, progress)
+    train = shards.blocks(held, held + n_train)
+    heldout = shards.blocks(0, held)[:] if held and cfg.condensation_every else None
     return train, heldout
+
+
+def prepare_data(cfg, tokenizer, progress=None):
+    """(shards, held-out blocks, training blocks) for a config with TrainConfig's data fields."""
+    from lmdisp.train.shards import prepare_shards, resolve_source
+
+    src = resolve_source(cfg.dataset, text_field=cfg.text_field, split=cfg.split, subset=cfg.subset)
+    held, n_train = cfg.condensation_sequences, max(1, cfg.train_tokens // cfg.context_length)
+    shards = prepare_shards(src, tokenizer, cfg.context_length, held + n_train, cache_dir=cfg.cache_dir,
+                            progress=progress, num_proc=cfg.num_proc)
+    n = shards.n_blocks
+    if n < held + n_train:  # the whole corpus is shorter than the budget: epochs over it
+        held = min(held, n // 10)
+        n_train = n - held
+    if n_train < 1:
+        raise DataError(f"dataset `{cfg.dataset}` gives {n} blocks of {cfg.context_length} tokens; "
+                        "need at least one (lower --context-length or use more text)")
+    return shards, held, n_train
 
 
 def _check_positions(cfg: TrainConfig) -> None:
@@ -119,10 +132,11 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_si
         learning_rate=cfg.scaled_lr(world_size),
         weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
         max_grad_norm=cfg.max_grad_norm,
-        lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio
+        **_schedule(cfg),
         max_steps=max_steps,
         logging_steps=cfg.logging_steps, logging_first_step=True,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit or None,
+        save_strategy="steps", save_steps=cfg.eval_interval(max_steps) or cfg.save_steps,
+        save_total_limit=None if cfg.eval_points else (cfg.save_total_limit or None),
         seed=cfg.seed, data_seed=cfg.seed,
         bf16=precision == "bf16", fp16=precision == "fp16",
         **{_checkpointing_field(): cfg.gradient_checkpointing},
@@ -144,6 +158,15 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_si
         return TrainingArguments(**kwargs)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"trainer_args: {str(exc).splitlines()[0]}") from None
+
+
+def _schedule(cfg: TrainConfig) -> dict:
+    """Warm-up (steps, else the ratio: a float < 1 is one for transformers) and cosine decay,
+    to a floor of min_lr_ratio x the peak LR when that is > 0."""
+    out = {"warmup_steps": cfg.warmup_steps or cfg.warmup_ratio, "lr_scheduler_type": "cosine"}
+    if cfg.min_lr_ratio > 0:
+        out.update(lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_ratio})
+    return out
 
 
 def _checkpointing_field() -> str:
@@ -170,12 +193,40 @@ def train_labels(cfg: TrainConfig) -> dict:
     return {"base_model": cfg.base_label(), "method": cfg.method_label(), "seed": cfg.seed}
 
 
-def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tuple = ()) -> TrainRun:
-    """Validate, prepare data, load the model, train (or resume), save; return the run.
-    `callbacks` are extra `TrainerCallback`s (the CLI passes its progress bar)."""
+def build_trainer(cfg: TrainConfig, tokenizer, train, args, callbacks: list):
+    """Load the model (and the teacher of a distill run) and wrap it in the run's trainer."""
     from transformers import default_data_collator
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from lmdisp.models import check_model, default_tokenizer, load_model, load_tokenizer
+    from lmdisp.models import load_model
+
+    model = load_model(cfg.model, dtype=cfg.dtype, device="cpu", lm_head=True, tokenizer=cfg.tokenizer,
+                       trust_remote_code=cfg.trust_remote_code, seed=cfg.seed).model
+    model.train()
+    if cfg.lora:
+        model = _apply_lora(model, cfg)
+    kwargs = dict(model=model, args=args, train_dataset=train, data_collator=default_data_collator,
+                  processing_class=tokenizer, callbacks=callbacks, run_config=cfg)
+    if cfg.teacher:
+        from lmdisp.train.distill import DistillTrainer
+
+        teacher = load_model(cfg.teacher, dtype=cfg.dtype, device="cpu", lm_head=True,
+                             trust_remote_code=cfg.trust_remote_code, seed=cfg.seed).model
+        trainer = DistillTrainer(teacher=teacher, **kwargs)
+    else:
+        trainer = DispersionTrainer(**kwargs)
+    # Logs go to metrics.jsonl (and the CLI's bar): a library does not print the Trainer's dicts.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
+def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tuple = (),
+              data_progress=None) -> TrainRun:
+    """Validate, prepare data, load the model, train (or resume), save; return the run.
+    `callbacks` are extra `TrainerCallback`s (the CLI passes its progress bar);
+    `data_progress(report)` is called while token shards are built (`lmdisp.train.shards`)."""
+    from lmdisp.models import check_model, default_tokenizer, load_tokenizer
 
     started = time.time()
     if cfg.init == "scratch" and not cfg.model.startswith("random:"):
@@ -190,32 +241,11 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
         check_model(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
     _check_positions(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer or default_tokenizer(cfg.model), trust_remote_code=cfg.trust_remote_code)
-    train, heldout = build_data(cfg, tokenizer)   # refuses an empty corpus, before the model loads
+    train, heldout = build_data(cfg, tokenizer, data_progress)   # refuses an empty corpus, before the model loads
     run_dir = prepare_run_dir(cfg, command, state)
 
-    loaded = load_model(cfg.model, dtype=cfg.dtype, device="cpu", lm_head=True, tokenizer=cfg.tokenizer,
-                        trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
-    model = loaded.model
-    model.train()
-    if cfg.lora:
-        model = _apply_lora(model, cfg)
-    args = training_arguments(cfg, run_dir, max_steps, world)
-    callbacks = [*_callbacks(cfg, run_dir, heldout), *callbacks]
-    kwargs = dict(model=model, args=args, train_dataset=train, data_collator=default_data_collator,
-                  processing_class=tokenizer, callbacks=callbacks, run_config=cfg)
-    if cfg.teacher:
-        from lmdisp.train.distill import DistillTrainer
-
-        teacher = load_model(cfg.teacher, dtype=cfg.dtype, device="cpu", lm_head=True,
-                             trust_remote_code=cfg.trust_remote_code, seed=cfg.seed).model
-        trainer = DistillTrainer(teacher=teacher, **kwargs)
-    else:
-        trainer = DispersionTrainer(**kwargs)
-    # Logs go to metrics.jsonl (and the rich bar): a library does not print the Trainer's dicts.
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
+    callbacks = [*_callbacks(cfg, run_dir, heldout, max_steps), *callbacks]
+    trainer = build_trainer(cfg, tokenizer, train, training_arguments(cfg, run_dir, max_steps, world), callbacks)
     resume = _resume_point(run_dir, state) if cfg.resume else None
     try:
         with peak_memory() as mem:
@@ -238,7 +268,7 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
     return TrainRun(run_dir, final, trainer.state.global_step, list(trainer.state.log_history))
 
 
-def _callbacks(cfg: TrainConfig, run_dir: Path, heldout) -> list:
+def _callbacks(cfg: TrainConfig, run_dir: Path, heldout, max_steps: int) -> list:
     from lmdisp.train.callbacks import CondensationTracker, EvalHook, JsonlLogger
     from lmdisp.train.forgetting import ActiveForgetting
 
@@ -248,7 +278,8 @@ def _callbacks(cfg: TrainConfig, run_dir: Path, heldout) -> list:
     if cfg.loss == "active-forgetting":
         callbacks.append(ActiveForgetting(cfg.forget_every, cfg.seed))
     if cfg.eval_every or cfg.eval_tasks:
-        callbacks.append(EvalHook(cfg.eval_every, cfg.eval_tasks, run_dir, labels=train_labels(cfg),
+        every = cfg.eval_every or cfg.eval_interval(max_steps)  # the authors' floor(T/K)+1 with eval_points
+        callbacks.append(EvalHook(every, cfg.eval_tasks, run_dir, labels=train_labels(cfg),
                                   include_path=cfg.eval_include_path, limit=cfg.eval_limit))
     return callbacks
 
@@ -285,10 +316,38 @@ def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer,
 
         save_figure(condensation_trace(pd.read_csv(trace), title=f"{cfg.model} · {cfg.loss}"),
                     run_dir / "condensation.png")
-    extra = {"steps": trainer.state.global_step, "world_size": trainer.args.world_size,
-             "learning_rate": trainer.args.learning_rate, "memory": mem,
+    world, data = trainer.args.world_size, trainer.train_dataset
+    rule = f"lr {cfg.lr} x sqrt(world size {world})" if cfg.scale_lr else f"lr {cfg.lr}, not scaled (scale_lr off)"
+    extra = {"steps": trainer.state.global_step, "world_size": world,
+             "learning_rate": trainer.args.learning_rate, "learning_rate_rule": rule, "memory": mem,
+             "data": {"token_file": str(data.path), "first_block": data.start, "train_blocks": len(data),
+                      "context_length": data.context_length},
              "wall_time_s": round(time.time() - started, 3)}
     rd = RunDir(run_dir, command, started=started)
     rd.write_manifest(as_dict(cfg), seed=cfg.seed, status="finished", labels=train_labels(cfg),
                       **{k: v for k, v in extra.items() if k != "wall_time_s"})
     write_json(run_dir / "train_summary.json", extra)
+
+
+def run_prepare(cfg: TrainConfig, progress=None) -> dict:
+    """Build (or find) the token shards a training run with `cfg` will read; a summary."""
+    from lmdisp.models import default_tokenizer, load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.tokenizer or default_tokenizer(_tokenizer_model(cfg.model)),
+                               trust_remote_code=cfg.trust_remote_code)
+    started = time.time()
+    shards, held, n_train = prepare_data(cfg, tokenizer, progress)
+    size = (shards.path / "tokens.bin").stat().st_size
+    return {"path": str(shards.path), "built": shards.built, "seconds": round(time.time() - started, 3),
+            "blocks": shards.n_blocks, "held_out": held, "train_blocks": n_train,
+            "context_length": cfg.context_length, "dtype": shards.index["dtype"], "bytes": size,
+            "bytes_per_token": size / (shards.n_blocks * cfg.context_length), "exhausted": shards.exhausted}
+
+
+def _tokenizer_model(model: str) -> str:
+    """`pretrain` reads a model config name (configs/models/<name>.json) as `random:<name>`."""
+    from lmdisp.config import packaged
+
+    if not model.startswith("random:") and (model.endswith(".json") or Path(str(packaged("models", f"{model}.json"))).is_file()):
+        return f"random:{model}"
+    return model

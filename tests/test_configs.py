@@ -1,0 +1,85 @@
+"""Every shipped paper config carries the authors' values (FIDELITY.md E1, E2, T1, T2, A1-A3, M3,
+P1, P2, F7): read through the same loader the commands use, and the Makefile's choices read
+with `make -n` (a dry run: nothing is executed)."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lmdisp.config import load_config, read_yaml
+from lmdisp.eval.config import load_evaluate_config
+from lmdisp.train.config import TrainConfig
+
+REPO = Path(__file__).resolve().parent.parent
+MIDTRAIN = sorted(p for p in (REPO / "configs" / "midtrain").glob("*.yaml") if not p.name.startswith("tiny"))
+FEW_SHOT = {"arc_easy", "arc_challenge", "medmcqa", "mmlu"}
+
+
+@pytest.mark.parametrize("path", MIDTRAIN, ids=lambda p: p.name)
+def test_midtrain_configs_carry_the_authors_per_model_values(path):
+    cfg = load_config(TrainConfig, path)
+    qwen3 = path.name.startswith("qwen3")
+    assert cfg.clamp == (0.25 if qwen3 else 0.1)              # T1
+    assert cfg.noise_alpha == (5.0 if qwen3 else 1.0)         # T2
+    assert cfg.context_length == (4096 if qwen3 else 1024)
+    assert cfg.eval_points == 5                               # E1: floor(T/5)+1 checkpoints, all kept
+    assert cfg.world_tokens_per_step(1) == 131_072 and cfg.train_tokens == 200_000_000
+    assert (cfg.lr, cfg.warmup_ratio, cfg.warmup_steps, cfg.min_lr_ratio) == (5e-5, 0.2, 0, 0.0)
+    if cfg.loss == "active-forgetting":                       # A1-A3
+        assert (cfg.forget_schedule, cfg.forget_lr, cfg.forget_warmup, cfg.forget_every) == ("authors", 5e-5,
+                                                                                             0.08, 1000)
+    if "l2-repel" in path.name:                               # L1: the authors' code
+        assert cfg.loss == "l2-repel"
+
+
+def test_eval_presets_per_base_model():
+    gpt2, qwen3 = load_evaluate_config("paper"), load_evaluate_config("paper-qwen3")
+    assert list(gpt2.tasks) == list(qwen3.tasks) and len(gpt2.tasks) == 10
+    assert (gpt2.limit, qwen3.limit) == (500, 200)            # E2
+    for cfg, shots in ((gpt2, 1), (qwen3, 5)):
+        for task, settings in cfg.tasks.items():
+            assert settings["num_fewshot"] == (shots if task in FEW_SHOT else 0), task
+            assert settings["metric"] == "acc"
+
+
+def test_table5_pretraining_recipe():
+    for loss in ("ce", "dispersion"):
+        cfg = load_config(TrainConfig, REPO / "configs" / "pretrain" / f"qwen3-0.6b-{loss}.yaml",
+                          fixed={"init": "scratch"})
+        assert (cfg.lr, cfg.scale_lr, cfg.warmup_steps, cfg.min_lr_ratio) == (3e-4, False, 500, 0.1)
+        assert cfg.world_tokens_per_step(1) == 256 * 4096 and cfg.train_tokens == 10_000_000_000
+        assert cfg.dataset == "fineweb-edu" and cfg.loss == loss
+    assert (cfg.lambda_disp, cfg.max_tokens, cfg.tau) == (1.0, 256, 1.0)
+
+
+@pytest.mark.parametrize("width", [384, 768, 1536, 3072])
+def test_figure3_recipe_is_the_authors_script_defaults(width):
+    path = REPO / "configs" / "pretrain" / f"gpt2-mlp{width}.yaml"
+    cfg = load_config(TrainConfig, path, fixed={"init": "scratch"})
+    assert (cfg.dataset, cfg.lr, cfg.batch_size, cfg.grad_accum, cfg.warmup_ratio) == (
+        "codelion/fineweb-edu-1B", 1e-5, 16, 8, 0.2)
+    assert read_yaml(REPO / "configs" / "models" / f"gpt2-mlp{width}.json")["n_inner"] == width
+
+
+def _dry_run(*args) -> str:
+    out = subprocess.run(["make", "-n", "-C", str(REPO), *args], capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+@pytest.mark.parametrize("model, preset", [("gpt2", "paper"), ("gpt2-medium", "paper"),
+                                           ("Qwen/Qwen3-0.6B", "paper-qwen3"), ("Qwen/Qwen3-1.7B", "paper-qwen3")])
+def test_table_targets_pick_the_preset_from_model(model, preset):
+    out = _dry_run("table2", f"MODEL={model}")
+    assert set(re.findall(r"--preset (\S+)", out)) == {preset}
+    assert "--checkpoints all" in out and "--select final" in out
+
+
+def test_every_figure_target_measures_in_float32():
+    joined = " ".join(_dry_run("fig2", "fig4", "fig5", "fig7", "figS2").split("\\\n"))  # join continued lines
+    calls = [c for c in re.split(r"\n(?=\S)", joined) if "lmdisp measure" in c]
+    assert len(calls) == 5
+    assert all("--dtype float32" in c for c in calls), calls
+    fig7 = [c for c in calls if "fig7" in c][0]
+    assert "--repetitions 10" in fig7 and "--max-length 1024" in fig7
