@@ -72,7 +72,7 @@ def figure(item, skipped):
 
     plt = _plt()
     sites = item.summary["sites"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2))
     colors = {"hidden": "#7f8c8d", "residual": "#2c3e50", "attn": "#2980b9", "mlp": "#c0392b"}
     layers = item.layers
     for site, s in sites.items():
@@ -98,7 +98,7 @@ def figure(item, skipped):
     for ax, title in zip(axes, titles):
         ax.set_xlabel("Layer fraction")
         ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=7, frameon=False, loc="lower right" if ax is axes[0] else "best")
+        ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
         ax.spines[["top", "right"]].set_visible(False)
     axes[0].set_ylabel("Cosine similarity")
     axes[2].set_ylim(-0.02, 1.02)
