@@ -8,7 +8,8 @@ the isotropy views; plus what the extras cost (`make geometry`).
 1. Two `lmdisp.measure.run_measure` calls (all sites in one pass, `--metrics
    centred,isoscore,rogue`), as measured and with `--skip-first 1`, their run folders under
    results/geometry/ (layers.csv, positions.csv, heatmaps, summary.json with every interval).
-   Defaults (8 repetitions x 256 tokens) keep it to minutes on a shared 2-core CPU.
+   Defaults (8 repetitions x 256 tokens) keep it to minutes on a shared 2-core CPU. Then
+   `--compare` of SmolLM2 with the same architecture at initialisation (linear CKA, residual).
 2. Cost: on the same loaded model and texts, `measure_sites` timed (time.perf_counter, best of
    `--rounds`) for the default (hidden, no metric), all four sites, all sites + the O(S d)
    metrics (centred, rogue), and all sites + every metric (the SVD ones: isoscore, entropy,
@@ -42,6 +43,16 @@ def measure(args, skip_first: int = 0):
                         site=SITES, metrics=["centred", "isoscore", "rogue"], dtype="float32", device="cpu",
                         skip_first=skip_first, results_dir=str(REPO / "results" / "geometry"))
     return run_measure(cfg)
+
+
+def cka_at_init(args):
+    """Linear CKA, residual stream, trained SmolLM2 vs the same architecture at initialisation."""
+    from lmdisp.measure import MeasureConfig, run_measure
+
+    cfg = MeasureConfig(models=[MODEL, f"random:{MODEL}"], dataset="builtin", repetitions=args.repetitions,
+                        max_length=args.max_length, site=["residual"], compare=True, dtype="float32", device="cpu",
+                        plots=False, results_dir=str(REPO / "results" / "geometry"))
+    return run_measure(cfg).compare
 
 
 def costs(args) -> dict[str, float]:
@@ -123,7 +134,7 @@ def post_pass_seconds(item) -> float:
     return time.perf_counter() - start
 
 
-def markdown(item, skipped, cost: dict[str, float], post: float, args, run_path: Path) -> str:
+def markdown(item, skipped, cost: dict[str, float], post: float, args, run_path: Path, cka=None) -> str:
     from bench.common import device_name
 
     rows = ["| site | ρ [95% CI] | τ [95% CI] | cos first layer | cos last layer | first token vs rest, last layer "
@@ -142,6 +153,11 @@ def markdown(item, skipped, cost: dict[str, float], post: float, args, run_path:
              f"{res.loc[peak, 'isoscore_mean']:.3f}, top-3 dimensions' share of the "
              f"cosine {res.loc[peak, 'rogue_mean']:.3f}; with the first token dropped: centred cosine "
              f"{res1.loc[peak, 'centred_mean']:.3f}, IsoScore {res1.loc[peak, 'isoscore_mean']:.3f}.\n")
+    if cka is not None:
+        picks = [0, len(cka) // 4, len(cka) // 2, 3 * len(cka) // 4, len(cka) - 1]
+        views += (f"\nLinear CKA, residual stream, {MODEL} vs the same architecture at initialisation "
+                  f"(`--compare`, same texts): " + ", ".join(f"layer {int(cka['layer_a'][i])} {cka['cka'][i]:.2f} "
+                  f"[{cka['ci_low'][i]:.2f}, {cka['ci_high'][i]:.2f}]" for i in picks) + ".\n")
     base = cost["default (hidden)"]
     crow = ["| configuration | s/rep | vs default |", "|---|---:|---:|"]
     crow += [f"| {name} | {v:.3f} | {v / base:.2f}x |" for name, v in cost.items()]
@@ -172,14 +188,16 @@ def main() -> None:
     run = measure(args)
     (item,) = run.models
     (skipped,) = measure(args, skip_first=1).models
+    cka = cka_at_init(args)
     cost = costs(args)
     save_figure(figure(item, skipped), Path(args.output).with_suffix(".png"), dpi=80)
     report = {"model": MODEL, "repetitions": args.repetitions, "max_length": args.max_length,
               "cost_max_length": args.cost_max_length, "run": str(run.path),
-              "sites": item.summary["sites"], "sites_skip_first_1": skipped.summary["sites"], "cost_s_per_rep": cost}
+              "sites": item.summary["sites"], "sites_skip_first_1": skipped.summary["sites"], "cost_s_per_rep": cost,
+              "cka_vs_init_residual": cka.to_dict(orient="list")}
     post = post_pass_seconds(item)
     report["post_pass_s"] = post
-    publish("geometry", report, markdown(item, skipped, cost, post, args, run.path), args.output,
+    publish("geometry", report, markdown(item, skipped, cost, post, args, run.path, cka), args.output,
             readme=args.output == DEFAULT_OUTPUT)
 
 
