@@ -5,6 +5,7 @@
     lmdisp evaluate --model results/midtrain/<run> --preset paper --checkpoints all   # every checkpoint
     lmdisp evaluate --model gpt2 --preset paper --tasks arc_easy,piqa --limit 100 --seed 2
     lmdisp evaluate --tasks my_task --include-path my_tasks/     # your own YAML + local data, offline
+    lmdisp evaluate --tasks 'list:arc*' --include-path my_tasks/ # the task names lm-eval knows
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ def _run(config, sets, flags, preset) -> None:
 
     if preset and config:
         raise ConfigError("--preset and --config both given: a preset is a named config; use one")
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its per-call INFO/WARNING chatter
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)  # its per-call INFO chatter (warnings go to lmdisp.log)
+    listing = str(flags.get("tasks", ""))
+    if listing == "list" or listing.startswith("list:"):
+        _list_tasks(flags, sets, listing.partition(":")[2] or "*")
+        return
     cfg = load_evaluate_config(preset or config, flags, sets, config_option="--config" if config else "--preset")
     stage = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
     if cfg.checkpoints == "all":
@@ -41,7 +46,19 @@ def _run(config, sets, flags, preset) -> None:
         return
     run = run_evaluate(cfg, stage=stage)
     _print_table(run)
-    console.print(f"results: [bold]{run.path}[/]")
+    console.print(f"results: [bold]{run.path}[/]", soft_wrap=True)
+
+
+def _list_tasks(flags, sets, pattern: str) -> None:
+    """`--tasks list` / `--tasks 'list:arc*'`: the names lm-eval knows, with --include-path's."""
+    from lmdisp.eval import load_evaluate_config
+    from lmdisp.eval.tasks import list_tasks
+
+    cfg = load_evaluate_config(None, {**flags, "tasks": "-"}, sets)  # checks --include-path
+    names = list_tasks(cfg.include_path, pattern)
+    for name in names:
+        console.print(name, highlight=False, markup=False)
+    console.print(f"[dim]{len(names)} task(s), group(s) and tag(s) match `{pattern}`[/]")
 
 
 def _print_table(run) -> None:
@@ -54,7 +71,7 @@ def _print_table(run) -> None:
                           f"{run.manifest.get('wall_time_s', 0):.1f} s")
     table.add_column("task", overflow="fold")
     for col in ("metric", "value", "± stderr", "n-shot", "n", "limit"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True)
     for row in run.table.itertuples(index=False):
         limit = "" if row.limit is None or row.limit != row.limit else f"{row.limit:g}"
         table.add_row(row.task, row.metric, f"{row.value:.2f}{row.unit}", f"{row.stderr:.2f}",

@@ -46,8 +46,8 @@ def main() -> None:
     except LmdispError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.secho("interrupted", fg="red", err=True)
+    except KeyboardInterrupt as exc:  # lmdisp.errors.Interrupted says how to continue
+        typer.secho(f"interrupted: {exc}" if str(exc) else "interrupted", fg="red", err=True)
         sys.exit(130)
 
 

@@ -32,7 +32,7 @@ def _run(config, sets, flags) -> None:
 
         run = run_measure(cfg, progress=on_progress, on_model_start=on_start)
     _print_table(run)
-    console.print(f"results: [bold]{run.path}[/]")
+    console.print(f"results: [bold]{run.path}[/]", soft_wrap=True)
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -46,13 +46,15 @@ def _print_table(run) -> None:
     sites = run.table["site"].nunique() > 1 or (run.table["site"] != "hidden").any()
     wide = console.width >= 100  # the interval column needs room; models.csv always has it
     table = Table(title="Embedding condensation", box=box.SIMPLE_HEAD, caption="ρ, τ: Spearman, Kendall of mean cosine similarity "
-                  "vs layer (positive = condenses with depth); ρ CI: bootstrap interval over repetitions (models.csv: ρ and τ); L: blocks; "
-                  "cos[0], cos[L]: first and last layer; s: seconds")
-    table.add_column("model", no_wrap=True, min_width=12)
+                  "vs layer (positive = condenses with depth); ρ CI: bootstrap interval over repetitions (models.csv: ρ "
+                  "and τ); L: blocks; cos[0], cos[L]: first and last layer; s: seconds")
+    table.add_column("model", overflow="fold", min_width=12)  # a long path wraps; the numbers never shrink
     if sites:
-        table.add_column("site", no_wrap=True)
-    for col in ("params", "L", "ρ") + (("ρ CI",) if wide else ()) + ("τ", "cos[0]", "cos[L]", "s"):
-        table.add_column(col, justify="right")
+        table.add_column("site", overflow="fold", min_width=4)
+    columns = [("params", 7), ("L", 3), ("ρ", 6)] + ([("ρ CI", 13)] if wide else []) + \
+        [("τ", 6), ("cos[0]", 6), ("cos[L]", 6), ("s", 5)]
+    for col, width in columns:
+        table.add_column(col, justify="right", no_wrap=True, min_width=width)
     for row in run.table.itertuples(index=False):
         cells = [row.model] + ([row.site] if sites else [])
         table.add_row(*cells, f"{row.params / 1e6:.1f}M", str(row.layers),

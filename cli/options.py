@@ -93,19 +93,29 @@ def config_command(cls: type, command: str, doc: str, run: Callable[..., None], 
         inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
             Optional[List[str]], typer.Option("--set", help="KEY=VALUE for any config key (listed below); "
                                               "repeatable.", rich_help_panel=_CONFIG_PANEL)]),
+        inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+            bool, typer.Option("--verbose", "-v", help="Also show the libraries' notices and progress bars "
+                               "(always kept in lmdisp.log in the run folder).", rich_help_panel=_CONFIG_PANEL)]),
         *extra,
     ]
     extra_names = [p.name for p in extra]
 
     def cmd(**kwargs) -> None:
+        from lmdisp.cli.ui import setup_logging
+
         config, sets = kwargs.pop("config"), kwargs.pop("set_") or []
+        setup_logging(kwargs.pop("verbose"))
         extras = {name: kwargs.pop(name) for name in extra_names}
         if "models" in kwargs or "runs" in kwargs:  # positional lists: empty means "not given"
             for key in ("models", "runs"):
                 if key in kwargs and not kwargs[key]:
                     kwargs[key] = None
         flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in kwargs.items() if v is not None}
-        run(config=config, sets=sets, flags=flags, **extras)
+        try:
+            run(config=config, sets=sets, flags=flags, **extras)
+        except KeyboardInterrupt as exc:  # Typer would exit 130 silently; lmdisp.errors.Interrupted says more
+            typer.secho(f"interrupted: {exc}" if str(exc) else "interrupted", fg="red", err=True)
+            raise typer.Exit(130) from None
 
     cmd.__signature__ = inspect.Signature([*params, *common])
     cmd.__doc__ = doc

@@ -19,7 +19,7 @@ def _run(config, sets, flags) -> None:
     cfg = load_config(ReportConfig, config, sets, flags, kind="report")
     run = run_report(cfg)
     _print(run)
-    console.print(f"results: [bold]{run.path}[/]")
+    console.print(f"results: [bold]{run.path}[/]", soft_wrap=True)
 
 
 def _print(run) -> None:
@@ -31,7 +31,8 @@ def _print(run) -> None:
     table = Table(title=f"Evaluation summary · {label[run.select]}",
                   caption="mean ± std over seeds (%); best of each block in bold")
     for col in run.display.columns:
-        table.add_column(col, justify="left" if col in ("Model", "Method", "Seeds", "Step") else "right", overflow="fold")
+        text = col in ("Model", "Method", "Seeds", "Step")  # labels wrap; numbers keep their width
+        table.add_column(col, justify="left" if text else "right", overflow="fold", no_wrap=not text)
     last = None
     for row in formatted(run.table, run.tasks, "rich"):
         if last is not None and row[0] != last:

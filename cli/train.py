@@ -36,7 +36,7 @@ def _runner(command: str):
         run = run_train(cfg, command=command, callbacks=[training_progress()], data_progress=shard_progress())
         if int(os.environ.get("RANK", "0")) == 0:  # one line, from the main process only
             console.print(f"{command}: {run.steps} steps; final model [bold]{run.final}[/]; "
-                          f"run folder [bold]{run.path}[/]")
+                          f"run folder [bold]{run.path}[/]", soft_wrap=True)
     return run
 
 

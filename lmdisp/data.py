@@ -71,13 +71,19 @@ def load_corpus(spec: str = "wikipedia", *, text_field: str | None = None,
     path = Path(spec).expanduser()
     if path.exists():
         return _load_local(path, text_field)
-    if spec in PAPER_CORPORA:
-        hub_id, config, split_, field = PAPER_CORPORA[spec]
+    if spec in PAPER_CORPORA or spec in TRAIN_CORPORA:  # one vocabulary across commands
+        hub_id, config, split_, field = PAPER_CORPORA.get(spec) or TRAIN_CORPORA[spec]
         return _load_hub(spec, hub_id, subset or config, split_, text_field or field)
     if spec.endswith(tuple(LOCAL_FORMATS)) or spec.startswith((".", "/", "~")):
         raise DataError(f"corpus file not found: {spec}")
     if not text_field:
-        raise DataError(f"--dataset {spec}: a hub dataset needs --text-field (the column holding text)")
+        import difflib
+
+        close = difflib.get_close_matches(spec, [*PAPER_CORPORA, *TRAIN_CORPORA, "builtin"], 2)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise DataError(f"--dataset {spec}: not a named corpus{hint}; a hub dataset id needs --text-field "
+                        f"(the column holding text). Named corpora: {', '.join([*PAPER_CORPORA, *TRAIN_CORPORA])}, "
+                        "builtin")
     return _load_hub(spec, spec, subset, split, text_field)
 
 
@@ -90,16 +96,29 @@ def _load_local(path: Path, text_field: str | None) -> Corpus:
         raise DataError(f"{path}: mixes file formats {sorted(kinds)}; use one format per folder")
     kind = kinds.pop()
     field = "text" if kind == "text" else (text_field or "text")
-    return _load_hub(str(path), kind, None, "train", field, data_files=[str(p) for p in files])
+    for file in files:
+        if file.stat().st_size == 0:
+            raise DataError(f"{file}: the file is empty")
+    def diagnose() -> None:  # name the file, line and problem instead of datasets' generic message
+        for file in files:
+            check_local_file(file, kind, field)
+
+    corpus = _load_hub(str(path), kind, None, "train", field, on_error=diagnose, data_files=[str(p) for p in files])
+    feature = corpus.records.features[field]
+    if getattr(feature, "dtype", None) not in ("string", "large_string"):
+        raise DataError(f"{path}: the `{field}` field holds {feature}, not text; set --text-field")
+    return corpus
 
 
-def _load_hub(name: str, path: str, config: str | None, split: str, field: str, **kwargs) -> Corpus:
+def _load_hub(name: str, path: str, config: str | None, split: str, field: str, on_error=None, **kwargs) -> Corpus:
     import datasets
 
     datasets.disable_progress_bars()
     try:
         ds = datasets.load_dataset(path, config, split=split, **kwargs)
     except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
+        if on_error is not None:
+            on_error()  # a more precise DataError, when it finds one
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(f"cannot load dataset `{name}`: {first[:300]}; {OFFLINE_HINT}") from None
     if field not in ds.column_names:
@@ -156,20 +175,70 @@ def read_texts(path: str | Path) -> list[str]:
     """Fixed texts for `--texts`: a .txt file (one text per line) or .jsonl with a `text` field."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"--texts file not found: {path}")
+        raise DataError(f"--texts {path}: a folder, not a file (corpora go to --dataset)" if path.is_dir()
+                        else f"--texts file not found: {path}")
+    if path.suffix in (".parquet", ".arrow", ".feather", ".csv", ".tsv"):
+        raise DataError(f"--texts {path}: expected a .txt file (one text per line) or a .jsonl file of "
+                        "{\"text\": ...} objects; corpora (.parquet, folders, hub ids) go to --dataset")
+    lines = _utf8_lines(path, "--texts ")
     if path.suffix in (".jsonl", ".json"):
-        import json
-
-        try:
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            texts = [r["text"] if isinstance(r, dict) else str(r) for r in rows]
-        except (ValueError, KeyError) as exc:
-            raise DataError(f"--texts {path}: expected one JSON object with a `text` field per line ({exc})") from None
+        texts = [_json_text(line, path, i, "text", "--texts ") for i, line in lines]
     else:
-        texts = [line for line in path.read_text().splitlines() if line.strip()]
+        texts = [line for _, line in lines]
     if not texts:
         raise DataError(f"--texts file holds no text: {path}")
     return texts
+
+
+def _utf8_lines(path: Path, what: str = "") -> list[tuple[int, str]]:
+    """(line number, line) of the non-blank lines of a UTF-8 text file, or a DataError naming
+    the line of the first byte that is not UTF-8 (a binary file, or another encoding)."""
+    data = path.read_bytes()
+    if b"\0" in data[:8192]:
+        raise DataError(f"{what}{path}: a binary file, not text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{what}{path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                        "convert it, e.g. iconv -f latin1 -t utf-8") from None
+    return [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+
+
+def _json_text(line: str, path: Path, number: int, field: str, what: str = "") -> str:
+    import json
+
+    try:
+        row = json.loads(line)
+    except ValueError as exc:
+        raise DataError(f"{what}{path}, line {number}: not valid JSON ({exc})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{what}{path}, line {number}: expected a JSON object with a `{field}` field, got "
+                        f"{type(row).__name__}")
+    if field not in row:
+        raise DataError(f"{what}{path}, line {number}: no `{field}` field (keys: {', '.join(map(str, row)) or 'none'})")
+    if not isinstance(row[field], str):
+        raise DataError(f"{what}{path}, line {number}: `{field}` is {type(row[field]).__name__}, not text")
+    return row[field]
+
+
+def check_local_file(path: Path, kind: str, field: str) -> None:
+    """Why `datasets` could not read a local corpus file: one line naming the file, the
+    line or row, and the problem. Called only after a failed load (costs nothing otherwise)."""
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+    if kind == "parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            pq.read_schema(path)
+        except Exception as exc:  # pyarrow raises ArrowInvalid and OSError subclasses
+            raise DataError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
+        return
+    lines = _utf8_lines(path)
+    if kind == "json" and path.suffix == ".jsonl":
+        for number, line in lines:
+            _json_text(line, path, number, field)
 
 
 def cycle_texts(texts: Sequence[str], repetitions: int) -> list[str]:

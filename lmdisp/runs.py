@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 import platform
 import re
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lmdisp.errors import RunDirError
+
+LOG_FILE = "lmdisp.log"  # the libraries' notices, written by the CLI (lmdisp.cli.ui.RunLog)
 
 # Packages whose versions go into every manifest: the ones that change numbers.
 _TRACKED_PACKAGES = (
@@ -169,6 +172,22 @@ class RunDir:
     started: float = field(default_factory=time.time)
 
     @classmethod
+    def check(cls, command: str, *, root: Path | str = "results", output: Path | str | None = None) -> None:
+        """Refuse, before any work, a run folder that `create` could not make or fill: an
+        `output` that holds results, or a folder (or its nearest existing parent) that is not
+        a writable folder. The probe writes and removes a file, so it also catches a
+        read-only file system and permissions that `os.access` would misjudge (root)."""
+        if output is not None:
+            path = Path(output).expanduser()
+            if not path.parent.exists():
+                raise RunDirError(f"output folder's parent does not exist: {path.parent}")
+            if path.exists() and (not path.is_dir() or any(path.iterdir())):
+                raise RunDirError(f"output folder already holds results, refusing to overwrite: {path}")
+            ensure_writable(path)
+        else:
+            ensure_writable(Path(root).expanduser() / command)
+
+    @classmethod
     def create(cls, command: str, name: str, *, root: Path | str = "results",
                output: Path | str | None = None) -> "RunDir":
         """Make a fresh run folder.
@@ -177,28 +196,36 @@ class RunDir:
         parent must exist. Otherwise `<root>/<command>/<UTC timestamp>_<name>` is created,
         with a numeric suffix if that name is taken.
         """
+        cls.check(command, root=root, output=output)
         if output is not None:
-            path = Path(output)
-            if not path.parent.exists():
-                raise RunDirError(f"output folder's parent does not exist: {path.parent}")
-            if path.exists() and (not path.is_dir() or any(path.iterdir())):
-                raise RunDirError(f"output folder already holds results, refusing to overwrite: {path}")
-            path.mkdir(exist_ok=True)
-            return cls(path, command)
-        base = Path(root) / command
-        try:
-            base.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RunDirError(f"cannot create results folder {base}: {exc.strerror}") from None
+            path = Path(output).expanduser()
+            _mkdir(path, exist_ok=True)
+            return cls(path, command).announce()
+        base = Path(root).expanduser() / command
+        _mkdir(base, parents=True, exist_ok=True)
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         for i in range(1000):
             path = base / (f"{stamp}_{slugify(name)}" + (f"-{i + 1}" if i else ""))
             try:
-                path.mkdir()
-                return cls(path, command)
+                _mkdir(path)
+                return cls(path, command).announce()
             except FileExistsError:
                 continue
         raise RunDirError(f"could not find a free run folder name under {base}")
+
+    def announce(self) -> "RunDir":
+        """Log the folder (`extra={"run_folder": ...}`): the CLI then keeps its log file in it."""
+        logging.getLogger("lmdisp.runs").info("run folder %s", self.path, extra={"run_folder": str(self.path)})
+        return self
+
+    def discard_if_empty(self, keep: tuple[str, ...] = ()) -> None:
+        """Remove the folder when it holds nothing but the log (and the files named in `keep`):
+        a refused or failed run leaves nothing behind."""
+        import shutil
+
+        names = {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
+        if names <= {LOG_FILE, *keep}:
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def file(self, *parts: str) -> Path:
         p = self.path.joinpath(*parts)
@@ -219,6 +246,46 @@ class RunDir:
             **extra,
         }
         return write_json(self.path / "manifest.json", data)
+
+
+def _mkdir(path: Path, **kwargs) -> None:
+    try:
+        path.mkdir(**kwargs)
+    except FileExistsError:
+        if kwargs.get("exist_ok") and path.is_dir():
+            return
+        raise
+    except OSError as exc:
+        raise RunDirError(f"cannot create folder {path}: {exc.strerror or exc}") from None
+
+
+def make_readable(folder: Path | str) -> None:
+    """Give the files under `folder` the permissions of an ordinary file (0666 less the
+    umask): some writers (safetensors through a temporary file) leave them private."""
+    for path in Path(folder).rglob("*"):
+        if path.is_file():
+            os.chmod(path, 0o666 & ~_UMASK)
+
+
+def ensure_writable(folder: Path | str) -> None:
+    """RunDirError unless `folder` (or, when it does not exist yet, its nearest existing
+    parent) is a folder this process can create files in. Nothing is left behind."""
+    folder = Path(folder).expanduser().absolute()
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunDirError(f"cannot create folder {folder}: {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".lmdisp-write-test-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if existing == folder:
+            raise RunDirError(f"cannot write to {folder}: {why}; choose another output folder") from None
+        raise RunDirError(f"cannot create {folder}: {existing} is not writable ({why}); choose another "
+                          "output folder") from None
 
 
 @contextmanager

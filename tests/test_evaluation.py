@@ -316,7 +316,7 @@ def test_checkpoints_all_evaluates_every_kept_checkpoint(run_cli, task_dir, tmp_
     args = ["--tasks", "toy_mc", "--include-path", task_dir, "--limit", "6"]
     res = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "all", *args, "--output", tmp_path / "ev")
     assert res.code == 0, res.err
-    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["step-3", "step-5"]
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["lmdisp.log", "step-3", "step-5"]
     manifests = {s: json.loads((tmp_path / "ev" / f"step-{s}" / "manifest.json").read_text()) for s in (3, 5)}
     assert [manifests[s]["training_step"] for s in (3, 5)] == [3, 5]
     assert all(m["labels"]["method"] == "ce" and m["labels"]["seed"] == 1 for m in manifests.values())

@@ -152,7 +152,9 @@ def test_run_folder_contents_and_condensation_trace(tmp_path):
     assert trace.groupby("step").size().tolist() == [5, 5, 5]  # embedding + 4 blocks
     assert (run.path / "condensation.png").is_file()
     lines = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
-    assert {"ce", "reg", "loss", "learning_rate", "tokens_per_s"} <= set(lines[0])
+    train_logs = [r for r in lines if "ce" in r]  # the others: held-out loss at each snapshot
+    assert {"ce", "reg", "loss", "learning_rate", "tokens_per_s"} <= set(train_logs[0])
+    assert [r["step"] for r in lines if "heldout_loss" in r] == [0, 3, 6]
     manifest = json.loads((run.path / "manifest.json").read_text())
     assert manifest["seed"] == 1 and manifest["steps"] == 6 and "git_commit" in manifest
     assert "peak_rss_mib" in manifest["memory"] and manifest["wall_time_s"] > 0
@@ -171,7 +173,7 @@ def test_run_folder_is_not_reused_for_another_config(tmp_path, run_cli):
     assert res.code == 2 and "different config" in res.err and "tau" in res.err
     res = run_cli("midtrain", *TINY_FLAGS, "--train-tokens", "128", "--output", tmp_path / "run", "--lr", "0.001",
                   "--set", "warmup_ratio=0", "--set", "save_steps=1000", "--logging-steps", "1")
-    assert res.code == 2 and "--resume" in res.err
+    assert res.code == 2 and "finished run" in res.err and "new --output" in res.err
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):

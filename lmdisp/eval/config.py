@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from lmdisp.config import load_config, option, read_yaml, require, resolve_config
-from lmdisp.models import DEFAULT_MODEL, DTYPES
+from lmdisp.errors import ConfigError
+from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN, DTYPES
 
 BACKENDS = ("hf", "vllm")
 CHECKPOINTS = ("final", "all")
@@ -26,7 +27,8 @@ _WHAT, _HOW, _MODEL, _OUT = "Model and tasks", "Protocol", "Device", "Outputs"
 class EvaluateConfig:
     model: str = option(DEFAULT_MODEL, "Hub id, local folder, .gguf, alias, random:<config>, or a midtrain/"
                         "pretrain/distill run folder (its final/ model).", short="-m", panel=_WHAT)
-    tasks: Any = option(None, "Comma-separated lm-eval task names; with --preset, a subset of its tasks.",
+    tasks: Any = option(None, "Comma-separated lm-eval task names; with --preset, a subset of its tasks; `list` "
+                        "or `list:PATTERN` (a glob) prints the names lm-eval knows.",
                         short="-t", panel=_WHAT)
     preset: str | None = option(None, "The named preset or YAML the config came from.", cli="fixed")
     checkpoints: str = option("final", "final: a training run's final/ model | all: every saved checkpoint of "
@@ -78,13 +80,21 @@ class EvaluateConfig:
                 or (isinstance(self.batch_size, str) and re.fullmatch(r"auto(:\d+)?", self.batch_size) is not None),
                 f"--batch-size must be a positive integer or auto (got {self.batch_size!r})")
         require(self.max_batch_size >= 1, "--set max_batch_size= must be >= 1")
+        if self.gen_kwargs is not None:
+            bad = [kv for kv in self.gen_kwargs.split(",") if not re.fullmatch(r"\s*[A-Za-z_]\w*\s*=[^=]*", kv)]
+            if bad:
+                raise ConfigError(f"--gen-kwargs {self.gen_kwargs!r}: expected key=value pairs separated by commas, "
+                                  f"e.g. do_sample=false,max_gen_toks=256 (not {bad[0]!r})")
         require(self.backend in BACKENDS, f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         require(self.backend != "vllm" or importlib.util.find_spec("vllm") is not None,
                 "--backend vllm needs the `vllm` package (pip install vllm); or use --backend hf")
         require(self.dtype in DTYPES, f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        require(re.fullmatch(DEVICE_PATTERN, self.device) is not None,
+                f"--device {self.device!r}: choose auto, cpu, cuda, cuda:N or mps")
         if self.output is not None:
             parent = Path(self.output).expanduser().resolve().parent
-            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}")
+            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}" if not parent.exists()
+                    else f"--output: its parent {parent} is a file, not a folder")
 
 
 def normalize_tasks(tasks: Any) -> dict[str, dict[str, Any]]:

@@ -43,7 +43,8 @@ from lmdisp.config import require
 from lmdisp.errors import ConfigError, DataError, ModelLoadError, RunDirError
 from lmdisp.eval.config import EvaluateConfig, is_preset, load_evaluate_config
 from lmdisp.eval.results import EvaluateRun, write_evaluation
-from lmdisp.runs import RunDir, read_training_run, training_run_of, write_json
+from lmdisp.eval.tasks import broken_task_yaml
+from lmdisp.runs import LOG_FILE, RunDir, read_training_run, training_run_of, write_json
 
 CPU_BATCH_SIZE = 8       # batching helps on a CPU too (bench/eval_speed.py); "auto" probes GPU memory
 DEFAULT_SEED = 1         # a model that is not a training run; the paper's seeds are 1, 2, 3
@@ -60,6 +61,7 @@ def task_manager(include_path: list[str], names: list[str]):
         own = TaskManager(include_path=include_path, include_defaults=False)
         if all(n in own.task_index for n in names):
             return own
+        broken_task_yaml(include_path, [n for n in names if n not in own.task_index])  # before the slow index
     return TaskManager(include_path=include_path or None)
 
 
@@ -67,6 +69,7 @@ def check_task_names(tm, names: list[str], include_path: list[str]) -> None:
     unknown = [n for n in names if n not in tm.task_index]
     if not unknown:
         return
+    broken_task_yaml(include_path, unknown)
     hints = [f"`{n}` (did you mean {', '.join(close)}?)" if (close := difflib.get_close_matches(n, tm.all_tasks, 3))
              else f"`{n}`" for n in unknown]
     where = "lm-eval's registry" + (f" or {', '.join(include_path)}" if include_path else "")
@@ -195,6 +198,7 @@ def evaluate_tasks(lm, by_shot: dict[Any, list], cfg: EvaluateConfig, seed: int,
 
     merged: dict[str, Any] = {}
     calls = []
+    _quiet_git_describe()
     for n_shot, objs in by_shot.items():
         if stage:
             shot = "task default" if n_shot is None else f"{n_shot}-shot"
@@ -215,6 +219,24 @@ def evaluate_tasks(lm, by_shot: dict[Any, list], cfg: EvaluateConfig, seed: int,
     return merged
 
 
+def _quiet_git_describe() -> None:
+    """lm-eval records `git describe` of the working directory and lets git print "fatal: not
+    a git repository" to the terminal outside one: ask git the same with its stderr captured."""
+    import subprocess
+
+    import lm_eval.evaluator as evaluator
+
+    def git_hash() -> str | None:
+        try:
+            out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() or None if out.returncode == 0 else None
+
+    if hasattr(evaluator, "get_git_commit_hash"):
+        evaluator.get_git_commit_hash = git_hash
+
+
 def _obj_name(obj) -> str:
     return getattr(obj, "task_name", None) or obj.name
 
@@ -222,8 +244,10 @@ def _obj_name(obj) -> str:
 def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step: int | None = None) -> EvaluateRun:
     """Check names and model, load task data, then the model; evaluate; write the run folder.
     `training_step` labels the evaluation of a checkpoint (see `run_evaluate_checkpoints`)."""
-    from lmdisp.models import check_model
+    from lmdisp.models import check_model, resolve_device
 
+    RunDir.check("evaluate", root=cfg.results_dir, output=cfg.output)  # before any work: no result lost
+    resolve_device(cfg.device)
     target = resolve_model(cfg.model)
     check_model(target.load, trust_remote_code=cfg.trust_remote_code)
     seed = cfg.seed if cfg.seed is not None else int((target.training or {}).get("seed", DEFAULT_SEED))
@@ -247,8 +271,7 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
     except BaseException:
         if not list(cache.glob("requests*.db")):  # no answer cached: leave nothing behind
             shutil.rmtree(cache, ignore_errors=True)
-        if not any(run.path.iterdir()):
-            run.path.rmdir()
+        run.discard_if_empty()
         raise
     return write_evaluation(run, raw, plan, cfg, seed=seed, labels=labels, model=target.spec,
                             model_info=model_info, training_run=target.run, training=target.training,
@@ -279,7 +302,8 @@ def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) ->
             "with --set eval_points=5, or save_steps and save_total_limit=0, to keep them)")
     check_task_names(task_manager(cfg.include_path, list(cfg.tasks)), list(cfg.tasks), cfg.include_path)
     out = Path(cfg.output) if cfg.output else None
-    if out is None or not (out.is_dir() and all(re.fullmatch(r"step-\d+", c.name) for c in out.iterdir())):
+    if out is None or not (out.is_dir() and all(re.fullmatch(r"step-\d+", c.name) or c.name == LOG_FILE
+                                                for c in out.iterdir())):
         out = RunDir.create("evaluate", path.name, root=cfg.results_dir, output=cfg.output).path
     runs = []
     try:
@@ -294,8 +318,7 @@ def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) ->
             one = dataclasses.replace(cfg, model=str(folder), output=str(target), checkpoints="final")
             runs.append(run_evaluate(one, stage, training_step=step))
     except BaseException:
-        if out.is_dir() and not any(out.iterdir()):  # nothing written: leave no empty folder behind
-            out.rmdir()
+        RunDir(out, "evaluate").discard_if_empty()  # nothing written: leave no empty folder behind
         raise
     return runs
 
@@ -317,7 +340,7 @@ def _resumable_run(cfg: EvaluateConfig, target: ModelTarget, identity: dict) -> 
     import json
 
     out = Path(cfg.output) if cfg.output else None
-    if out is not None and out.is_dir() and {p.name for p in out.iterdir()} == {CACHE_DIR}:
+    if out is not None and out.is_dir() and {p.name for p in out.iterdir()} - {LOG_FILE} == {CACHE_DIR}:
         try:
             old = json.loads((out / CACHE_DIR / "identity.json").read_text())
         except (OSError, ValueError):
@@ -325,7 +348,7 @@ def _resumable_run(cfg: EvaluateConfig, target: ModelTarget, identity: dict) -> 
         if old != identity:
             raise RunDirError(f"{out} holds the request cache of an unfinished evaluation of another model or "
                               f"setting ({old}); use a new --output")
-        return RunDir(out, "evaluate"), True
+        return RunDir(out, "evaluate").announce(), True
     return RunDir.create("evaluate", target.spec, root=cfg.results_dir, output=cfg.output), False
 
 

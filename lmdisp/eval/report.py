@@ -26,13 +26,13 @@ run and task read), `averages.png` (bar chart, error bars = std) and `manifest.j
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lmdisp.config import as_dict, option, require
-from lmdisp.errors import ConfigError
+from lmdisp.errors import ConfigError, DataError
+from lmdisp.eval.results import read_manifest, read_tasks_csv
 from lmdisp.runs import RunDir, save_figure, slugify, write_table, write_text
 
 # Display order of the methods inside a block (the paper's Table 2); others follow by name.
@@ -117,12 +117,11 @@ def find_runs(paths: list[str]) -> list[Path]:
 
 
 def _is_eval_run(path: Path) -> bool:
+    """A folder `lmdisp evaluate` wrote. A folder with both files whose manifest cannot be read
+    is refused (naming it) rather than silently left out of the table."""
     if not ((path / "manifest.json").is_file() and (path / "tasks.csv").is_file()):
         return False
-    try:
-        return json.loads((path / "manifest.json").read_text()).get("command") == "evaluate"
-    except json.JSONDecodeError:
-        return False
+    return read_manifest(path).get("command") == "evaluate"
 
 
 def read_runs(folders: list[Path]):
@@ -131,13 +130,17 @@ def read_runs(folders: list[Path]):
 
     frames = []
     for folder in folders:
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = read_manifest(folder)
         labels = manifest.get("labels") or {}
-        tasks = pd.read_csv(folder / "tasks.csv")
+        tasks = read_tasks_csv(folder)
+        try:
+            seed = int(labels.get("seed", manifest.get("seed", 0)))
+        except (TypeError, ValueError):
+            raise DataError(f"{folder}: damaged manifest.json (seed {labels.get('seed')!r})") from None
         tasks.insert(0, "run", str(folder))
         tasks.insert(1, "base_model", str(labels.get("base_model", manifest.get("model"))))
         tasks.insert(2, "method", str(labels.get("method", "base")))
-        tasks.insert(3, "seed", int(labels.get("seed", manifest.get("seed", 0))))
+        tasks.insert(3, "seed", seed)
         tasks.insert(4, "created", manifest.get("created", ""))
         tasks.insert(5, "training_step", manifest.get("training_step"))  # set by the training hooks
         tasks.insert(6, "training_run", manifest.get("training_run") or "")
@@ -398,6 +401,7 @@ def bar_chart(table):
 def run_report(cfg: ReportConfig) -> ReportRun:
     import pandas as pd
 
+    RunDir.check("report", root=cfg.results_dir, output=cfg.output)
     folders = find_runs(cfg.runs)
     long = read_runs(folders)
     table, tasks, notes = build_table(long, cfg.tasks, cfg.reference, cfg.select)

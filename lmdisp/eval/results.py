@@ -8,6 +8,7 @@ percent; perplexities keep their unit.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,3 +104,38 @@ def write_evaluation(run: RunDir, raw: dict, plan: dict[str, dict], cfg: Any, **
     run.write_manifest(as_dict(cfg), **extra)
     manifest = json.loads((run.path / "manifest.json").read_text())
     return EvaluateRun(run.path, table, metrics, manifest)
+
+
+# ----------------------------------------------------------------------------- reading back
+
+def read_manifest(folder: Path) -> dict:
+    """An evaluation run's manifest.json, or a DataError naming the folder."""
+    try:
+        data = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{folder}: damaged manifest.json ({str(exc).splitlines()[0]}); re-run its evaluation "
+                        "or move the folder out of the way") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{folder}: damaged manifest.json (not a JSON object)")
+    return data
+
+
+# Columns of tasks.csv a report needs (written by `write_evaluation`).
+_TASK_COLUMNS = ("task", "metric", "value", "n_shot", "limit", "higher_is_better")
+
+
+def read_tasks_csv(folder: Path):
+    """An evaluation run's tasks.csv with the columns a report needs, or a DataError naming the folder."""
+    import pandas as pd
+
+    try:
+        tasks = pd.read_csv(folder / "tasks.csv")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # pandas' EmptyDataError/ParserError are ValueErrors
+        raise DataError(f"{folder}: damaged tasks.csv ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in _TASK_COLUMNS if c not in tasks.columns]
+    if missing or tasks.empty:
+        what = f"no column {', '.join(missing)}" if missing else "no rows"
+        raise DataError(f"{folder}: damaged tasks.csv ({what}); re-run its evaluation or move the folder out of the way")
+    if not pd.api.types.is_numeric_dtype(tasks["value"]):
+        raise DataError(f"{folder}: damaged tasks.csv (non-numeric `value`)")
+    return tasks

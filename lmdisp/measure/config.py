@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from lmdisp.config import option, require
-from lmdisp.models import DEFAULT_MODEL, DTYPES
+from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN, DTYPES
 
 _DATA, _PROTO, _MODEL, _OUT = "Text", "Protocol", "Model and device", "Outputs"
 _SITE = "Sites and positions"
@@ -17,8 +18,9 @@ _SITE = "Sites and positions"
 class MeasureConfig:
     models: list[str] = option(None, "Hub ids, local folders, .gguf files, aliases (smollm2-135m), random:<config> "
                                "or training run folders.", cli="arg", factory=lambda: [DEFAULT_MODEL])
-    dataset: str = option("wikipedia", "wikipedia|pubmed|imdb|squad (the paper's corpora), builtin (offline), a "
-                          "local .txt/.jsonl/.parquet file or folder, or any HF dataset id.", panel=_DATA)
+    dataset: str = option("wikipedia", "wikipedia|pubmed|imdb|squad (the paper's corpora; wikipedia is "
+                          "wikitext-103), wikitext|fineweb-edu (the training corpora), builtin (offline), a local "
+                          ".txt/.jsonl/.parquet file or folder, or any HF dataset id.", panel=_DATA)
     text_field: str | None = option(None, "Column holding the text (hub/local datasets).", panel=_DATA)
     split: str = option("train", "Dataset split for hub datasets.", cli="set")
     subset: str | None = option(None, "Dataset config name for hub datasets.", cli="set")
@@ -89,9 +91,12 @@ class MeasureConfig:
                 f"--max-words ({self.max_words}) must be >= --min-words ({self.min_words})")
         require(self.batch_size is None or self.batch_size >= 1, f"--batch-size must be >= 1 (got {self.batch_size})")
         require(self.dtype in DTYPES, f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        require(re.fullmatch(DEVICE_PATTERN, self.device) is not None,
+                f"--device {self.device!r}: choose auto, cpu, cuda, cuda:N or mps")
         bad = sorted(set(self.metrics) - set(METRICS))
         require(not bad, f"--metrics: unknown {', '.join(bad)}; choose from {', '.join(METRICS)} or all")
         require(self.device_map in (None, "auto"), "--device-map accepts only `auto`")
         if self.output is not None:
             parent = Path(self.output).expanduser().resolve().parent
-            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}")
+            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}" if not parent.exists()
+                    else f"--output: its parent {parent} is a file, not a folder")

@@ -30,7 +30,8 @@ from lmdisp.measure.condensation import CondensationAccumulator, CondensationRes
 from lmdisp.measure.config import MeasureConfig
 from lmdisp.measure.sites import SiteRecorder, find_blocks
 from lmdisp.measure.tables import cka_frame, models_row, positions_frame, site_tables
-from lmdisp.models import LoadedModel, check_model, load_model
+from lmdisp.models import (LoadedModel, check_model, check_vocabulary, default_tokenizer, load_model,
+                           load_tokenizer, resolve_device)
 from lmdisp.runs import RunDir, peak_memory, provenance, save_figure, save_npz, slugify, write_json, write_table
 
 Progress = Callable[[str, int, int], None]  # (model spec, repetitions done, total)
@@ -217,16 +218,20 @@ def run_measure(cfg: MeasureConfig, progress: Progress | None = None,
     """Measure every model in `cfg.models`, write the run folder, return the results."""
     import pandas as pd
 
+    RunDir.check("measure", root=cfg.results_dir, output=cfg.output)  # before any work: no result lost
+    resolve_device(cfg.device)  # refuses cuda on a machine without one, before any text loads
     for spec in cfg.models:  # fail fast on a bad model or bad data, before any weights load
         check_model(spec, trust_remote_code=cfg.trust_remote_code)
     texts, corpus = prepare_texts(cfg)
+    for spec in cfg.models:  # every token id must have an embedding row (tokenizers only, no weights)
+        tokenizer = load_tokenizer(cfg.tokenizer or default_tokenizer(spec), trust_remote_code=cfg.trust_remote_code)
+        check_vocabulary(spec, tokenizer, trust_remote_code=cfg.trust_remote_code)
     name = slugify(cfg.models[0]) + (f"+{len(cfg.models) - 1}" if len(cfg.models) > 1 else "")
     run = RunDir.create("measure", name, root=cfg.results_dir, output=cfg.output)
     try:
         done, compare, mem = _measure_all(cfg, texts, corpus, run, progress, on_model_start)
     except BaseException:
-        if not any(run.path.iterdir()):  # nothing written yet: leave no empty run folder behind
-            run.path.rmdir()
+        run.discard_if_empty()  # nothing written yet: leave no empty run folder behind
         raise
     table = pd.DataFrame([models_row(d.spec, d.num_params, d.num_layers, d.summary["sites"][site],
                                      d.summary["wall_time_s"]) for d in done for site in d.results])

@@ -52,11 +52,16 @@ class JsonlLogger(TrainerCallback):
 
 
 class CondensationTracker(TrainerCallback):
-    """Every `every` steps, per-layer mean cosine similarity on a fixed held-out batch,
-    appended to `condensation.csv` (step, layer, layer_fraction, mean_cos)."""
+    """Every `every` steps, on a fixed held-out batch: per-layer mean cosine similarity,
+    appended to `condensation.csv` (step, layer, layer_fraction, mean_cos), and the held-out
+    next-token loss and perplexity (exp of the loss), appended to `metrics.jsonl` as
+    `{"step", "heldout_loss", "heldout_perplexity"}` records. The loss is the mean over all
+    predicted tokens of the batch (every block has the same length, so the mean of the
+    per-piece means weighted by their sizes)."""
 
-    def __init__(self, path: Path, batch: dict[str, torch.Tensor], every: int):
+    def __init__(self, path: Path, batch: dict[str, torch.Tensor], every: int, metrics: Path | None = None):
         self.path, self.batch, self.every = Path(path), batch, every
+        self.metrics = Path(metrics) if metrics else None
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if state.is_world_process_zero:
@@ -70,16 +75,22 @@ class CondensationTracker(TrainerCallback):
 
     @torch.no_grad()
     def _snapshot(self, args, state, model) -> None:
+        import math
+
         from lmdisp.measure.condensation import CondensationAccumulator
 
         was_training = model.training
         model.eval()
         acc = CondensationAccumulator()
         device = next(model.parameters()).device
-        for start in range(0, len(self.batch["input_ids"]), args.per_device_train_batch_size):
-            piece = {k: v[start:start + args.per_device_train_batch_size].to(device)
-                     for k, v in self.batch.items() if k != "labels"}
-            acc.update(model(**piece, output_hidden_states=True).hidden_states)
+        size, total = args.per_device_train_batch_size, len(self.batch["input_ids"])
+        loss_sum = 0.0
+        for start in range(0, total, size):
+            piece = {k: v[start:start + size].to(device) for k, v in self.batch.items()}
+            out = model(**piece, output_hidden_states=True)
+            acc.update(out.hidden_states)
+            if getattr(out, "loss", None) is not None:
+                loss_sum += float(out.loss) * len(piece["input_ids"])
         model.train(was_training)
         if not state.is_world_process_zero:
             return
@@ -90,6 +101,12 @@ class CondensationTracker(TrainerCallback):
                 fh.write("step,layer,layer_fraction,mean_cos\n")
             for layer, value in enumerate(m):
                 fh.write(f"{state.global_step},{layer},{layer / max(len(m) - 1, 1):.6g},{value:.8g}\n")
+        if self.metrics is not None and "labels" in self.batch:
+            loss = loss_sum / total
+            record = {"step": state.global_step, "heldout_loss": round(loss, 6),
+                      "heldout_perplexity": round(math.exp(min(loss, 700.0)), 4), "time": round(time.time(), 3)}
+            with self.metrics.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
 
 
 class EvalHook(TrainerCallback):

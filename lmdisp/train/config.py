@@ -52,6 +52,29 @@ def parse_tokens(value: int | float | str) -> int:
     return int(float(m.group(1)) * scale)
 
 
+TAU_MIN = 1e-6
+
+
+def check_report_to(value: str) -> str:
+    """`none`, `all`, or a comma list of the Trainer's integrations, each installed."""
+    import importlib.util
+
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    names = [v.strip() for v in str(value).split(",") if v.strip()] or ["none"]
+    if names in (["none"], ["all"]):
+        return names[0]
+    valid = sorted(INTEGRATION_TO_CALLBACK)
+    bad = [n for n in names if n not in valid]
+    require(not bad, f"--report-to {', '.join(bad)}: choose none, all or any of {', '.join(valid)}")
+    packages = {"tensorboard": ("tensorboard", "tensorboardX"), "azure_ml": ("azureml",), "flyte": ("flytekit",),
+                "kubeflow": ("kubeflow",)}
+    missing = [n for n in names if not any(importlib.util.find_spec(p) for p in packages.get(n, (n,)))]
+    require(not missing, f"--report-to {', '.join(missing)}: the package is not installed (pip install "
+            f"{' '.join(packages.get(m, (m,))[0] for m in missing)}), or use --report-to none")
+    return ",".join(names)
+
+
 def canonical_loss(name: str) -> str:
     """`l2_repel` and `l2-repel` are one loss: the CLI spelling is the canonical one."""
     return str(name).replace("_", "-")
@@ -64,8 +87,8 @@ class TrainConfig:
     # -- model and data
     model: str = option("gpt2", "Hub id, folder, .gguf, alias or random:<config> (pretrain: a config name).",
                         short="-m", panel=_DATA)
-    dataset: str = option("wikitext", "wikitext (wikitext-103-raw-v1), builtin, a local file/folder or an HF id.",
-                          panel=_DATA)
+    dataset: str = option("wikitext", "wikitext (wikitext-103-raw-v1), fineweb-edu, measure's corpora (wikipedia, "
+                          "pubmed, imdb, squad), builtin (offline), a local file/folder or an HF id.", panel=_DATA)
     text_field: str | None = option(None, "Text column of a hub/local dataset.", panel=_DATA)
     subset: str | None = option(None, "Hub dataset config name.", cli="set")
     split: str = option("train", "Dataset split.", cli="set")
@@ -135,20 +158,27 @@ class TrainConfig:
                                     "or an eval YAML.", cli="set")
     eval_include_path: str | None = option(None, "Folder(s) of task YAMLs for eval_tasks (local data).", cli="set")
     eval_limit: float | None = option(None, "Examples per task for the periodic evaluation.", cli="set")
-    report_to: str = option("none", "none | tensorboard | wandb (the Trainer's report_to).", panel=_LOG)
+    report_to: str = option("none", "none | all | a comma list of the Trainer's integrations (tensorboard, wandb, "
+                            "mlflow, ...), each installed.", panel=_LOG)
     # -- the run folder
     trust_remote_code: bool = option(False, "Allow model repos to run their own Python code (only for repos "
                                      "you trust).", panel=_RUN)
     init: str = option("pretrained", "pretrained (midtrain, distill) or scratch (pretrain).", cli="fixed")
     output: str | None = option(None, "Run folder: new, or the one to --resume.", short="-o", panel=_RUN)
     results_dir: str = option("results", "Where timestamped run folders go.", cli="set")
-    resume: bool = option(False, "Continue the run in --output.", panel=_RUN)
+    resume: bool = option(False, "Continue the run in --output from its newest complete checkpoint.", panel=_RUN)
+    resume_from: str | None = option(None, "Continue the run in --output from this checkpoint instead "
+                                     "(checkpoint-N, or a path to one); implies --resume.", cli="set")
     num_proc: int | None = option(None, "Tokenizer processes while building token shards (default: the fast "
                                   "tokenizer's own threads).", cli="set")
     cache_dir: str | None = option(None, "Token-shard cache (default: $LMDISP_CACHE/tokens, "
                                    "~/.cache/lmdisp/tokens).", cli="set")
 
     def __post_init__(self):
+        for field, value in vars(self).items():  # nan and inf pass every comparison below
+            if isinstance(value, float) and not math.isfinite(value):
+                where = option_name(TrainConfig, field)
+                raise ConfigError(f"{where}{'' if where.endswith('=') else ' '}{value}: must be a finite number")
         self.loss = canonical_loss(self.loss)
         name = lambda n: option_name(TrainConfig, n)  # noqa: E731 - the option the user can type
         from lmdisp.train.losses import LOCATIONS
@@ -177,14 +207,36 @@ class TrainConfig:
         require(0 <= self.distill_alpha <= 1, f"{name('distill_alpha')}{self.distill_alpha}: must be in [0, 1]")
         require(self.distill_temperature > 0, f"{name('distill_temperature')}{self.distill_temperature}: must be > 0")
         require(self.noise_alpha >= 0, f"{name('noise_alpha')}{self.noise_alpha}: must be >= 0")
+        self.resume = self.resume or bool(self.resume_from)
         require(not self.resume or self.output, "--resume needs --output: the run folder to continue")
         if self.output:
             parent = Path(self.output).expanduser().resolve().parent
-            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}")
+            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}" if not parent.exists()
+                    else f"--output: its parent {parent} is a file, not a folder")
         for field in ("logging_steps", "save_steps"):
             require(getattr(self, field) >= 1, f"{name(field)} must be >= 1")
-        for field in ("condensation_every", "eval_every", "save_total_limit", "eval_points"):
-            require(getattr(self, field) >= 0, f"{name(field)} must be >= 0")
+        for field in ("condensation_every", "eval_every", "save_total_limit", "eval_points", "weight_decay"):
+            require(getattr(self, field) >= 0, f"{name(field)} must be >= 0 (got {getattr(self, field)})")
+        for field in ("condensation_sequences", "lora_r", "lora_alpha", "forget_lr", "max_grad_norm"):
+            require(getattr(self, field) > 0, f"{name(field)} must be > 0 (got {getattr(self, field)})")
+        require(self.num_proc is None or self.num_proc >= 1, f"{name('num_proc')} must be >= 1")
+        require(self.eval_limit is None or self.eval_limit > 0, f"{name('eval_limit')} must be > 0")
+        for field in ("adam_beta1", "adam_beta2"):
+            require(0 <= getattr(self, field) < 1, f"{name(field)} must be in [0, 1) (got {getattr(self, field)})")
+        self._check_tau()
+        self.report_to = check_report_to(self.report_to)
+
+    def _check_tau(self) -> None:
+        """The regularisers are log-sum-exps of -distance / tau: finite in float32 for any tau
+        >= TAU_MIN (checked down to 1e-12), but their value and gradient scale as 1 / tau, so
+        lambda * reg swamps the cross-entropy far from the paper's range (0.1 .. 10)."""
+        require(self.tau >= TAU_MIN, f"--tau {self.tau:g}: must be >= {TAU_MIN:g} (the regulariser scales as 1 / tau)")
+        if self.regularizer in ("dispersion", "l2_repel", "infonce_cos") and not 0.01 <= self.tau <= 100:
+            import logging
+
+            logging.getLogger("lmdisp").warning(
+                "--tau %g is far from the paper's range (0.1 .. 10): the regulariser scales as 1 / tau, so "
+                "lambda * reg %s the cross-entropy", self.tau, "dominates" if self.tau < 0.01 else "barely moves")
 
     @property
     def regularizer(self) -> str | None:

@@ -65,10 +65,12 @@ def register(name: str) -> Callable:
 
 
 def get_loss(name: str) -> Callable[..., torch.Tensor]:
-    """The registered loss called `name`; `ConfigError` listing the valid names otherwise."""
-    if name not in LOSSES:
-        raise ConfigError(f"unknown regulariser {name!r}; valid: {', '.join(sorted(LOSSES))}")
-    return LOSSES[name]
+    """The registered loss called `name` (`l2_repel` or the CLI's `l2-repel`: one vocabulary);
+    `ConfigError` listing the valid names otherwise."""
+    key = str(name).replace("-", "_")
+    if key not in LOSSES:
+        raise ConfigError(f"unknown regulariser {name!r}; valid: {', '.join(sorted(LOSSES))} (or with -)")
+    return LOSSES[key]
 
 
 # ---------------------------------------------------------------- shared pieces

@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmdisp.config import as_dict
-from lmdisp.errors import ConfigError, DataError, RunDirError
+from lmdisp.errors import ConfigError, DataError, Interrupted
 from lmdisp.runs import RunDir, peak_memory, save_figure, write_json
 from lmdisp.train.config import TrainConfig
+from lmdisp.train.folder import check_output, final_losses, prepare_run_dir, resume_point, train_labels
 from lmdisp.train.trainer import DispersionTrainer
-
-# Fields that may differ when the same run folder is continued.
-_RESUME_FREE = {"resume", "output", "results_dir", "num_proc", "report_to", "cache_dir"}
-
 
 @dataclass
 class TrainRun:
@@ -45,37 +42,6 @@ def _dist_state():
     from accelerate import PartialState
 
     return PartialState(cpu=_use_cpu())
-
-
-def prepare_run_dir(cfg: TrainConfig, command: str, state) -> Path:
-    """Create (main process) or agree on (all processes) the run folder; guard reuse."""
-    import yaml
-
-    path = None
-    if state.is_main_process:
-        out = Path(cfg.output) if cfg.output else None
-        if out is not None and (out / "config.yaml").is_file():
-            old = yaml.safe_load((out / "config.yaml").read_text()) or {}
-            new = as_dict(cfg)
-            diff = sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE and old.get(k) != new.get(k))
-            if diff:
-                shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
-                raise RunDirError(f"{out} holds a run with a different config ({shown}); use a new --output")
-            if not cfg.resume:
-                raise RunDirError(f"{out} already holds this run; pass --resume to continue it, "
-                                  "or choose a new --output")
-            path = out
-        else:
-            name = f"{Path(cfg.model).name or cfg.model}-{cfg.loss}-seed{cfg.seed}"
-            path = RunDir.create(command, name, root=cfg.results_dir, output=out).path
-            RunDir(path, command).write_manifest(as_dict(cfg), seed=cfg.seed, status="running",
-                                                 labels=train_labels(cfg), world_size=state.num_processes,
-                                                 learning_rate=cfg.scaled_lr(state.num_processes))
-    if state.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        path = broadcast_object_list([path])[0]
-    return Path(path)
 
 
 def build_data(cfg: TrainConfig, tokenizer, progress=None):
@@ -188,11 +154,6 @@ def _apply_lora(model, cfg: TrainConfig):
                                             target_modules="all-linear", task_type="CAUSAL_LM"))
 
 
-def train_labels(cfg: TrainConfig) -> dict:
-    """The report labels of a training run (read by `lmdisp evaluate` from its manifest)."""
-    return {"base_model": cfg.base_label(), "method": cfg.method_label(), "seed": cfg.seed}
-
-
 def build_trainer(cfg: TrainConfig, tokenizer, train, args, callbacks: list):
     """Load the model (and the teacher of a distill run) and wrap it in the run's trainer."""
     from transformers import default_data_collator
@@ -226,7 +187,7 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
     """Validate, prepare data, load the model, train (or resume), save; return the run.
     `callbacks` are extra `TrainerCallback`s (the CLI passes its progress bar);
     `data_progress(report)` is called while token shards are built (`lmdisp.train.shards`)."""
-    from lmdisp.models import check_model, default_tokenizer, load_tokenizer
+    from lmdisp.models import check_causal_lm, check_model, check_vocabulary, default_tokenizer, load_tokenizer
 
     started = time.time()
     if cfg.init == "scratch" and not cfg.model.startswith("random:"):
@@ -236,24 +197,54 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
     max_steps = cfg.max_steps(world)          # refuses a budget below one step
     if (command == "distill") != bool(cfg.teacher):
         raise ConfigError("distill needs --teacher" if command == "distill" else "--teacher applies to distill only")
-    check_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    if cfg.teacher:
-        check_model(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
+    resuming = check_output(cfg, command)     # before any data or weights load
+    state.wait_for_everyone()                 # every rank checked before the main one makes the folder
+    for spec in filter(None, (cfg.model, cfg.teacher)):
+        check_model(spec, trust_remote_code=cfg.trust_remote_code)
+        check_causal_lm(spec, trust_remote_code=cfg.trust_remote_code)
     _check_positions(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer or default_tokenizer(cfg.model), trust_remote_code=cfg.trust_remote_code)
+    for spec in filter(None, (cfg.model, cfg.teacher)):
+        check_vocabulary(spec, tokenizer, trust_remote_code=cfg.trust_remote_code)
     train, heldout = build_data(cfg, tokenizer, data_progress)   # refuses an empty corpus, before the model loads
-    run_dir = prepare_run_dir(cfg, command, state)
-
-    callbacks = [*_callbacks(cfg, run_dir, heldout, max_steps), *callbacks]
-    trainer = build_trainer(cfg, tokenizer, train, training_arguments(cfg, run_dir, max_steps, world), callbacks)
-    resume = _resume_point(run_dir, state) if cfg.resume else None
+    run_dir, fresh = prepare_run_dir(cfg, command, state, resuming)
+    try:
+        trainer, resume = _trainer(cfg, run_dir, state, tokenizer, train, heldout, max_steps, world, callbacks)
+    except BaseException:
+        if fresh and state.is_main_process:  # refused before its first step: leave no folder behind
+            RunDir(run_dir, command).discard_if_empty(keep=("config.yaml", "manifest.json"))
+        raise
     try:
         with peak_memory() as mem:
             trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{command} stopped at step {trainer.state.global_step}; continue with: lmdisp {command} "
+                          f"--config {run_dir / 'config.yaml'} --output {run_dir} --resume") from None
     finally:  # a failed run (NaN, Ctrl-C) must not leave the terminal inside a live progress bar
-        for cb in callbacks:
+        for cb in trainer.callback_handler.callbacks:
             if hasattr(cb, "close"):
                 cb.close()
+    final = _save_final(cfg, run_dir, state, trainer, tokenizer)
+    if state.is_main_process:
+        _finish(cfg, run_dir, started, mem, trainer, command)
+    state.wait_for_everyone()
+    return TrainRun(run_dir, final, trainer.state.global_step, list(trainer.state.log_history))
+
+
+
+def _trainer(cfg, run_dir, state, tokenizer, train, heldout, max_steps, world, callbacks):
+    """The trainer (`build_trainer`) and the checkpoint to resume from."""
+    args = training_arguments(cfg, run_dir, max_steps, world)
+    resume = resume_point(run_dir, state, cfg.resume_from) if cfg.resume else None
+    callbacks = [*_callbacks(cfg, run_dir, heldout, max_steps), *callbacks]
+    return build_trainer(cfg, tokenizer, train, args, callbacks), resume
+
+
+def _save_final(cfg, run_dir: Path, state, trainer, tokenizer) -> Path:
+    """`final/`: the model (LoRA merged; the adapter kept in `adapter/`) and tokenizer, with
+    ordinary file permissions."""
+    from lmdisp.runs import make_readable
+
     final = run_dir / "final"
     if cfg.lora:  # keep the adapter, and make `final` a plain model every command can load
         trainer.save_model(str(run_dir / "adapter"))
@@ -263,9 +254,10 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
         trainer.save_model(str(final))           # main process only, safetensors
     if state.is_main_process:
         tokenizer.save_pretrained(final)
-        _finish(cfg, run_dir, started, mem, trainer, command)
-    state.wait_for_everyone()
-    return TrainRun(run_dir, final, trainer.state.global_step, list(trainer.state.log_history))
+        for folder in (final, run_dir / "adapter"):
+            if folder.is_dir():
+                make_readable(folder)
+    return final
 
 
 def _callbacks(cfg: TrainConfig, run_dir: Path, heldout, max_steps: int) -> list:
@@ -274,7 +266,8 @@ def _callbacks(cfg: TrainConfig, run_dir: Path, heldout, max_steps: int) -> list
 
     callbacks = [JsonlLogger(run_dir / "metrics.jsonl")]
     if heldout is not None:
-        callbacks.append(CondensationTracker(run_dir / "condensation.csv", heldout, cfg.condensation_every))
+        callbacks.append(CondensationTracker(run_dir / "condensation.csv", heldout, cfg.condensation_every,
+                                             metrics=run_dir / "metrics.jsonl"))
     if cfg.loss == "active-forgetting":
         callbacks.append(ActiveForgetting(cfg.forget_every, cfg.seed))
     if cfg.eval_every or cfg.eval_tasks:
@@ -282,29 +275,6 @@ def _callbacks(cfg: TrainConfig, run_dir: Path, heldout, max_steps: int) -> list
         callbacks.append(EvalHook(every, cfg.eval_tasks, run_dir, labels=train_labels(cfg),
                                   include_path=cfg.eval_include_path, limit=cfg.eval_limit))
     return callbacks
-
-
-def _resume_point(run_dir: Path, state) -> str | None:
-    """The newest complete checkpoint. The Trainer writes `trainer_state.json` last, so a
-    checkpoint without a readable one was cut short by a kill: the main process moves it
-    aside (`.incomplete-checkpoint-N`) and the run resumes from the one before."""
-    import json
-    import re
-
-    folder = run_dir / "checkpoints"
-    found = None
-    if folder.is_dir():
-        ckpts = [p for p in folder.iterdir() if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir()]
-        for ckpt in sorted(ckpts, key=lambda p: int(p.name.split("-")[1]), reverse=True):
-            try:
-                json.loads((ckpt / "trainer_state.json").read_text())
-                found = str(ckpt)
-                break
-            except (OSError, ValueError):
-                if state.is_main_process:
-                    ckpt.rename(ckpt.with_name(f".incomplete-{ckpt.name}-{int(time.time())}"))
-    state.wait_for_everyone()
-    return found
 
 
 def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer, command: str) -> None:
@@ -319,7 +289,8 @@ def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer,
     world, data = trainer.args.world_size, trainer.train_dataset
     rule = f"lr {cfg.lr} x sqrt(world size {world})" if cfg.scale_lr else f"lr {cfg.lr}, not scaled (scale_lr off)"
     extra = {"steps": trainer.state.global_step, "world_size": world,
-             "learning_rate": trainer.args.learning_rate, "learning_rate_rule": rule, "memory": mem,
+             "learning_rate": trainer.args.learning_rate, "learning_rate_rule": rule,
+             **final_losses(run_dir / "metrics.jsonl"), "memory": mem,
              "data": {"token_file": str(data.path), "first_block": data.start, "train_blocks": len(data),
                       "context_length": data.context_length},
              "wall_time_s": round(time.time() - started, 3)}

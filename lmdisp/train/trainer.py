@@ -152,7 +152,12 @@ class DispersionTrainer(Trainer):
                 sums = self.accelerator.reduce(sums, reduction="sum")
             if not bool(torch.isfinite(sums).all()):
                 self._flush_metrics()
-        return super()._save_checkpoint(model, trial)
+        out = super()._save_checkpoint(model, trial)
+        if self.args.should_save:  # safetensors leaves its files private (0600): make them ordinary files
+            from lmdisp.runs import make_readable
+
+            make_readable(self.args.output_dir)
+        return out
 
     def train(self, *args, **kwargs):
         self._train_start = self._last_log_time = time.perf_counter()

@@ -1,0 +1,51 @@
+"""Task names lm-eval knows, and why a task of your own may look unknown.
+
+lm-eval's `TaskManager` indexes every task YAML of its registry and of `--include-path`,
+and silently skips a YAML it cannot parse: the task it defines then reads as "unknown".
+`broken_task_yaml` finds such files and shows the YAML error instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmdisp.errors import ConfigError
+
+
+def broken_task_yaml(include_path: list[str], names: list[str]) -> None:
+    """lm-eval skips a task YAML it cannot parse, so its task looks unknown: show the YAML
+    error instead (the file naming the task first, else the first broken file)."""
+    import yaml
+
+    class _AnyTag(yaml.SafeLoader):  # lm-eval's own tags (!function ...) are not errors here
+        pass
+
+    _AnyTag.add_multi_constructor("!", lambda loader, suffix, node: None)
+    broken = []
+    for folder in include_path:
+        for file in sorted(Path(folder).rglob("*.y*ml")):
+            try:
+                text = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                broken.append((True, f"{file}: cannot read it ({exc}), so lm-eval skipped it"))
+                continue
+            try:
+                yaml.load(text, Loader=_AnyTag)  # noqa: S506 - a SafeLoader subclass
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f", line {mark.line + 1}" if mark is not None else ""
+                why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                broken.append((not any(n in text for n in names), f"{file}{where}: not valid YAML ({why}), so "
+                               "lm-eval skipped it"))
+    if broken:
+        raise ConfigError(sorted(broken)[0][1] + f" (unknown task(s): {', '.join(names)})")
+
+
+def list_tasks(include_path: list[str], pattern: str = "*") -> list[str]:
+    """The task, group and tag names lm-eval knows (with `include_path`), matching a glob."""
+    import fnmatch
+
+    from lm_eval.tasks import TaskManager
+
+    tm = TaskManager(include_path=include_path or None)
+    return sorted(n for n in tm.all_tasks if fnmatch.fnmatch(n, pattern or "*"))
