@@ -36,7 +36,7 @@ def _run(config, sets, flags, preset) -> None:
     cfg = load_evaluate_config(preset or config, flags, sets, config_option="--config" if config else "--preset")
     stage = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
     if cfg.checkpoints == "all":
-        from lmdisp.eval.harness import run_evaluate_checkpoints
+        from lmdisp.eval.checkpoints import run_evaluate_checkpoints
 
         runs = run_evaluate_checkpoints(cfg, stage=stage)
         for run in runs:

@@ -77,14 +77,19 @@ def load_corpus(spec: str = "wikipedia", *, text_field: str | None = None,
     if spec.endswith(tuple(LOCAL_FORMATS)) or spec.startswith((".", "/", "~")):
         raise DataError(f"corpus file not found: {spec}")
     if not text_field:
-        import difflib
-
-        close = difflib.get_close_matches(spec, [*PAPER_CORPORA, *TRAIN_CORPORA, "builtin"], 2)
-        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        raise DataError(f"--dataset {spec}: not a named corpus{hint}; a hub dataset id needs --text-field "
-                        f"(the column holding text). Named corpora: {', '.join([*PAPER_CORPORA, *TRAIN_CORPORA])}, "
-                        "builtin")
+        raise unknown_corpus(spec)
     return _load_hub(spec, spec, subset, split, text_field)
+
+
+def unknown_corpus(spec: str) -> DataError:
+    """A `--dataset` that is no named corpus, no local file and has no --text-field for the hub."""
+    import difflib
+
+    close = difflib.get_close_matches(spec, [*PAPER_CORPORA, *TRAIN_CORPORA, "builtin"], 2)
+    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+    return DataError(f"--dataset {spec}: not a named corpus{hint}; a hub dataset id needs --text-field "
+                     f"(the column holding text). Named corpora: {', '.join([*PAPER_CORPORA, *TRAIN_CORPORA])}, "
+                     "builtin")
 
 
 def _load_local(path: Path, text_field: str | None) -> Corpus:
@@ -182,7 +187,7 @@ def read_texts(path: str | Path) -> list[str]:
                         "{\"text\": ...} objects; corpora (.parquet, folders, hub ids) go to --dataset")
     lines = _utf8_lines(path, "--texts ")
     if path.suffix in (".jsonl", ".json"):
-        texts = [_json_text(line, path, i, "text", "--texts ") for i, line in lines]
+        texts = [json_text(line, path, i, "text", "--texts ") for i, line in lines]
     else:
         texts = [line for _, line in lines]
     if not texts:
@@ -205,7 +210,7 @@ def _utf8_lines(path: Path, what: str = "") -> list[tuple[int, str]]:
     return [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
 
 
-def _json_text(line: str, path: Path, number: int, field: str, what: str = "") -> str:
+def json_text(line: str, path: Path, number: int, field: str, what: str = "") -> str:
     import json
 
     try:
@@ -238,7 +243,7 @@ def check_local_file(path: Path, kind: str, field: str) -> None:
     lines = _utf8_lines(path)
     if kind == "json" and path.suffix == ".jsonl":
         for number, line in lines:
-            _json_text(line, path, number, field)
+            json_text(line, path, number, field)
 
 
 def cycle_texts(texts: Sequence[str], repetitions: int) -> list[str]:

@@ -243,7 +243,7 @@ def _obj_name(obj) -> str:
 
 def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step: int | None = None) -> EvaluateRun:
     """Check names and model, load task data, then the model; evaluate; write the run folder.
-    `training_step` labels the evaluation of a checkpoint (see `run_evaluate_checkpoints`)."""
+    `training_step` labels the evaluation of a checkpoint (see `lmdisp.eval.checkpoints`)."""
     from lmdisp.models import check_model, resolve_device
 
     RunDir.check("evaluate", root=cfg.results_dir, output=cfg.output)  # before any work: no result lost
@@ -276,51 +276,6 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
     return write_evaluation(run, raw, plan, cfg, seed=seed, labels=labels, model=target.spec,
                             model_info=model_info, training_run=target.run, training=target.training,
                             training_step=training_step)
-
-
-def saved_checkpoints(run: Path) -> list[tuple[int, Path]]:
-    """(step, folder) of a training run's complete checkpoints (trainer_state.json is written
-    last), oldest first."""
-    folder = run / "checkpoints"
-    found = [(int(m.group(1)), c) for c in (folder.iterdir() if folder.is_dir() else [])
-             if (m := re.fullmatch(r"checkpoint-(\d+)", c.name)) and (c / "trainer_state.json").is_file()]
-    return sorted(found)
-
-
-def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) -> list[EvaluateRun]:
-    """`--checkpoints all`: evaluate every saved checkpoint of the training run `cfg.model`,
-    one run folder `<output>/step-N` each, labelled with its training step. Steps whose folder
-    already holds `tasks.csv` are skipped, so an interrupted call continues where it stopped."""
-    import dataclasses
-
-    path = Path(cfg.model).expanduser()
-    run = training_run_of(path) if path.is_dir() else None
-    require(run is not None and run == path,
-            f"--checkpoints all: {cfg.model} is not a training run folder (midtrain/pretrain/distill)")
-    ckpts = saved_checkpoints(run)
-    require(bool(ckpts), f"--checkpoints all: {cfg.model} has no saved checkpoint in checkpoints/ (train "
-            "with --set eval_points=5, or save_steps and save_total_limit=0, to keep them)")
-    check_task_names(task_manager(cfg.include_path, list(cfg.tasks)), list(cfg.tasks), cfg.include_path)
-    out = Path(cfg.output) if cfg.output else None
-    if out is None or not (out.is_dir() and all(re.fullmatch(r"step-\d+", c.name) or c.name == LOG_FILE
-                                                for c in out.iterdir())):
-        out = RunDir.create("evaluate", path.name, root=cfg.results_dir, output=cfg.output).path
-    runs = []
-    try:
-        for step, folder in ckpts:
-            target = out / f"step-{step}"
-            if (target / "tasks.csv").is_file():
-                continue
-            if target.is_dir() and not any(target.iterdir()):
-                target.rmdir()
-            if stage:
-                stage(f"checkpoint at step {step}")
-            one = dataclasses.replace(cfg, model=str(folder), output=str(target), checkpoints="final")
-            runs.append(run_evaluate(one, stage, training_step=step))
-    except BaseException:
-        RunDir(out, "evaluate").discard_if_empty()  # nothing written: leave no empty folder behind
-        raise
-    return runs
 
 
 CACHE_DIR = "lm_eval_cache"

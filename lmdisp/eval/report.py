@@ -33,13 +33,13 @@ from typing import Any
 from lmdisp.config import as_dict, option, require
 from lmdisp.errors import ConfigError, DataError
 from lmdisp.eval.results import read_manifest, read_tasks_csv
+from lmdisp.eval.selection import SELECTIONS, select_runs
 from lmdisp.runs import RunDir, save_figure, slugify, write_table, write_text
 
 # Display order of the methods inside a block (the paper's Table 2); others follow by name.
 METHOD_ORDER = ("base", "ce", "noisy-embedding", "active-forgetting", "decorrelation", "l2-repel", "l2-repel-paper",
                 "orthogonalization", "infonce-cos", "dispersion")
 DASH = "—"
-SELECTIONS = ("final", "best")
 
 
 @dataclass
@@ -222,40 +222,6 @@ def build_table(long, tasks: list[str] | None = None, reference: str = "dispersi
     return table, tasks, notes
 
 
-def select_runs(long, tasks: list[str], select: str, notes: list[str]):
-    """One evaluation per (base model, method, seed); adds `step_label` (the training step, or
-    `final` / `—` for an evaluation without one). `final`: a final evaluation (no training
-    step) beats the checkpoints' ones, a later step an earlier one, a later run an earlier one.
-    `best`: the evaluation with the highest average over `tasks` (complete ones only; ties go
-    to the later step), as the authors' plot_results.py picks among their periodic evaluations."""
-    runs = long.drop_duplicates("run").assign(final=lambda d: d["training_step"].isna(),
-                                              step=lambda d: d["training_step"].fillna(-1))
-    runs = runs.sort_values(["final", "step", "created"], kind="stable")
-    key = ["base_model", "method", "seed"]
-    if select == "best":
-        scored = long[long["task"].isin(tasks)].groupby("run")["value"].agg(["mean", "count"])
-        runs = runs.join(scored, on="run")
-        runs["score"] = runs["mean"].where(runs["count"] == len(tasks))
-        runs = runs.sort_values(["score", "final", "step", "created"], kind="stable", na_position="first")
-    kept = runs.drop_duplicates(key, keep="last")
-    for (base, method, seed), g in runs.groupby(key, sort=False):
-        if len(g) > 1:
-            chosen = kept.set_index(key).loc[(base, method, seed)]
-            how = "the best average" if select == "best" else "the final one"
-            notes.append(f"{base} / {method} / seed {seed} was evaluated {len(g)} times; using {how} "
-                         f"(step {_step_label(chosen)}): {chosen['run']}")
-    labels = {r["run"]: _step_label(r) for _, r in kept.iterrows()}
-    long = long[long["run"].isin(labels)]
-    return long.assign(step_label=long["run"].map(labels))
-
-
-def _step_label(run) -> str:
-    step = run["training_step"]
-    if step is not None and step == step:  # neither None nor NaN
-        return str(int(step))
-    return "final" if run.get("training_run") else DASH
-
-
 def _split_mixed_settings(long, notes: list[str]):
     """Runs of one row scored by different backends (hf, vllm) or dtypes are never averaged
     together: each setting becomes its own row, `method [backend, dtype]`, with a note."""
@@ -320,8 +286,8 @@ def formatted(table, tasks: list[str], style: str = "plain") -> list[list[str]]:
         p = r["significance"]
         if style == "latex":
             p = f"$p < {p[4:]}$" if p.startswith("p < ") else {DASH: "--"}.get(p, p)
-        out.append([r["base_model"], r["method"], r["seeds"], r["steps"], *[cell(t, f"{t}_std", f"{t}_n") for t in tasks],
-                    cell("average", "average_std"), cell("rank"), p])
+        out.append([r["base_model"], r["method"], r["seeds"], r["steps"],
+                    *[cell(t, f"{t}_std", f"{t}_n") for t in tasks], cell("average", "average_std"), cell("rank"), p])
     return out
 
 

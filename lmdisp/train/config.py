@@ -265,7 +265,8 @@ class TrainConfig:
     def method_label(self) -> str:
         """The report label: the loss plus the settings that differ from the defaults,
         e.g. `dispersion (tau=0.5)`."""
-        shown = {"noisy-embedding": ("noise_alpha",), "active-forgetting": ("forget_every", "forget_lr")}
+        shown = {"noisy-embedding": ("noise_alpha",),
+                 "active-forgetting": ("forget_every", "forget_lr", "forget_schedule")}
         names = shown.get(self.loss, () if self.loss in BASELINES else ("lambda_disp", "tau", "location"))
         defaults = TrainConfig.__dataclass_fields__
         parts = [f"{n.replace('lambda_disp', 'lambda')}={getattr(self, n)}" for n in names

@@ -74,7 +74,9 @@ def resolve_source(spec: str, *, text_field: str | None = None, split: str = "tr
     if spec.endswith(tuple(_SUFFIX)) or spec.startswith((".", "/", "~")):
         raise DataError(f"corpus file not found: {spec}")
     if not text_field:
-        raise DataError(f"--dataset {spec}: a hub dataset needs --text-field (the column holding text)")
+        from lmdisp.data import unknown_corpus
+
+        raise unknown_corpus(spec)
     return Source(spec, "hub", spec, subset, split, text_field)
 
 
@@ -100,6 +102,25 @@ def _raw_records(src: Source) -> Iterator[str]:
 
 
 def _file_records(path: Path, kind: str, field_: str) -> Iterator[str]:
+    """A local file's records; a file that cannot be read as its format gets one line naming
+    the file, the line or row and the problem (`lmdisp.data.check_local_file`)."""
+    from lmdisp.data import check_local_file
+
+    if kind != "parquet":
+        with open(path, "rb") as fh:
+            if b"\0" in fh.read(8192):
+                raise DataError(f"{path}: a binary file, not text")
+    try:
+        yield from _read_file(path, kind, field_)
+    except DataError:
+        raise
+    except Exception as exc:  # UnicodeDecodeError, JSON errors, pyarrow's errors
+        check_local_file(path, "json" if kind == "jsonl" and path.suffix == ".jsonl" else kind, field_)
+        raise DataError(f"{path}: cannot read it as {kind} ({(str(exc).splitlines() or [type(exc).__name__])[0]})") \
+            from None
+
+
+def _read_file(path: Path, kind: str, field_: str) -> Iterator[str]:
     if kind == "parquet":
         import pyarrow.parquet as pq
 
@@ -117,8 +138,10 @@ def _file_records(path: Path, kind: str, field_: str) -> Iterator[str]:
             yield from (line.rstrip("\n") for line in fh)
         elif head == "[":  # one JSON array (read whole: such files are small)
             yield from (_field(r, field_, path) for r in json.load(fh))
-        else:                                  # JSON lines
-            yield from (_field(json.loads(line), field_, path) for line in fh if line.strip())
+        else:                                  # JSON lines: errors name the line
+            from lmdisp.data import json_text
+
+            yield from (json_text(line, path, n, field_) for n, line in enumerate(fh, 1) if line.strip())
 
 
 def _field(row, field_: str, path) -> str:
