@@ -50,14 +50,17 @@ def _print_table(run) -> None:
                   "and τ); L: blocks; cos[0], cos[L]: first and last layer; s: seconds")
     table.add_column("model", overflow="fold", min_width=12)  # a long path wraps; the numbers never shrink
     if sites:
-        table.add_column("site", overflow="fold", min_width=4)
-    columns = [("params", 7), ("L", 3), ("ρ", 6)] + ([("ρ CI", 13)] if wide else []) + \
-        [("τ", 6), ("cos[0]", 6), ("cos[L]", 6), ("s", 5)]
+        table.add_column("site", overflow="fold", min_width=8)
+    # on a narrow terminal the site column takes the place of params (both are in models.csv)
+    columns = ([("params", 7)] if wide or not sites else []) + [("L", 3), ("ρ", 6)] + \
+        ([("ρ CI", 13)] if wide else []) + [("τ", 6), ("cos[0]", 6), ("cos[L]", 6), ("s", 5)]
     for col, width in columns:
         table.add_column(col, justify="right", no_wrap=True, min_width=width)
     for row in run.table.itertuples(index=False):
         cells = [row.model] + ([row.site] if sites else [])
-        table.add_row(*cells, f"{row.params / 1e6:.1f}M", str(row.layers),
+        if wide or not sites:
+            cells.append(f"{row.params / 1e6:.1f}M")
+        table.add_row(*cells, str(row.layers),
                       f"{row.spearman_rho:+.3f}", *([_ci(row.rho_ci_low, row.rho_ci_high)] if wide else []),
                       f"{row.kendall_tau:+.3f}",
                       f"{row.mean_cos_first:.3f}", f"{row.mean_cos_last:.3f}", f"{row.wall_time_s:.1f}")
