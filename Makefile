@@ -3,6 +3,7 @@
 #   make test    run the offline test suite
 #   make toy     ce vs dispersion mid-training of a tiny model, offline (Figure 7 direction; README block)
 #   make bench   speed and memory of `measure` vs the authors' package (results/bench/)
+#   make geometry  where SmolLM2 condenses: sites, first token, isotropy views, extras' cost (offline)
 #   make bench-gpu   the GPU benchmark (measure, training, evaluation) on one card
 #   make bench-shards  time to the first training step with token shards, cache size
 #   make plan TABLE=table2   one training command per line, for a cluster scheduler
@@ -29,7 +30,7 @@ NGPUS  ?= $(shell if [ -n "$$CUDA_VISIBLE_DEVICES" ]; then echo "$$CUDA_VISIBLE_
                   else nvidia-smi -L 2>/dev/null | grep -c '^GPU'; fi)
 LAUNCH ?= $(if $(filter-out 0 1,$(NGPUS)),$(BIN)/torchrun --nproc_per_node $(NGPUS) -m lmdisp,$(LMDISP))
 
-.PHONY: install demo toy test test-fast bench bench-train bench-eval bench-gpu bench-shards wheels fig2 fig4 fig5 fig7 figS2 table2 table3 table4 plan clean
+.PHONY: install demo toy test test-fast bench geometry bench-train bench-eval bench-gpu bench-shards wheels fig2 fig4 fig5 fig7 figS2 table2 table3 table4 plan clean
 
 install: $(VENV)/.installed
 
@@ -64,6 +65,12 @@ test-fast: install
 
 bench: install
 	$(OFFLINE) $(BIN)/python bench/measure_speed.py --repetitions $(REPS)
+
+# Sites (residual/attn/mlp), first-token effect and isotropy views of the bundled SmolLM2-135M,
+# offline; writes results/bench/geometry.{png,md,json} and the README block `geometry`.
+GEOREPS ?= 8
+geometry: install
+	$(OFFLINE) $(BIN)/python bench/geometry.py --repetitions $(GEOREPS)
 
 bench-train: install
 	$(OFFLINE) $(BIN)/python bench/train_step.py

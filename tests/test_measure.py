@@ -60,6 +60,47 @@ def test_python_api_local_folder_and_fixed_texts(tiny_gpt2_dir, tmp_path):
     assert again.path != run.path and run.path.is_dir()
 
 
+def test_cli_sites_positions_intervals(run_cli, tmp_path):
+    out = tmp_path / "sites"
+    res = run_cli("measure", "random:tiny-gpt2", *FAST, "--site", "residual,mlp,attn", "--skip-first", "2",
+                  "--metrics", "centred,isoscore,rogue", "--bootstrap", "200", "--save-matrices", "--output", out)
+    assert res.code == 0, res.err
+    table = pd.read_csv(out / "models.csv")
+    assert list(table["site"]) == ["residual", "mlp", "attn"]
+    assert (table["rho_ci_low"] <= table["spearman_rho"] + 1e-12).all()
+    assert (table["spearman_rho"] <= table["rho_ci_high"] + 1e-12).all()
+    sub = out / "random-tiny-gpt2"
+    layers = pd.read_csv(sub / "layers.csv")
+    assert layers.groupby("site", sort=False).size().to_dict() == {"residual": 5, "mlp": 4, "attn": 4}
+    assert {"ci_low", "ci_high", "first_token_cos", "mean_cos_without_first", "centred_mean", "isoscore_mean",
+            "rogue_mean", "rogue_ci_low"} <= set(layers.columns)
+    assert (layers["ci_low"] <= layers["mean_cos"] + 1e-12).all() and (layers["mean_cos"] <= layers["ci_high"] + 1e-12).all()
+    summary = json.loads((sub / "summary.json").read_text())
+    assert summary["seq_len"] == 46 and summary["skip_first"] == 2 and summary["site"] == "residual"
+    assert set(summary["sites"]) == {"residual", "mlp", "attn"}
+    assert len(summary["sites"]["mlp"]["rogue_dims_by_layer"][0]) == 3
+    mats = np.load(sub / "matrices.npz")
+    assert mats["cossim_by_layer-mlp"].shape == (4, 46, 46)
+    positions = pd.read_csv(sub / "positions.csv")
+    mlp1 = positions[(positions["site"] == "mlp") & (positions["layer"] == 1)]
+    m = mats["cossim_by_layer-mlp"][0].astype(np.float64)
+    assert mlp1["mean_cos"].iloc[3] == pytest.approx(np.diagonal(m, 3).mean(), abs=1e-6)
+    for name in ("heatmap-mlp.png", "heatmap-attn.png", "heatmap-residual.png", "positions-mlp.png"):
+        assert (sub / name).is_file(), name
+
+
+def test_compare_two_models_adds_cka(run_cli, tmp_path):
+    out = tmp_path / "cmp"
+    res = run_cli("measure", "random:tiny-gpt2", "random:tiny-gpt2", *FAST, "--site", "hidden,mlp", "--compare",
+                  "--output", out)
+    assert res.code == 0, res.err
+    assert "Linear CKA" in res.out
+    cka = pd.read_csv(out / "compare.csv")
+    assert len(cka) == 5 + 4 and (out / "cka.png").is_file()
+    np.testing.assert_allclose(cka["cka"], 1.0, atol=1e-5)  # the same seed builds the same weights
+    assert len(pd.read_csv(out / "models.csv")) == 4
+
+
 @pytest.mark.slow
 def test_bundled_smollm2_condenses(run_cli, tmp_path):
     res = run_cli("measure", "--dataset", "builtin", "--repetitions", "2", "--max-length", "128",
@@ -101,6 +142,12 @@ def test_gguf_file_argument(run_cli, tmp_path, monkeypatch):
     (["--max-length", "1"], "--max-length must be >= 2"),
     (["--dtype", "float8"], "--dtype"),
     (["--metrics", "foo"], "--metrics"),
+    (["--skip-first", "511"], "--skip-first 511 leaves fewer than 2"),
+    (["--site", "hidden,hidden"], "listed twice"),
+    (["random:tiny-llama", "--dataset", "builtin", "--max-length", "64", "--site", "no.such.module"],
+     "matches no module"),
+    (["random:tiny-gpt2", "--compare"], "--compare needs exactly two models"),
+    (["--bootstrap", "-1"], "--bootstrap must be >= 0"),
     (["--output", "/nonexistent/parent/run"], "parent folder does not exist"),
     (["--dataset", "imdb"], "cannot load dataset"),
     (["./no/such/folder"], "neither a model folder"),

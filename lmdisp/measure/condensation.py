@@ -17,13 +17,16 @@ Clipping to [-1, 1] only removes float rounding (|cos| <= 1 in exact arithmetic)
 applied to the mean matrix once at the end; the result equals the mean of clipped matrices
 to float32 rounding.
 
-Optional geometry metrics (`metrics=("entropy", "variance")`), each from the singular
-values s_k of the normalised token matrix Z_hat (not centred: a perfect cone is rank one):
+Optional geometry metrics (`metrics=(...)`, see `lmdisp.measure.geometry` for each formula and
+reference): `entropy` (effective rank), `variance` (maximum explainable variance), `centred`
+(centred cosine), `isoscore` (IsoScore) and `rogue` (share of the cosine in the top-k
+dimensions). Each is one value per repetition and layer, shape (R, L+1).
 
-- `entropy`: singular-value entropy H = -sum p_k log p_k, p_k = s_k / sum s; the effective
-  rank is exp(H) (Roy & Vetterli 2007). Lower = more condensed.
-- `variance`: maximum explainable variance s_1^2 / sum s_k^2, the share of the token
-  matrix's energy along its top direction. Higher = more condensed.
+Positions, from the mean matrices alone (no extra pass): `distance_profile` gives, per layer,
+the mean of M_l[i, j] over all pairs with |i - j| = delta, for delta = 0..S-1; `first_token_stats`
+gives the first position's mean similarity to the others, (1/(S-1)) sum_{j>0} M_l[0, j], next
+to the mean of M_l without the first row and column (how much one token, often an attention
+sink with massive activations, moves m_l).
 """
 
 from __future__ import annotations
@@ -34,29 +37,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
-NORM_EPS = 1e-3
-METRICS = ("entropy", "variance")
+from lmdisp.measure.geometry import (METRICS, NORM_EPS, batch_metrics, dimension_contributions, normalize_rows,
+                                     singular_value_metrics)
 
-
-def normalize_rows(z: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
-    """z_i / max(||z_i||, eps) along the last dimension, computed in float32."""
-    z = z.float()
-    return z / z.norm(dim=-1, keepdim=True).clamp_min(eps)
+__all__ = ["METRICS", "NORM_EPS", "normalize_rows", "singular_value_metrics", "cosine_matrix",
+           "CondensationResult", "CondensationAccumulator", "trend", "last_n_means", "layer_histograms",
+           "distance_profile", "first_token_stats"]
 
 
 def cosine_matrix(z: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
     """C = Z_hat Z_hat^T clipped to [-1, 1], for z of shape [..., S, d]."""
     zn = normalize_rows(z, eps)
     return (zn @ zn.transpose(-1, -2)).clamp_(-1.0, 1.0)
-
-
-def singular_value_metrics(zn: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Entropy of normalised singular values and top-direction variance share, per matrix."""
-    s = torch.linalg.svdvals(zn.float())
-    p = s / s.sum(-1, keepdim=True).clamp_min(1e-12)
-    entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(-1)
-    energy = s.square()
-    return {"entropy": entropy, "variance": energy[..., 0] / energy.sum(-1).clamp_min(1e-12)}
 
 
 @dataclass
@@ -68,6 +60,7 @@ class CondensationResult:
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # metric -> (R, L+1)
     logits_matrix: np.ndarray | None = None  # (S, S) mean over repetitions, if requested
     logits_rep_means: np.ndarray | None = None
+    dim_contributions: list[np.ndarray] | None = None  # per layer, mean CC_i over repetitions (`rogue`)
 
     @property
     def layer_means(self) -> np.ndarray:
@@ -82,11 +75,13 @@ class CondensationResult:
 class CondensationAccumulator:
     """Running sums of cosine matrices per layer; feed it hidden states batch by batch."""
 
-    def __init__(self, metrics: Sequence[str] = ()):
+    def __init__(self, metrics: Sequence[str] = (), top_k: int = 3):
         unknown = set(metrics) - set(METRICS)
         if unknown:
             raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
         self.metrics = tuple(metrics)
+        self.top_k = top_k
+        self._cc_sum: list[torch.Tensor] | None = None
         self.sum: torch.Tensor | None = None
         self.logits_sum: torch.Tensor | None = None
         self.count = 0
@@ -111,9 +106,11 @@ class CondensationAccumulator:
             flat = zn.transpose(0, 1).reshape(seq, -1)                      # [S, B*d]
             self.sum[layer].addmm_(flat, flat.T)                            # += sum_b Z_b Z_b^T
             means[:, layer] = zn.mean(dim=1).square().sum(-1)
-            for name, value in (singular_value_metrics(zn).items() if self.metrics else ()):
-                if name in extra:
-                    extra[name][:, layer] = value
+            for name, value in (batch_metrics(h.to(device), zn, self.metrics, self.top_k).items()
+                                if self.metrics else ()):
+                extra[name][:, layer] = value
+            if "rogue" in self.metrics:
+                self._add_contributions(layer, len(hidden_states), dimension_contributions(zn).sum(0))
         self._rep_means.append(means.cpu())
         for name in self.metrics:
             self._extra[name].append(extra[name].cpu())
@@ -126,6 +123,11 @@ class CondensationAccumulator:
             self._logit_means.append(zn.mean(dim=1).square().sum(-1).cpu())
         self.count += batch
 
+    def _add_contributions(self, layer: int, n_layers: int, cc: torch.Tensor) -> None:
+        if self._cc_sum is None:
+            self._cc_sum = [None] * n_layers
+        self._cc_sum[layer] = cc if self._cc_sum[layer] is None else self._cc_sum[layer] + cc
+
     def result(self) -> CondensationResult:
         """The means. Divides the running sums in place (no second S x S copy per layer), so
         call it once, after the last `update`."""
@@ -136,9 +138,11 @@ class CondensationAccumulator:
             logits = None
             if self.logits_sum is not None:
                 logits = self.logits_sum.div_(self.count).clamp_(-1.0, 1.0).cpu().numpy()
+        cc = None if self._cc_sum is None else [(c / self.count).double().cpu().numpy() for c in self._cc_sum]
         self.count = 0  # the sums are means now: further updates would be wrong
-        self.sum = self.logits_sum = None
+        self.sum = self.logits_sum = self._cc_sum = None
         return CondensationResult(
+            dim_contributions=cc,
             mean_matrices=mean,
             rep_means=torch.cat(self._rep_means).double().numpy(),
             extra={m: torch.cat(v).double().numpy() for m, v in self._extra.items()},
@@ -168,3 +172,18 @@ def layer_histograms(mean_matrices: np.ndarray, bins: int = 128) -> np.ndarray:
     """Density histogram of the entries of each M_l on [-1, 1] (the Figure 2a heatmap)."""
     return np.stack([np.histogram(m.ravel(), bins=bins, range=(-1, 1), density=True)[0]
                      for m in mean_matrices])
+
+
+def distance_profile(mean_matrices: np.ndarray) -> np.ndarray:
+    """(L+1, S): entry [l, delta] = mean of M_l[i, j] over the pairs with |i - j| = delta."""
+    n_layers, seq, _ = mean_matrices.shape
+    offsets = np.abs(np.arange(seq)[:, None] - np.arange(seq)[None, :]).ravel()
+    counts = np.bincount(offsets, minlength=seq)
+    return np.stack([np.bincount(offsets, weights=m.ravel().astype(np.float64), minlength=seq) / counts
+                     for m in mean_matrices])
+
+
+def first_token_stats(mean_matrices: np.ndarray) -> dict[str, np.ndarray]:
+    """Per layer: the first position's mean similarity to the others, and m_l without it."""
+    m = mean_matrices.astype(np.float64)
+    return {"first_token_cos": m[:, 0, 1:].mean(axis=1), "mean_cos_without_first": m[:, 1:, 1:].mean(axis=(1, 2))}

@@ -11,6 +11,7 @@ from lmdisp.config import option, require
 from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN, DTYPES
 
 _DATA, _PROTO, _MODEL, _OUT = "Text", "Protocol", "Model and device", "Outputs"
+_SITE = "Sites and positions"
 
 
 @dataclass
@@ -39,8 +40,22 @@ class MeasureConfig:
     tokenizer: str | None = option(None, "Tokenizer to use instead of the model's own.", panel=_MODEL)
     trust_remote_code: bool = option(False, "Allow model repos to run their own Python code (only for repos "
                                      "you trust).", panel=_MODEL)
-    metrics: list[str] = option(None, "Extra per-layer geometry (an SVD per layer): entropy,variance or all.",
-                                panel=_OUT, factory=list)
+    site: list[str] = option(None, "Where to read token vectors, comma-separated, all in one pass: hidden (HF "
+                             "hidden states, the paper's), residual (block outputs before any final norm), attn, "
+                             "mlp (sublayer outputs), or a module-name pattern such as 'layers.*.mlp.act_fn'.",
+                             panel=_SITE, factory=lambda: ["hidden"])
+    skip_first: int = option(0, "Drop the first K token positions from every statistic (e.g. 1: the first "
+                             "token / attention sink).", panel=_SITE)
+    metrics: list[str] = option(None, "Extra per-layer geometry: entropy,variance (SVD: effective rank, max. "
+                                "explainable variance), centred (centred cosine), isoscore, rogue (top-k "
+                                "dimensions' share of the cosine), or all.", panel=_OUT, factory=list)
+    rogue_k: int = option(3, "k of the `rogue` metric: the share of the cosine carried by the top-k dimensions.",
+                          cli="set")
+    bootstrap: int = option(1000, "Bootstrap resamples over repetitions for the confidence intervals (0: none).",
+                            panel=_OUT)
+    confidence: float = option(0.95, "Level of the bootstrap confidence intervals.", cli="set")
+    compare: bool = option(False, "With two models: run them in lockstep on the same texts and add linear CKA "
+                           "between corresponding layers (both models are held in memory).", panel=_OUT)
     include_logits: bool = option(False, "Add the output logits as an extra layer.", panel=_OUT)
     save_matrices: bool = option(False, "Write the (L+1, S, S) mean matrices as matrices.npz.", panel=_OUT)
     plots: bool = option(True, "Write the heatmap and trend plots.", panel=_OUT)
@@ -56,6 +71,18 @@ class MeasureConfig:
             self.metrics = [m for m in self.metrics.split(",") if m]
         if "all" in self.metrics:
             self.metrics = list(METRICS)
+        if isinstance(self.site, str):
+            self.site = [s.strip() for s in self.site.split(",") if s.strip()]
+        require(len(self.site) > 0, "--site: give at least one site (hidden, residual, attn, mlp or a pattern)")
+        require(len(set(self.site)) == len(self.site), f"--site: a site is listed twice ({','.join(self.site)})")
+        require(self.skip_first >= 0, f"--skip-first must be >= 0 (got {self.skip_first})")
+        require(self.max_length < 2 or self.max_length - self.skip_first >= 2,  # (--max-length checked below)
+                f"--skip-first {self.skip_first} leaves fewer than 2 of the --max-length {self.max_length} tokens")
+        require(self.rogue_k >= 1, f"--set rogue_k= must be >= 1 (got {self.rogue_k})")
+        require(self.bootstrap >= 0, f"--bootstrap must be >= 0 (got {self.bootstrap})")
+        require(0 < self.confidence < 1, f"--set confidence= must be in (0, 1) (got {self.confidence})")
+        require(not self.compare or len(self.models) == 2,
+                f"--compare needs exactly two models (got {len(self.models)})")
         require(len(self.models) > 0, "give at least one model")
         require(self.repetitions >= 1, f"--repetitions must be >= 1 (got {self.repetitions})")
         require(self.max_length >= 2, f"--max-length must be >= 2 tokens (got {self.max_length})")
