@@ -378,10 +378,10 @@ def test_wide_table_keeps_numbers(monkeypatch):
     monkeypatch.setattr(cli_measure, "console", narrow)
     row = dict(model="/a/very/long/path/to/some/results/midtrain/20260101-000000_gpt2-dispersion-seed1/final",
                params=124e6, layers=12, spearman_rho=0.987, kendall_tau=0.912, mean_cos_first=0.123,
-               mean_cos_last=0.456, wall_time_s=12.3)
-    cli_measure._print_table(type("Run", (), {"table": pd.DataFrame([row])})())
+               mean_cos_last=0.456, wall_time_s=12.3, site="residual", rho_ci_low=0.95, rho_ci_high=0.99)
+    cli_measure._print_table(type("Run", (), {"table": pd.DataFrame([row]), "compare": None})())
     text = narrow.export_text()
-    for number in ("124.0M", "+0.987", "+0.912", "0.123", "0.456", "12.3"):
+    for number in ("+0.987", "+0.912", "0.123", "0.456", "12.3", "residual"):  # params gives way to the site
         assert number in text
 
 
