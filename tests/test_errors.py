@@ -247,9 +247,14 @@ def test_resume_refuses_a_finished_run_and_changes_nothing(run_cli, finished_run
     assert before == after
 
 
-def test_resume_with_nothing_to_resume_says_so(run_cli, tmp_path):
-    refused(run_cli("midtrain", *TRAIN, "--output", tmp_path / "new", "--resume"), "nothing to resume")
-    assert not (tmp_path / "new").exists()
+def test_resume_with_nothing_to_resume_starts_the_run_and_says_so(run_cli, tmp_path):
+    """`--resume` both starts and continues a run (the make targets pass it every time)."""
+    res = run_cli("midtrain", *TRAIN, "--output", tmp_path / "new", "--resume")
+    assert res.code == 0, res.err
+    assert "nothing to resume" in res.out + res.err and (tmp_path / "new" / "final").is_dir()
+    refused(run_cli("midtrain", *TRAIN, "--output", tmp_path / "other", "--set", "resume_from=checkpoint-2"),
+            "resume_from=checkpoint-2", "no run")
+    assert not (tmp_path / "other").exists()
 
 
 def test_resume_from_a_chosen_checkpoint(run_cli, finished_run):

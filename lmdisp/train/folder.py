@@ -20,18 +20,24 @@ _RESUME_FREE = {"resume", "resume_from", "output", "results_dir", "num_proc", "r
 
 def check_output(cfg: TrainConfig, command: str) -> bool:
     """Before any data or weights load: is `--output` a run to continue (True), or may a new
-    run folder be made (False)? Refuses a folder of another config, a finished run, `--resume`
-    with nothing to resume, and any folder that cannot be written."""
+    run folder be made (False)? Refuses a folder of another config, a finished run, and any
+    folder that cannot be written. `--resume` with nothing to resume starts the run and says
+    so (litgpt's `--resume auto`), so that one command both starts and continues a run."""
     import json
 
     import yaml
 
     out = Path(cfg.output).expanduser() if cfg.output else None
     if out is None or not (out / "config.yaml").is_file():
-        if cfg.resume:
-            raise RunDirError(f"--resume: nothing to resume in {out} (no run folder there); drop --resume to "
-                              "start a new run")
+        if cfg.resume_from:
+            raise RunDirError(f"--set resume_from={cfg.resume_from}: there is no run in {out} to resume")
         RunDir.check(command, root=cfg.results_dir, output=out)
+        if cfg.resume:
+            import logging
+
+            logging.getLogger("lmdisp").warning("--resume: nothing to resume in %s yet: starting a new run there",
+                                                out if out is not None else cfg.results_dir)
+            cfg.resume = False
         return False
     try:
         old = yaml.safe_load((out / "config.yaml").read_text()) or {}
