@@ -9,15 +9,9 @@ distillation (distill) and the run (`run_train`).
 The regularisers alone (torch only) live in `lmdisp.train.losses`.
 """
 
+from lmdisp import lazy_exports
+
 _EXPORTS = {"TrainConfig": "config", "TrainRun": "run", "run_train": "run"}
 
-import importlib
-
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    """Exports are imported on first use, so importing the package stays light."""
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
