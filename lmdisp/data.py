@@ -37,9 +37,65 @@ PAPER_CORPORA: dict[str, tuple[str, str | None, str, str]] = {
     "imdb": ("stanfordnlp/imdb", None, "train", "text"),
     "squad": ("rajpurkar/squad", None, "train", "context"),
 }
-LOCAL_FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+# The one suffix map: local corpus file suffix -> its kind (.json: JSON lines or one array).
+LOCAL_FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+_BUILDERS = {"txt": "text", "jsonl": "json", "parquet": "parquet"}  # kind -> `datasets` builder
 _WORD = re.compile(r"\S+")
-OFFLINE_HINT = "use `--dataset builtin` (offline) or a local .txt/.jsonl/.parquet file"
+DATASET_OFFLINE_HINT = "use `--dataset builtin` (offline) or a local .txt/.jsonl/.parquet file"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A corpus spec resolved (`resolve_source`): what measure samples texts from and training
+    streams records from (`lmdisp.train.records.iter_records`)."""
+
+    spec: str
+    kind: str                      # builtin | txt | jsonl | parquet | hub
+    path: str | None = None        # hub id
+    subset: str | None = None
+    split: str = "train"
+    field: str = "text"
+    files: tuple[str, ...] = ()
+
+    def identity(self) -> dict:
+        """What a token-shard cache key sees: local files by path, size and modification time."""
+        import os
+        import sys
+
+        ident = {"kind": self.kind, "path": self.path, "subset": self.subset, "split": self.split,
+                 "field": self.field}
+        if self.files:
+            ident["files"] = [[f, os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in self.files]
+        elif self.kind == "builtin":
+            ident["python"] = sys.version.split()[0]  # pydoc_data changes with Python
+        return ident
+
+
+def resolve_source(spec: str, *, text_field: str | None = None, split: str = "train",
+                   subset: str | None = None) -> Source:
+    """The one corpus resolver: `builtin`, a local file or folder, a short name (the paper's
+    measurement corpora, `wikitext`, `fineweb-edu`) or a hub id (with `text_field`)."""
+    if spec == "builtin":
+        return Source(spec, "builtin")
+    path = Path(spec).expanduser()
+    if path.exists():
+        files, kind = local_files(path)
+        return Source(spec, kind, field="text" if kind == "txt" else (text_field or "text"), split=split,
+                      files=tuple(str(p.resolve()) for p in files))
+    if spec in PAPER_CORPORA or spec in TRAIN_CORPORA:  # one vocabulary across commands
+        hub_id, config, split_, field = PAPER_CORPORA.get(spec) or TRAIN_CORPORA[spec]
+        return Source(spec, "hub", hub_id, subset or config, split_, text_field or field)
+    if spec.endswith(tuple(LOCAL_FORMATS)) or spec.startswith((".", "/", "~")):
+        raise DataError(f"corpus file not found: {spec}")
+    if not text_field:
+        raise unknown_corpus(spec)
+    return Source(spec, "hub", spec, subset, split, text_field)
+
+
+def hub_failure(spec: str, exc: Exception) -> DataError:
+    """One line for a dataset `datasets` could not load (offline, unknown id, no network)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return DataError(f"cannot load dataset `{spec}`: {first[:300]}; {DATASET_OFFLINE_HINT}")
 
 
 @dataclass
@@ -64,21 +120,15 @@ def count_words(text: str) -> int:
 
 def load_corpus(spec: str = "wikipedia", *, text_field: str | None = None,
                 split: str = "train", subset: str | None = None) -> Corpus:
-    if spec == "builtin":
+    """The corpus of a spec (`resolve_source`) as records measure can sample from."""
+    src = resolve_source(spec, text_field=text_field, split=split, subset=subset)
+    if src.kind == "builtin":
         import pydoc_data.topics as topics
 
         return Corpus("builtin", [topics.topics[k] for k in sorted(topics.topics)])
-    path = Path(spec).expanduser()
-    if path.exists():
-        return _load_local(path, text_field)
-    if spec in PAPER_CORPORA or spec in TRAIN_CORPORA:  # one vocabulary across commands
-        hub_id, config, split_, field = PAPER_CORPORA.get(spec) or TRAIN_CORPORA[spec]
-        return _load_hub(spec, hub_id, subset or config, split_, text_field or field)
-    if spec.endswith(tuple(LOCAL_FORMATS)) or spec.startswith((".", "/", "~")):
-        raise DataError(f"corpus file not found: {spec}")
-    if not text_field:
-        raise unknown_corpus(spec)
-    return _load_hub(spec, spec, subset, split, text_field)
+    if src.files:
+        return _load_local(src)
+    return _load_hub(src.spec, src.path, src.subset, src.split, src.field)
 
 
 def unknown_corpus(spec: str) -> DataError:
@@ -92,10 +142,10 @@ def unknown_corpus(spec: str) -> DataError:
                      "builtin")
 
 
-def local_files(path: Path, formats: dict[str, str]) -> tuple[list[Path], str]:
-    """The corpus files of a file or folder and their one format (`formats`: suffix -> kind)."""
-    files = sorted(p for p in path.rglob("*") if p.suffix in formats) if path.is_dir() else [path]
-    kinds = {formats.get(p.suffix) for p in files}
+def local_files(path: Path) -> tuple[list[Path], str]:
+    """The corpus files of a file or folder and their one kind (`LOCAL_FORMATS`)."""
+    files = sorted(p for p in path.rglob("*") if p.suffix in LOCAL_FORMATS) if path.is_dir() else [path]
+    kinds = {LOCAL_FORMATS.get(p.suffix) for p in files}
     if not files or None in kinds:
         raise DataError(f"{path}: expected .txt, .jsonl, .json or .parquet file(s)")
     if len(kinds) > 1:
@@ -103,20 +153,25 @@ def local_files(path: Path, formats: dict[str, str]) -> tuple[list[Path], str]:
     return files, kinds.pop()
 
 
-def _load_local(path: Path, text_field: str | None) -> Corpus:
-    files, kind = local_files(path, LOCAL_FORMATS)
-    field = "text" if kind == "text" else (text_field or "text")
+def _load_local(src: Source) -> Corpus:
+    """Local files through `datasets` (memory-mapped, random access), read as strictly as
+    training reads them: a record without the text field is refused, naming its line."""
+    files = [Path(f) for f in src.files]
     for file in files:
         if file.stat().st_size == 0:
             raise DataError(f"{file}: the file is empty")
+
     def diagnose() -> None:  # name the file, line and problem instead of datasets' generic message
         for file in files:
-            check_local_file(file, kind, field)
+            check_local_file(file, src.kind, src.field)
 
-    corpus = _load_hub(str(path), kind, None, "train", field, on_error=diagnose, data_files=[str(p) for p in files])
-    feature = corpus.records.features[field]
+    corpus = _load_hub(src.spec, _BUILDERS[src.kind], None, "train", src.field, on_error=diagnose,
+                       data_files=list(src.files))
+    feature = corpus.records.features[src.field]
     if getattr(feature, "dtype", None) not in ("string", "large_string"):
-        raise DataError(f"{path}: the `{field}` field holds {feature}, not text; set --text-field")
+        raise DataError(f"{src.spec}: the `{src.field}` field holds {feature}, not text; set --text-field")
+    if src.kind == "jsonl" and corpus.records.data.column(src.field).null_count:
+        diagnose()  # datasets fills a missing field with null: name the line as training does
     return corpus
 
 
@@ -129,8 +184,7 @@ def _load_hub(name: str, path: str, config: str | None, split: str, field: str, 
     except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
         if on_error is not None:
             on_error()  # a more precise DataError, when it finds one
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"cannot load dataset `{name}`: {first[:300]}; {OFFLINE_HINT}") from None
+        raise hub_failure(name, exc) from None
     if field not in ds.column_names:
         raise DataError(f"dataset `{name}` has no text field `{field}` (columns: {', '.join(ds.column_names)}); "
                         "set --text-field")
@@ -222,19 +276,25 @@ def json_text(line: str, path: Path, number: int, field: str, what: str = "") ->
         row = json.loads(line)
     except ValueError as exc:
         raise DataError(f"{what}{path}, line {number}: not valid JSON ({exc})") from None
+    return row_text(row, f"{what}{path}, line {number}", field)
+
+
+def row_text(row: Any, where: str, field: str) -> str:
+    """The text field of one JSON record, or one line naming where it is and what is wrong."""
     if not isinstance(row, dict):
-        raise DataError(f"{what}{path}, line {number}: expected a JSON object with a `{field}` field, got "
-                        f"{type(row).__name__}")
+        raise DataError(f"{where}: expected a JSON object with a `{field}` field, got {type(row).__name__}")
     if field not in row:
-        raise DataError(f"{what}{path}, line {number}: no `{field}` field (keys: {', '.join(map(str, row)) or 'none'})")
+        raise DataError(f"{where}: no `{field}` field (keys: {', '.join(map(str, row)) or 'none'}); set --text-field")
     if not isinstance(row[field], str):
-        raise DataError(f"{what}{path}, line {number}: `{field}` is {type(row[field]).__name__}, not text")
+        raise DataError(f"{where}: `{field}` is {type(row[field]).__name__}, not text")
     return row[field]
 
 
 def check_local_file(path: Path, kind: str, field: str) -> None:
-    """Why `datasets` could not read a local corpus file: one line naming the file, the
-    line or row, and the problem. Called only after a failed load (costs nothing otherwise)."""
+    """Why a local corpus file cannot be read as `kind`: one line naming the file, the line
+    or record, and the problem. Called only after a failed or suspect load."""
+    import json
+
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
     if kind == "parquet":
@@ -246,9 +306,18 @@ def check_local_file(path: Path, kind: str, field: str) -> None:
             raise DataError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
         return
     lines = _utf8_lines(path)
-    if kind == "json" and path.suffix == ".jsonl":
-        for number, line in lines:
-            json_text(line, path, number, field)
+    if kind != "jsonl" or not lines:
+        return
+    if lines[0][1].lstrip().startswith("["):  # one JSON array
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise DataError(f"{path}: not valid JSON ({exc})") from None
+        for i, row in enumerate(rows if isinstance(rows, list) else [rows], 1):
+            row_text(row, f"{path}, record {i}", field)
+        return
+    for number, line in lines:
+        json_text(line, path, number, field)
 
 
 def cycle_texts(texts: Sequence[str], repetitions: int) -> list[str]:

@@ -41,7 +41,7 @@ ALIASES: dict[str, tuple[str, str, str]] = {
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICE_PATTERN = r"auto|cpu|mps|(cuda|xpu|npu)(:\d+)?"  # what torch.device accepts, plus auto
 CHECKPOINT_DTYPE = "checkpoint"  # internal: load in the dtype the checkpoint's config names
-OFFLINE_HINT = (f"use the bundled offline default `{DEFAULT_MODEL}` (what `measure` and `evaluate` "
+MODEL_OFFLINE_HINT = (f"use the bundled offline default `{DEFAULT_MODEL}` (what `measure` and `evaluate` "
                 "load when no model is given), a local folder or a .gguf file")
 
 
@@ -123,7 +123,7 @@ def classify(spec: str) -> tuple[str, str]:
                                  "early?); pass one of its checkpoints/checkpoint-N folders, or --resume the run")
         return "local", str(path.resolve())
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise ModelLoadError(f"model `{spec}` is neither a model folder nor a hub id; {OFFLINE_HINT}")
+        raise ModelLoadError(f"model `{spec}` is neither a model folder nor a hub id; {MODEL_OFFLINE_HINT}")
     return "hub", spec
 
 
@@ -411,7 +411,7 @@ def _load_failure(spec: str, source: str, exc: Exception) -> str:
     if source == "hub":
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         why = "the hub is offline (HF_HUB_OFFLINE=1)" if offline else "unknown id or no network"
-        return f"cannot load model `{spec}`: not in the local cache and {why}; {OFFLINE_HINT}"
+        return f"cannot load model `{spec}`: not in the local cache and {why}; {MODEL_OFFLINE_HINT}"
     return f"cannot load model `{spec}`: {msg}"
 
 

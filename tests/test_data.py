@@ -86,3 +86,46 @@ def test_read_texts(tmp_path):
     assert read_texts(tmp_path / "t.jsonl") == ["a", "b"]
     with pytest.raises(DataError):
         read_texts(tmp_path / "missing.txt")
+
+
+def test_measure_and_training_read_one_source_with_the_same_strictness(tmp_path):
+    """One resolver (`resolve_source`): measure's records are training's stream, in order, for
+    every local kind; a record without the text field is refused by both, naming its line."""
+    from lmdisp.train.shards import resolve_source
+    from lmdisp.train.records import iter_records
+
+    import pandas as pd
+
+    (tmp_path / "a.txt").write_text("first line\n\nsecond line\n")
+    (tmp_path / "b.jsonl").write_text('{"t": "one two"}\n{"t": "three"}\n')
+    (tmp_path / "c.json").write_text('[{"t": "x y"}, {"t": "z"}]')
+    pd.DataFrame({"t": ["p q", "r"]}).to_parquet(tmp_path / "d.parquet")
+    for name in ("a.txt", "b.jsonl", "c.json", "d.parquet"):
+        spec = str(tmp_path / name)
+        corpus = load_corpus(spec, text_field="t")
+        measured = [corpus[i] for i in range(len(corpus)) if corpus[i].strip()]
+        assert measured == list(iter_records(resolve_source(spec, text_field="t"))), name
+        assert len(measured) == 2
+    (tmp_path / "partial.jsonl").write_text('{"text": "a b"}\n{"text": "c d"}\n{"body": "e"}\n')
+    spec = str(tmp_path / "partial.jsonl")
+    for read in (lambda: load_corpus(spec), lambda: list(iter_records(resolve_source(spec)))):
+        with pytest.raises(DataError, match=r"partial.jsonl, line 3: no `text` field \(keys: body\)"):
+            read()
+    (tmp_path / "partial.json").write_text('[{"text": "a b"}, {"body": "e"}]')
+    spec = str(tmp_path / "partial.json")
+    for read in (lambda: load_corpus(spec), lambda: list(iter_records(resolve_source(spec)))):
+        with pytest.raises(DataError, match=r"partial.json, record 2: no `text` field"):
+            read()
+
+
+def test_one_offline_message_for_measure_and_training():
+    from lmdisp.train.shards import resolve_source
+    from lmdisp.train.records import iter_records
+
+    with pytest.raises(DataError) as measured:
+        load_corpus("imdb")
+    with pytest.raises(DataError) as streamed:
+        next(iter_records(resolve_source("imdb")))
+    for exc in (measured, streamed):
+        assert str(exc.value).startswith("cannot load dataset `imdb`: ")
+        assert str(exc.value).endswith("use `--dataset builtin` (offline) or a local .txt/.jsonl/.parquet file")

@@ -145,7 +145,7 @@ def test_an_empty_corpus_and_a_missing_field_are_clear_errors(tmp_path, tiny_tok
     (tmp_path / "x.jsonl").write_text('{"body": "a b c"}\n')
     with pytest.raises(DataError, match=r"x.jsonl, line 1: no `text` field \(keys: body\)"):
         prepare_shards(resolve_source(str(tmp_path / "x.jsonl")), tiny_tokenizer, 8, 5, cache_dir=tmp_path / "c")
-    with pytest.raises(DataError, match="cannot stream dataset `wikitext`.*builtin"):  # offline: the hub path
+    with pytest.raises(DataError, match="cannot load dataset `wikitext`.*builtin"):  # offline: the hub path
         prepare_shards(resolve_source("wikitext"), tiny_tokenizer, 8, 5, cache_dir=tmp_path / "c")
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").iterdir())  # nothing left behind
 

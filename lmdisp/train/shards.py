@@ -39,8 +39,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from lmdisp.data import Source, resolve_source  # noqa: F401 (re-exported)
 from lmdisp.errors import DataError
-from lmdisp.train.records import Source, iter_records, resolve_source  # noqa: F401 (re-exported)
+from lmdisp.train.records import iter_records
 
 FORMAT = 1
 FILTER = "drop-blank-records"  # the only record filter: empty or whitespace-only records go
