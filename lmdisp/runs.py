@@ -327,34 +327,3 @@ def _vm_hwm_kib() -> float:
     import resource
 
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-
-
-# ----------------------------------------------------------------------------- training runs
-
-def is_training_config(data: dict) -> bool:
-    return "model" in data and "loss" in data
-
-
-def training_run_of(path: Path) -> Path | None:
-    """The training run a folder belongs to (`<run>`, `<run>/final`, `<run>/checkpoints/
-    checkpoint-N`, `<run>/evals/step-N`): the nearest of it and its two parents whose
-    config.yaml is a training config."""
-    from lmdisp.config import read_yaml
-
-    path = Path(path)
-    for folder in (path, path.parent, path.parent.parent):
-        if (folder / "config.yaml").is_file() and is_training_config(read_yaml(folder / "config.yaml")):
-            return folder
-    return None
-
-
-def read_training_run(run: Path) -> tuple[dict, dict]:
-    """A training run's config (config.yaml) and report labels (from manifest.json)."""
-    from lmdisp.config import read_yaml
-
-    config = read_yaml(Path(run) / "config.yaml")
-    try:
-        labels = json.loads((Path(run) / "manifest.json").read_text()).get("labels") or {}
-    except (OSError, ValueError, AttributeError):
-        labels = {}
-    return config, labels

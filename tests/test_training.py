@@ -396,7 +396,9 @@ def test_pretrain_starts_from_fresh_weights(run_cli, tmp_path):
     import yaml
 
     saved = yaml.safe_load((tmp_path / "pre" / "config.yaml").read_text())
-    assert saved["init"] == "scratch" and saved["model"] == "random:tiny-llama"
+    assert saved["init"] == "scratch" and saved["model"] == "tiny-llama"  # the config as given, never rewritten
+    manifest = json.loads((tmp_path / "pre" / "manifest.json").read_text())
+    assert manifest["resolved"]["model"] == "random:tiny-llama" and manifest["resolved"]["start"] == "new"
     assert (tmp_path / "pre" / "final" / "model.safetensors").is_file()
 
 

@@ -16,16 +16,8 @@ from lmdisp.config import require
 from lmdisp.eval.config import EvaluateConfig
 from lmdisp.eval.harness import Stage, check_task_names, run_evaluate, task_manager
 from lmdisp.eval.results import EvaluateRun
-from lmdisp.runs import LOG_FILE, RunDir, training_run_of
-
-
-def saved_checkpoints(run: Path) -> list[tuple[int, Path]]:
-    """(step, folder) of a training run's complete checkpoints (trainer_state.json is written
-    last), oldest first."""
-    folder = run / "checkpoints"
-    found = [(int(m.group(1)), c) for c in (folder.iterdir() if folder.is_dir() else [])
-             if (m := re.fullmatch(r"checkpoint-(\d+)", c.name)) and (c / "trainer_state.json").is_file()]
-    return sorted(found)
+from lmdisp.runs import LOG_FILE, RunDir
+from lmdisp.trainrun import TrainingRun
 
 
 def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) -> list[EvaluateRun]:
@@ -35,10 +27,9 @@ def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) ->
     import dataclasses
 
     path = Path(cfg.model).expanduser()
-    run = training_run_of(path) if path.is_dir() else None
-    require(run is not None and run == path,
-            f"--checkpoints all: {cfg.model} is not a training run folder (midtrain/pretrain/distill)")
-    ckpts = saved_checkpoints(run)
+    run = TrainingRun.at(path) if path.is_dir() else None
+    require(run is not None, f"--checkpoints all: {cfg.model} is not a training run folder (midtrain/pretrain/distill)")
+    ckpts = run.checkpoints()
     require(bool(ckpts), f"--checkpoints all: {cfg.model} has no saved checkpoint in checkpoints/ (train "
             "with --set eval_points=5, or save_steps and save_total_limit=0, to keep them)")
     check_task_names(task_manager(cfg.include_path, list(cfg.tasks)), list(cfg.tasks), cfg.include_path)

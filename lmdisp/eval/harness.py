@@ -40,11 +40,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lmdisp.config import require
-from lmdisp.errors import ConfigError, DataError, ModelLoadError, RunDirError
+from lmdisp.errors import ConfigError, DataError, RunDirError
 from lmdisp.eval.config import EvaluateConfig, is_preset, load_evaluate_config
 from lmdisp.eval.results import EvaluateRun, write_evaluation
 from lmdisp.eval.tasks import broken_task_yaml
-from lmdisp.runs import LOG_FILE, RunDir, read_training_run, training_run_of, write_json
+from lmdisp.runs import LOG_FILE, RunDir, write_json
+from lmdisp.trainrun import TrainingRun
 
 CPU_BATCH_SIZE = 8       # batching helps on a CPU too (bench/eval_speed.py); "auto" probes GPU memory
 DEFAULT_SEED = 1         # a model that is not a training run; the paper's seeds are 1, 2, 3
@@ -125,20 +126,16 @@ class ModelTarget:
 
 
 def resolve_model(spec: str) -> ModelTarget:
-    """A training run folder (from midtrain/pretrain/distill) -> its `final/`; anything else as is."""
+    """A training run folder -> its `final/` (`lmdisp.trainrun`), with the run's config and
+    labels; a checkpoint or final/ of a run keeps its spec and gets the run's; anything else as is."""
+    from lmdisp.trainrun import model_folder
+
     path = Path(spec).expanduser()
-    if not path.is_dir():
-        return ModelTarget(spec, spec, None)
-    run = training_run_of(path)
+    run = TrainingRun.containing(path) if path.is_dir() else None
     if run is None:
         return ModelTarget(spec, spec, None)
-    config, labels = read_training_run(run)
-    if run == path:
-        if not (path / "final").is_dir():
-            raise ModelLoadError(f"{spec} is a training run without a final/ model (still running or stopped "
-                                 "early?); pass one of its checkpoints/checkpoint-N folders")
-        return ModelTarget(spec, str(path / "final"), config, str(path), labels)
-    return ModelTarget(spec, spec, config, str(run), labels)
+    load = str(model_folder(path)) if run.path == path else spec
+    return ModelTarget(spec, load, run.config, str(run.path), run.labels)
 
 
 def report_labels(cfg: EvaluateConfig, target: ModelTarget, seed: int) -> dict[str, Any]:
@@ -244,13 +241,14 @@ def _obj_name(obj) -> str:
 def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step: int | None = None) -> EvaluateRun:
     """Check names and model, load task data, then the model; evaluate; write the run folder.
     `training_step` labels the evaluation of a checkpoint (see `lmdisp.eval.checkpoints`)."""
-    from lmdisp.models import check_model, resolve_device
+    from lmdisp.models import check_model, default_tokenizer, load_tokenizer, resolve_device
 
     if not _unfinished(cfg.output):  # before any work: no result lost (a killed run's cache is resumed)
         RunDir.check("evaluate", root=cfg.results_dir, output=cfg.output)
     resolve_device(cfg.device)
     target = resolve_model(cfg.model)
     check_model(target.load, trust_remote_code=cfg.trust_remote_code)
+    load_tokenizer(cfg.tokenizer or default_tokenizer(target.load), trust_remote_code=cfg.trust_remote_code)
     seed = cfg.seed if cfg.seed is not None else int((target.training or {}).get("seed", DEFAULT_SEED))
     labels = report_labels(cfg, target, seed)
     tm = task_manager(cfg.include_path, list(cfg.tasks))
@@ -332,10 +330,10 @@ def evaluate_in_training(model, tokenizer, tasks: str, out_dir: Path | str, labe
     preset = is_preset(tasks)
     cfg = load_evaluate_config(tasks if preset else None, {**({} if preset else {"tasks": tasks}), **overrides,
                                                            "model": "<in-memory>"})
-    run_folder = training_run_of(out_dir)
-    train = read_training_run(run_folder)[0] if run_folder else None
+    run_folder = TrainingRun.containing(out_dir)
+    train = run_folder.config if run_folder else None
     seed = cfg.seed if cfg.seed is not None else int((train or {}).get("seed", DEFAULT_SEED))
-    target = ModelTarget("<in-memory>", "<in-memory>", train, str(run_folder) if run_folder else None, labels)
+    target = ModelTarget("<in-memory>", "<in-memory>", train, str(run_folder.path) if run_folder else None, labels)
     tm = task_manager(cfg.include_path, list(cfg.tasks))
     check_task_names(tm, list(cfg.tasks), cfg.include_path)
     plan, by_shot = load_tasks(tm, _plan(cfg))

@@ -6,7 +6,9 @@ small student condense less? measure it before and after).
 Loss = (1 - alpha) * CE + alpha * KD + lambda * regulariser, with
     KD = T^2 * mean over real tokens of KL( softmax(teacher / T) || softmax(student / T) )
 (Hinton et al. 2015; T^2 keeps the gradient scale independent of T). Teacher and student
-must share the tokenizer's vocabulary; the teacher runs in eval mode without gradients.
+must share the tokenizer's vocabulary (`check_teacher` refuses, before any weights load, a
+teacher whose tokenizer gives any of the student's tokens another id: the KL compares the two
+distributions id by id); the teacher runs in eval mode without gradients.
 """
 
 from __future__ import annotations
@@ -16,6 +18,20 @@ import torch.nn.functional as F
 
 from lmdisp.errors import ConfigError
 from lmdisp.train.trainer import DispersionTrainer
+
+
+def check_teacher(cfg, student: str, tokenizer) -> None:
+    """Refuse a teacher whose own tokenizer does not give every token of the run's tokenizer
+    (`tokenizer`, the student's) the same id: its logits would then score other tokens."""
+    from lmdisp.models import default_tokenizer, load_tokenizer
+
+    teacher_tok = load_tokenizer(default_tokenizer(cfg.teacher), trust_remote_code=cfg.trust_remote_code)
+    theirs, ours = teacher_tok.get_vocab(), tokenizer.get_vocab()
+    if any(theirs.get(token) != i for token, i in ours.items()):
+        raise ConfigError(f"--teacher {cfg.teacher}: its tokenizer ({len(theirs)} tokens) is not the student's "
+                          f"(`{student}`: {len(ours)} tokens) and distillation compares their next-token "
+                          "probabilities id by id; choose a teacher of the student's family, or a student with the "
+                          "teacher's tokenizer (--tokenizer, or a random: config whose `tokenizer` is the teacher's)")
 
 
 class DistillTrainer(DispersionTrainer):

@@ -10,25 +10,35 @@ import time
 from pathlib import Path
 
 from lmdisp.config import as_dict
-from lmdisp.errors import RunDirError
+from lmdisp.errors import RunDirError, first_line
 from lmdisp.runs import RunDir, ensure_writable
 from lmdisp.train.config import TrainConfig
+from lmdisp.trainrun import TrainingRun, is_complete
 
 # Fields that may differ when the same run folder is continued.
 _RESUME_FREE = {"resume", "resume_from", "output", "results_dir", "num_proc", "report_to", "cache_dir"}
+NEW, RESUME, FINISHED = "new", "resume", "finished"  # what check_output decides
 
 
-def check_output(cfg: TrainConfig, command: str) -> bool:
-    """Before any data or weights load: is `--output` a run to continue (True), or may a new
-    run folder be made (False)? Refuses a folder of another config, a finished run, and any
-    folder that cannot be written. `--resume` with nothing to resume starts the run and says
-    so (litgpt's `--resume auto`), so that one command both starts and continues a run."""
-    import json
+def model_spec(config: dict | TrainConfig) -> str:
+    """The model a run loads: pre-training (`init: scratch`) reads `model` as a config name and
+    starts from fresh weights, `random:<model>`. The config itself is never rewritten."""
+    data = config if isinstance(config, dict) else as_dict(config)
+    model = str(data.get("model"))
+    return f"random:{model}" if data.get("init") == "scratch" and not model.startswith("random:") else model
 
+
+def check_output(cfg: TrainConfig, command: str) -> str:
+    """Before any data or weights load, decide how the run starts: NEW (a new run folder may
+    be made; also `--resume` with nothing to resume yet, litgpt's `--resume auto`, with a
+    notice), RESUME (continue the run in `--output`) or FINISHED (`--resume` of a finished run:
+    nothing to do). Refuses a folder of another config, a finished run without `--resume`, and
+    any folder that cannot be written. `cfg` is read, never changed."""
     import yaml
 
     out = Path(cfg.output).expanduser() if cfg.output else None
-    if out is None or not (out / "config.yaml").is_file():
+    run = TrainingRun.at(out) if out is not None else None
+    if run is None:
         if cfg.resume_from:
             raise RunDirError(f"--set resume_from={cfg.resume_from}: there is no run in {out} to resume")
         RunDir.check(command, root=cfg.results_dir, output=out)
@@ -37,37 +47,33 @@ def check_output(cfg: TrainConfig, command: str) -> bool:
 
             logging.getLogger("lmdisp").warning("--resume: nothing to resume in %s yet: starting a new run there",
                                                 out if out is not None else cfg.results_dir)
-            cfg.resume = False
-        return False
+        return NEW
     try:
         old = yaml.safe_load((out / "config.yaml").read_text()) or {}
-        manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
     except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise RunDirError(f"{out}: cannot read its config.yaml/manifest.json ({_first_line(exc)}); use a new "
-                          "--output") from None
+        raise RunDirError(f"{out}: cannot read its config.yaml ({first_line(exc)}); use a new --output") from None
     new = as_dict(cfg)
-    diff = sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE and old.get(k) != new.get(k))
+    diff = sorted(k for k in set(old) | set(new) if k not in _RESUME_FREE and old.get(k) != new.get(k)
+                  and not (k == "model" and model_spec(old) == model_spec(new)))  # older runs saved random:
     if diff:
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
         raise RunDirError(f"{out} holds a run with a different config ({shown}); use a new --output")
-    if manifest.get("status") == "finished":
-        done = f"{out} is a finished run ({manifest.get('steps', '?')} steps, final model in {out / 'final'})"
-        raise RunDirError(f"{done}; nothing to resume, nothing changed" if cfg.resume else
-                          f"{done}; choose a new --output for a new run")
+    if run.finished:
+        if cfg.resume:
+            return FINISHED
+        raise RunDirError(f"{out} is a finished run ({run.manifest.get('steps', '?')} steps, final model in "
+                          f"{run.final}); choose a new --output for a new run")
     if not cfg.resume:
         raise RunDirError(f"{out} already holds this run; pass --resume to continue it, or choose a new --output")
     if cfg.resume_from:
         chosen_checkpoint(out, cfg.resume_from)
     ensure_writable(out)
-    return True
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return RESUME
 
 
 def prepare_run_dir(cfg: TrainConfig, command: str, state, resuming: bool) -> tuple[Path, bool]:
-    """Create (main process) or agree on (all processes) the run folder -> (path, fresh)."""
+    """Create (main process) or agree on (all processes) the run folder -> (path, fresh). A new
+    folder gets its marker (`lmdisp.trainrun`), config.yaml and a `running` manifest."""
     path = None
     if state.is_main_process:
         if resuming:
@@ -75,6 +81,7 @@ def prepare_run_dir(cfg: TrainConfig, command: str, state, resuming: bool) -> tu
         else:
             name = f"{Path(cfg.model).name or cfg.model}-{cfg.loss}-seed{cfg.seed}"
             path = RunDir.create(command, name, root=cfg.results_dir, output=cfg.output).path
+            TrainingRun.mark(path, command)
             RunDir(path, command).write_manifest(as_dict(cfg), seed=cfg.seed, status="running",
                                                  labels=train_labels(cfg), world_size=state.num_processes,
                                                  learning_rate=cfg.scaled_lr(state.num_processes))
@@ -92,33 +99,26 @@ def train_labels(cfg: TrainConfig) -> dict:
 
 def resume_point(run_dir: Path, state, chosen: str | None = None) -> str | None:
     """The checkpoint to resume from: `chosen` (a `checkpoint-N` of this run, or a path to
-    one), else the newest complete one. The Trainer writes `trainer_state.json` last, so a
-    checkpoint without a readable one was cut short by a kill: the main process moves it
-    aside (`.incomplete-checkpoint-N`) and the run resumes from the one before. None (with
-    a notice) when the run has no checkpoint yet: it starts again from step 0."""
-    import json
+    one), else the newest complete one (`TrainingRun.checkpoints`). A checkpoint cut short by
+    a kill is moved aside by the main process (`.incomplete-checkpoint-N`) and the run resumes
+    from the one before. None (with a notice) when the run has no checkpoint yet: it starts
+    again from step 0."""
     import logging
-    import re
 
-    folder = run_dir / "checkpoints"
     if chosen:
         return str(chosen_checkpoint(run_dir, chosen))
-    found = None
-    if folder.is_dir():
-        ckpts = [p for p in folder.iterdir() if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir()]
-        for ckpt in sorted(ckpts, key=lambda p: int(p.name.split("-")[1]), reverse=True):
-            try:
-                json.loads((ckpt / "trainer_state.json").read_text())
-                found = str(ckpt)
-                break
-            except (OSError, ValueError):
-                if state.is_main_process:
-                    ckpt.rename(ckpt.with_name(f".incomplete-{ckpt.name}-{int(time.time())}"))
+    run = TrainingRun(run_dir)
+    complete = run.checkpoints()
+    newest = complete[-1][0] if complete else -1
+    if state.is_main_process:
+        for step, ckpt in run.checkpoint_folders():
+            if step > newest:
+                ckpt.rename(ckpt.with_name(f".incomplete-{ckpt.name}-{int(time.time())}"))
     state.wait_for_everyone()
-    if found is None and state.is_main_process:
+    if not complete and state.is_main_process:
         logging.getLogger("lmdisp").warning("%s has no complete checkpoint yet: starting it again from step 0",
                                             run_dir)
-    return found
+    return str(complete[-1][1]) if complete else None
 
 
 def final_losses(metrics: Path) -> dict:
@@ -144,14 +144,10 @@ def final_losses(metrics: Path) -> dict:
 
 def chosen_checkpoint(run_dir: Path, chosen: str) -> Path:
     """`resume_from`: a `checkpoint-N` of the run, or a path to one; it must be complete."""
-    import json
-
-    folder = run_dir / "checkpoints"
-    ckpt = Path(chosen).expanduser() if Path(chosen).expanduser().is_dir() else folder / chosen
-    try:
-        json.loads((ckpt / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        have = sorted(p.name for p in folder.glob("checkpoint-*")) if folder.is_dir() else []
+    run = TrainingRun(run_dir)
+    ckpt = Path(chosen).expanduser() if Path(chosen).expanduser().is_dir() else run.checkpoint_dir / chosen
+    if not is_complete(ckpt):
+        have = [c.name for _, c in run.checkpoint_folders()]
         raise RunDirError(f"--set resume_from={chosen}: not a complete checkpoint of {run_dir} (it has "
-                          f"{', '.join(have) or 'none'})") from None
+                          f"{', '.join(have) or 'none'})")
     return ckpt

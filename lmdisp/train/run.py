@@ -20,8 +20,23 @@ from lmdisp.config import as_dict
 from lmdisp.errors import ConfigError, DataError, Interrupted
 from lmdisp.runs import RunDir, peak_memory, save_figure, write_json
 from lmdisp.train.config import TrainConfig
-from lmdisp.train.folder import check_output, final_losses, prepare_run_dir, resume_point, train_labels
+from lmdisp.train.folder import (FINISHED, RESUME, check_output, final_losses, model_spec, prepare_run_dir,
+                                 resume_point, train_labels)
 from lmdisp.train.trainer import DispersionTrainer
+from lmdisp.trainrun import MARKER, TrainingRun
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a run does, decided from its config and the machine; written to the manifest as
+    `resolved` (the config is never changed to hold it)."""
+
+    model: str                      # the spec loaded (pre-training: random:<config>)
+    start: str                      # new | resume | finished (`check_output`)
+    world_size: int
+    learning_rate: float            # after the world-size rule
+    resume_from: str | None = None  # the checkpoint continued from
+
 
 @dataclass
 class TrainRun:
@@ -29,6 +44,8 @@ class TrainRun:
     final: Path
     steps: int
     metrics: list[dict]
+    resolved: Resolved | None = None
+    main_process: bool = True       # this process wrote the folder (rank 0 under accelerate/torchrun)
 
 
 def _use_cpu() -> bool:
@@ -73,12 +90,12 @@ def prepare_data(cfg, tokenizer, progress=None):
     return shards, held, n_train
 
 
-def _check_positions(cfg: TrainConfig) -> None:
+def _check_positions(cfg: TrainConfig, model: str) -> None:
     from lmdisp.models import model_positions
 
-    positions = model_positions(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    positions = model_positions(model, trust_remote_code=cfg.trust_remote_code)
     if positions and cfg.context_length > positions:
-        raise ConfigError(f"--context-length {cfg.context_length} exceeds the {positions} positions of `{cfg.model}`")
+        raise ConfigError(f"--context-length {cfg.context_length} exceeds the {positions} positions of `{model}`")
 
 
 def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_size: int):
@@ -154,14 +171,15 @@ def _apply_lora(model, cfg: TrainConfig):
                                             target_modules="all-linear", task_type="CAUSAL_LM"))
 
 
-def build_trainer(cfg: TrainConfig, tokenizer, train, args, callbacks: list):
-    """Load the model (and the teacher of a distill run) and wrap it in the run's trainer."""
+def build_trainer(cfg: TrainConfig, tokenizer, train, args, callbacks: list, model: str | None = None):
+    """Load the model (`model`, default `model_spec(cfg)`; and the teacher of a distill run) and
+    wrap it in the run's trainer."""
     from transformers import default_data_collator
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from lmdisp.models import load_model
 
-    model = load_model(cfg.model, dtype=cfg.dtype, device="cpu", lm_head=True, tokenizer=cfg.tokenizer,
+    model = load_model(model or model_spec(cfg), dtype=cfg.dtype, device="cpu", lm_head=True, tokenizer=cfg.tokenizer,
                        trust_remote_code=cfg.trust_remote_code, seed=cfg.seed).model
     model.train()
     if cfg.lora:
@@ -186,37 +204,33 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
               data_progress=None) -> TrainRun:
     """Validate, prepare data, load the model, train (or resume), save; return the run.
     `callbacks` are extra `TrainerCallback`s (the CLI passes its progress bar);
-    `data_progress(report)` is called while token shards are built (`lmdisp.train.shards`)."""
-    from lmdisp.models import check_causal_lm, check_model, check_vocabulary, default_tokenizer, load_tokenizer
-
+    `data_progress(report)` is called while token shards are built (`lmdisp.train.shards`).
+    `--resume` of a finished run does nothing and returns it (`resolved.start == "finished"`)."""
     started = time.time()
-    if cfg.init == "scratch" and not cfg.model.startswith("random:"):
-        cfg.model = f"random:{cfg.model}"  # pre-training: the spec names a config, weights start fresh
+    model = model_spec(cfg)                   # pre-training: fresh weights from the named config
     state = _dist_state()
     world = state.num_processes
     max_steps = cfg.max_steps(world)          # refuses a budget below one step
     if (command == "distill") != bool(cfg.teacher):
         raise ConfigError("distill needs --teacher" if command == "distill" else "--teacher applies to distill only")
-    resuming = check_output(cfg, command)     # before any data or weights load
+    start = check_output(cfg, command)        # before any data or weights load
+    resolved = Resolved(model, start, world, cfg.scaled_lr(world))
+    if start == FINISHED:
+        run = TrainingRun(Path(cfg.output).expanduser())
+        return TrainRun(run.path, run.final, int(run.manifest.get("steps", 0)), [], resolved, state.is_main_process)
     state.wait_for_everyone()                 # every rank checked before the main one makes the folder
-    for spec in filter(None, (cfg.model, cfg.teacher)):
-        check_model(spec, trust_remote_code=cfg.trust_remote_code)
-        check_causal_lm(spec, trust_remote_code=cfg.trust_remote_code)
-    _check_positions(cfg)
-    tokenizer = load_tokenizer(cfg.tokenizer or default_tokenizer(cfg.model), trust_remote_code=cfg.trust_remote_code)
-    for spec in filter(None, (cfg.model, cfg.teacher)):
-        check_vocabulary(spec, tokenizer, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = _check_models(cfg, model)
     train, heldout = build_data(cfg, tokenizer, data_progress)   # refuses an empty corpus, before the model loads
-    run_dir, fresh = prepare_run_dir(cfg, command, state, resuming)
+    run_dir, fresh = prepare_run_dir(cfg, command, state, start == RESUME)
     try:
-        trainer, resume = _trainer(cfg, run_dir, state, tokenizer, train, heldout, max_steps, world, callbacks)
+        trainer, resolved = _trainer(cfg, resolved, run_dir, state, tokenizer, train, heldout, max_steps, callbacks)
     except BaseException:
         if fresh and state.is_main_process:  # refused before its first step: leave no folder behind
-            RunDir(run_dir, command).discard_if_empty(keep=("config.yaml", "manifest.json"))
+            RunDir(run_dir, command).discard_if_empty(keep=("config.yaml", "manifest.json", MARKER))
         raise
     try:
         with peak_memory() as mem:
-            trainer.train(resume_from_checkpoint=resume)
+            trainer.train(resume_from_checkpoint=resolved.resume_from)
     except KeyboardInterrupt:
         raise Interrupted(f"{command} stopped at step {trainer.state.global_step}; continue with: lmdisp {command} "
                           f"--config {run_dir / 'config.yaml'} --output {run_dir} --resume") from None
@@ -226,18 +240,41 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
                 cb.close()
     final = _save_final(cfg, run_dir, state, trainer, tokenizer)
     if state.is_main_process:
-        _finish(cfg, run_dir, started, mem, trainer, command)
+        _finish(cfg, resolved, run_dir, started, mem, trainer, command)
     state.wait_for_everyone()
-    return TrainRun(run_dir, final, trainer.state.global_step, list(trainer.state.log_history))
+    return TrainRun(run_dir, final, trainer.state.global_step, list(trainer.state.log_history), resolved,
+                    state.is_main_process)
 
 
+def _check_models(cfg: TrainConfig, model: str):
+    """Student (and teacher) before any weights load: a causal LM whose positions hold the
+    context and whose embeddings cover the tokenizer; the teacher must share the student's
+    vocabulary (distillation compares their logits token by token). -> the tokenizer."""
+    from lmdisp.models import check_causal_lm, check_model, check_vocabulary, default_tokenizer, load_tokenizer
 
-def _trainer(cfg, run_dir, state, tokenizer, train, heldout, max_steps, world, callbacks):
-    """The trainer (`build_trainer`) and the checkpoint to resume from."""
-    args = training_arguments(cfg, run_dir, max_steps, world)
-    resume = resume_point(run_dir, state, cfg.resume_from) if cfg.resume else None
+    for spec in filter(None, (model, cfg.teacher)):
+        check_model(spec, trust_remote_code=cfg.trust_remote_code)
+        check_causal_lm(spec, trust_remote_code=cfg.trust_remote_code)
+    _check_positions(cfg, model)
+    tokenizer = load_tokenizer(cfg.tokenizer or default_tokenizer(model), trust_remote_code=cfg.trust_remote_code)
+    for spec in filter(None, (model, cfg.teacher)):
+        check_vocabulary(spec, tokenizer, trust_remote_code=cfg.trust_remote_code)
+    if cfg.teacher:
+        from lmdisp.train.distill import check_teacher
+
+        check_teacher(cfg, model, tokenizer)
+    return tokenizer
+
+
+def _trainer(cfg, resolved: Resolved, run_dir, state, tokenizer, train, heldout, max_steps, callbacks):
+    """The trainer (`build_trainer`) and the resolved record with the checkpoint to resume from."""
+    import dataclasses
+
+    args = training_arguments(cfg, run_dir, max_steps, resolved.world_size)
+    resume = resume_point(run_dir, state, cfg.resume_from) if resolved.start == RESUME else None
     callbacks = [*_callbacks(cfg, run_dir, heldout, max_steps), *callbacks]
-    return build_trainer(cfg, tokenizer, train, args, callbacks), resume
+    trainer = build_trainer(cfg, tokenizer, train, args, callbacks, model=resolved.model)
+    return trainer, dataclasses.replace(resolved, resume_from=resume)
 
 
 def _save_final(cfg, run_dir: Path, state, trainer, tokenizer) -> Path:
@@ -277,14 +314,17 @@ def _callbacks(cfg: TrainConfig, run_dir: Path, heldout, max_steps: int) -> list
     return callbacks
 
 
-def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer, command: str) -> None:
+def _finish(cfg: TrainConfig, resolved: Resolved, run_dir: Path, started: float, mem: dict, trainer,
+            command: str) -> None:
+    import dataclasses
+
     import pandas as pd
 
     trace = run_dir / "condensation.csv"
     if trace.is_file():
         from lmdisp.plots import condensation_trace
 
-        save_figure(condensation_trace(pd.read_csv(trace), title=f"{cfg.model} · {cfg.loss}"),
+        save_figure(condensation_trace(pd.read_csv(trace), title=f"{resolved.model} · {cfg.loss}"),
                     run_dir / "condensation.png")
     world, data = trainer.args.world_size, trainer.train_dataset
     rule = f"lr {cfg.lr} x sqrt(world size {world})" if cfg.scale_lr else f"lr {cfg.lr}, not scaled (scale_lr off)"
@@ -296,7 +336,7 @@ def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer,
              "wall_time_s": round(time.time() - started, 3)}
     rd = RunDir(run_dir, command, started=started)
     rd.write_manifest(as_dict(cfg), seed=cfg.seed, status="finished", labels=train_labels(cfg),
-                      **{k: v for k, v in extra.items() if k != "wall_time_s"})
+                      resolved=dataclasses.asdict(resolved), **{k: v for k, v in extra.items() if k != "wall_time_s"})
     write_json(run_dir / "train_summary.json", extra)
 
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from lmdisp.data import Source, resolve_source  # noqa: F401 (re-exported)
 from lmdisp.errors import DataError
+from lmdisp.machine import writable_cache
 from lmdisp.train.records import iter_records
 
 FORMAT = 1
@@ -120,7 +121,7 @@ def _encoded(batches: Iterator[list[str]], tokenizer, dtype, num_proc: int | Non
 # ----------------------------------------------------------------------------- the cache
 
 def shard_root(cache_dir: str | None = None) -> Path:
-    from lmdisp.models import cache_dir as lmdisp_cache
+    from lmdisp.machine import cache_dir as lmdisp_cache
 
     return Path(cache_dir).expanduser() if cache_dir else lmdisp_cache() / "tokens"
 
@@ -177,7 +178,7 @@ def prepare_shards(src: Source, tokenizer, context_length: int, need: int, *, ca
     found = find_shards(folder, need)
     if found:
         return found
-    folder.mkdir(parents=True, exist_ok=True)
+    writable_cache(folder, "set LMDISP_CACHE, or --set cache_dir=, to a folder you can write")
     try:
         with _locked(folder / ".lock"):
             found = find_shards(folder, need)  # another process may have built it while we waited
