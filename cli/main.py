@@ -21,12 +21,12 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from lmdisp.cli import evaluate, measure, prepare, report, train
+    from lmdisp.cli import evaluate, measure, paper, prepare, report, train
 
     commands = {"measure": measure.measure, **train.COMMANDS, "prepare": prepare.prepare,
-                "evaluate": evaluate.evaluate, "report": report.report}
+                "evaluate": evaluate.evaluate, "report": report.report, "paper": paper.paper}
     for name, fn in commands.items():
-        app.command(name, epilog=fn.lmdisp_epilog or None)(fn)
+        app.command(name, epilog=getattr(fn, "lmdisp_epilog", None) or None)(fn)
 
 
 _register()
