@@ -164,11 +164,16 @@ class EvalHook(TrainerCallback):
             self._maybe(state, model, processing_class, "step-0")
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
-            self._maybe(state, model, processing_class, f"step-{state.global_step}")
+        # The last step's evaluation runs here, not at train end: the integrations close their
+        # runs in their own on_train_end, before this callback's, and the scores would miss them.
+        step = state.global_step
+        if (self.every and step % self.every == 0) or step == state.max_steps:
+            self._maybe(state, model, processing_class, f"step-{step}")
+            self._evaluated = step
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        self._maybe(state, model, processing_class, f"step-{state.global_step}")
+        if getattr(self, "_evaluated", None) != state.global_step:  # stopped before max_steps
+            self._maybe(state, model, processing_class, f"step-{state.global_step}")
 
 
 def _sharded() -> bool:
