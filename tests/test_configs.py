@@ -49,13 +49,21 @@ def test_eval_presets_per_base_model():
 
 
 def test_table5_pretraining_recipe():
-    for loss in ("ce", "dispersion"):
+    """docs/fidelity.md P1-P8: the TorchTitan recipe, data, step count and loss."""
+    for loss in ("ce", "dispersion", "dispersion-subsample"):
         cfg = load_config(TrainConfig, REPO / "configs" / "pretrain" / f"qwen3-0.6b-{loss}.yaml",
                           fixed={"init": "scratch"})
-        assert (cfg.lr, cfg.scale_lr, cfg.warmup_steps, cfg.min_lr_ratio) == (3e-4, False, 500, 0.1)
-        assert cfg.world_tokens_per_step(1) == 256 * 4096 and cfg.train_tokens == 10_000_000_000
-        assert cfg.dataset == "fineweb-edu" and cfg.loss == loss
-    assert (cfg.lambda_disp, cfg.max_tokens, cfg.tau) == (1.0, 256, 1.0)
+        assert (cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio) == (3e-4, 500, 0.1)
+        assert cfg.global_batch == 256 and cfg.train_tokens == 10_000_000_000
+        for world in (1, 8):
+            assert cfg.world_tokens_per_step(world) == 256 * 4096 and cfg.scaled_lr(world) == 3e-4
+            assert cfg.max_steps(world) == 9537              # TorchTitan's steps
+        assert (cfg.dataset, cfg.doc_tokens, cfg.packing) == ("fineweb-edu-dedup-10b", "bos-eos", "continuous")
+    disp = load_config(TrainConfig, REPO / "configs" / "pretrain" / "qwen3-0.6b-dispersion.yaml",
+                       fixed={"init": "scratch"})
+    assert (disp.loss, disp.lambda_disp, disp.tau, disp.clamp) == ("dispersion-torchtitan", 1.0, 1.0, 0.01)
+    assert disp.max_tokens >= disp.context_length            # every position
+    assert (cfg.loss, cfg.clamp, cfg.max_tokens) == ("dispersion", 0.01, 256)
 
 
 @pytest.mark.parametrize("width", [384, 768, 1536, 3072])

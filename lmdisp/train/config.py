@@ -107,8 +107,8 @@ class TrainConfig:
     teacher: str | None = option(None, "The teacher model (same tokenizer as the student).", panel=_DATA,
                                  commands=_DISTILL)
     # -- the loss
-    loss: str = option("ce", "ce | dispersion | decorrelation | l2-repel (the authors' code: i = j "
-                       "included) | l2-repel-paper (the paper's i != j) | orthogonalization | infonce-cos | "
+    loss: str = option("ce", "ce | dispersion | dispersion-torchtitan (Table 5's TorchTitan copy: plain "
+                       "clamp, epsilons 1e-4) | decorrelation | l2-repel (the authors' code: i = j included) | l2-repel-paper (the paper's i != j) | orthogonalization | infonce-cos | "
                        "noisy-embedding | active-forgetting.", panel=_LOSS)
     lambda_disp: float = option(0.1, "Regulariser weight (Table 4's best: 0.1).", panel=_LOSS)
     tau: float = option(1.0, "Temperature of the regulariser (Table 4's best: 1.0).", panel=_LOSS)
