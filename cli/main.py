@@ -27,6 +27,7 @@ def _register() -> None:
                 "evaluate": evaluate.evaluate, "report": report.report, "paper": paper.paper}
     for name, fn in commands.items():
         app.command(name, epilog=getattr(fn, "lmdisp_epilog", None) or None)(fn)
+    paper.attach(app)  # `lmdisp paper` runs the other commands in-process
 
 
 _register()

@@ -19,15 +19,21 @@ from lmdisp.cli.ui import console
 EXECUTORS = ("local", "gpus", "slurm", "submitit-local")
 
 
+_APP: list = []  # the `lmdisp` Typer app, attached by lmdisp.cli.main (which imports this module)
+
+
+def attach(app) -> None:
+    _APP[:] = [app]
+
+
 def invoke_cli(argv: list[str]) -> None:
     """`lmdisp ARGV` in this process (the local executor's way to run a job)."""
     import click
 
-    from lmdisp.cli.main import app
     from lmdisp.errors import LmdispError
 
     try:
-        app(args=argv, prog_name="lmdisp", standalone_mode=False)
+        _APP[0](args=argv, prog_name="lmdisp", standalone_mode=False)
     except click.exceptions.Exit as exc:
         if exc.exit_code:
             raise RuntimeError(f"lmdisp {argv[0]}: exit code {exc.exit_code}") from None
