@@ -179,3 +179,25 @@ def test_sigterm_to_the_cli_exits_143_with_the_command_that_continues(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     state = json.loads((out / "manifest.json").read_text())
     assert state["status"] == "finished" and state["steps"] == 40
+
+
+def test_sigterm_stops_measure_keeping_the_models_it_finished(tmp_path, run_cli, monkeypatch):
+    import lmdisp.measure.run as measure_run
+
+    real, calls = measure_run.load_model, []
+
+    def load_then_sigterm(spec, **kw):  # SIGTERM arrives while the second model loads
+        calls.append(spec)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(spec, **kw)
+
+    monkeypatch.setattr(measure_run, "load_model", load_then_sigterm)
+    out = tmp_path / "m"
+    res = run_cli("measure", "random:tiny-gpt2", "random:tiny-llama", "--dataset", "builtin", "--repetitions", "2",
+                  "--max-tokens", "32", "--no-plots", "--output", out)
+    assert res.code == 143 and "SIGTERM" in res.err and "Traceback" not in res.err
+    assert len(res.err.strip().splitlines()) == 1, res.err
+    assert (out / "random-tiny-gpt2" / "summary.json").is_file()  # the finished model is kept
+    assert not (out / "random-tiny-llama").exists() and not (out / locks.LOCK_NAME).exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -178,6 +178,9 @@ def build_trainer(cfg: TrainConfig, tokenizer, train, args, callbacks: list):
         trainer = DistillTrainer(teacher=teacher, **kwargs)
     else:
         trainer = DispersionTrainer(**kwargs)
+    from lmdisp.train.telemetry import tensorboard_dir
+
+    tensorboard_dir(trainer, Path(args.output_dir).parent / "tensorboard")
     # Logs go to metrics.jsonl (and the CLI's bar): a library does not print the Trainer's dicts.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
