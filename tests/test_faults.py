@@ -57,6 +57,7 @@ class _SigtermAt(TrainerCallback):
 
 # ----------------------------------------------------------------------------- preemption
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_resume_reaches_the_same_weights(tmp_path):
     full = run_train(_cfg(tmp_path / "full"))
     with pytest.raises(Terminated) as err:
@@ -103,6 +104,7 @@ def holder():
     for proc in procs:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
 
 
 def _unfinished_run(folder):
@@ -195,8 +197,8 @@ def test_sigterm_stops_measure_keeping_the_models_it_finished(tmp_path, run_cli,
     monkeypatch.setattr(measure_run, "load_model", load_then_sigterm)
     out = tmp_path / "m"
     res = run_cli("measure", "random:tiny-gpt2", "random:tiny-llama", "--dataset", "builtin", "--repetitions", "2",
-                  "--max-tokens", "32", "--no-plots", "--output", out)
-    assert res.code == 143 and "SIGTERM" in res.err and "Traceback" not in res.err
+                  "--max-length", "32", "--no-plots", "--output", out)
+    assert res.code == 143 and "SIGTERM" in res.err and "Traceback" not in res.err, res.err
     assert len(res.err.strip().splitlines()) == 1, res.err
     assert (out / "random-tiny-gpt2" / "summary.json").is_file()  # the finished model is kept
     assert not (out / "random-tiny-llama").exists() and not (out / locks.LOCK_NAME).exists()
