@@ -86,6 +86,7 @@ class DispersionTrainer(Trainer):
     def _loss_options(self) -> dict[str, float]:
         cfg = self.run_config
         opts = {"dispersion": {"tau": cfg.tau, "clamp": cfg.clamp}, "l2_repel": {"tau": cfg.tau},
+                "dispersion_torchtitan": {"tau": cfg.tau, "clamp": cfg.clamp},
                 "l2_repel_paper": {"tau": cfg.tau},
                 "orthogonalization": {"clamp": cfg.clamp}, "infonce_cos": {"tau": cfg.tau}}
         return opts.get(cfg.regularizer, {})
