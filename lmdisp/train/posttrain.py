@@ -65,11 +65,13 @@ class Regularizer:
             raise ConfigError(f"--lambda-disp must be >= 0 (got {self.weight})")
 
     def options(self) -> dict[str, float]:
-        key = self.name.replace("-", "_")
-        opts = {"dispersion": {"tau": self.tau, "clamp": self.clamp}, "l2_repel": {"tau": self.tau},
-                "l2_repel_paper": {"tau": self.tau}, "orthogonalization": {"clamp": self.clamp},
-                "infonce_cos": {"tau": self.tau}}
-        return opts.get(key, {})
+        """tau and clamp, for the losses that take them (any registered loss works)."""
+        import inspect
+
+        from lmdisp.train.losses import get_loss
+
+        accepted = inspect.signature(get_loss(self.name)).parameters
+        return {k: v for k, v in {"tau": self.tau, "clamp": self.clamp}.items() if k in accepted}
 
 
 class TokenLocationError(LmdispError):

@@ -129,6 +129,12 @@ class PostTrainConfig:
     def scaled_lr(self, world_size: int) -> float:
         return self.lr
 
+    def batch_record(self, world: int) -> dict:
+        """What the manifest records about the optimisation on `world` processes."""
+        return {"world_size": world, "global_batch": self.batch_size * self.grad_accum * world,
+                "per_device_batch": self.batch_size, "grad_accum": self.grad_accum, "max_steps": self.max_steps,
+                "learning_rate": self.lr, "learning_rate_rule": f"lr {self.lr}, not scaled (TRL's own)"}
+
     def method_label(self) -> str:
         """`sft` / `sft + dispersion (lambda=0.1)`: the report label."""
         if self.loss == "ce":

@@ -15,9 +15,11 @@ import dataclasses
 import time
 from pathlib import Path
 
+from lmdisp import locks, preempt
 from lmdisp.config import as_dict
-from lmdisp.errors import ConfigError, DataError, Interrupted
+from lmdisp.errors import ConfigError, DataError, Interrupted, Terminated
 from lmdisp.runs import RunDir, make_readable, peak_memory, save_figure, write_json
+from lmdisp.train.callbacks import StopOnSigterm
 from lmdisp.train.folder import check_output, final_losses, prepare_run_dir, resume_point, train_labels
 from lmdisp.train.posttrain_config import PostTrainConfig
 from lmdisp.train.run import TrainRun, _dist_state, _use_cpu
@@ -163,33 +165,58 @@ def _callbacks(cfg: PostTrainConfig, run_dir: Path, heldout) -> list:
 
 
 def run_posttrain(cfg: PostTrainConfig, callbacks: list | tuple = ()) -> TrainRun:
-    """Validate, load data and model, train (or resume) with TRL, save; return the run."""
+    """Validate, load data and model, train (or resume) with TRL, save; return the run. One
+    writer per run folder and SIGTERM handling as `run_train`."""
     started, command = time.time(), cfg.objective
     state = _dist_state()
     trl_classes(command)
     resuming = check_output(cfg, command)
     state.wait_for_everyone()
     tokenizer = posttrain_tokenizer(cfg)
-    data = load_posttrain_data(cfg)
-    heldout = heldout_batch(cfg, tokenizer)
-    run_dir, fresh = prepare_run_dir(cfg, command, state, resuming)
+    if resuming and state.is_main_process:
+        locks.acquire(cfg.output, command)
+    try:
+        data = load_posttrain_data(cfg)
+        heldout = heldout_batch(cfg, tokenizer)
+        run_dir, fresh = prepare_run_dir(cfg, command, state, resuming)
+        try:
+            return _train(cfg, state, run_dir, fresh, tokenizer, data, heldout, callbacks, started)
+        finally:
+            if state.is_main_process:
+                locks.release(run_dir)
+    finally:
+        if cfg.output and state.is_main_process:
+            locks.release(cfg.output)
+
+
+def _train(cfg, state, run_dir, fresh, tokenizer, data, heldout, callbacks, started) -> TrainRun:
+    command = cfg.objective
     try:
         resume = resume_point(run_dir, state, cfg.resume_from) if cfg.resume else None
-        trainer = build_posttrainer(cfg, run_dir, tokenizer, data, [*_callbacks(cfg, run_dir, heldout), *callbacks])
+        stop = StopOnSigterm()
+        trainer = build_posttrainer(cfg, run_dir, tokenizer, data,
+                                    [*_callbacks(cfg, run_dir, heldout), stop, *callbacks])
     except BaseException:
         if fresh and state.is_main_process:
             RunDir(run_dir, command).discard_if_empty(keep=("config.yaml", "manifest.json"))
         raise
+    if state.is_main_process:
+        locks.acquire(run_dir, command)
+    resume_cmd = f"lmdisp {command} --config {run_dir / 'config.yaml'} --output {run_dir} --resume"
     try:
-        with peak_memory() as mem:
+        with peak_memory() as mem, preempt.graceful():
             trainer.train(resume_from_checkpoint=resume)
     except KeyboardInterrupt:
-        raise Interrupted(f"{command} stopped at step {trainer.state.global_step}; continue with: lmdisp {command} "
-                          f"--config {run_dir / 'config.yaml'} --output {run_dir} --resume") from None
+        raise Interrupted(f"{command} stopped at step {trainer.state.global_step}; continue with: {resume_cmd}") \
+            from None
     finally:
         for cb in trainer.callback_handler.callbacks:
             if hasattr(cb, "close"):
                 cb.close()
+    if stop.stopped_at is not None and trainer.state.global_step < cfg.max_steps:
+        ckpt = Path(trainer.args.output_dir) / f"checkpoint-{stop.stopped_at}"
+        raise Terminated(f"{command} stopped by SIGTERM at step {stop.stopped_at} of {cfg.max_steps}; checkpoint "
+                         f"saved in {ckpt}; continue with: {resume_cmd}")
     final = run_dir / "final"
     trainer.save_model(str(final))
     if state.is_main_process:
