@@ -393,4 +393,5 @@ def run_report(cfg: ReportConfig) -> ReportRun:
     if cfg.plot and table["average"].notna().any():
         save_figure(bar_chart(table), run.path / "averages.png")
     run.write_manifest(as_dict(cfg), runs=[str(f) for f in folders], tasks=tasks, notes=notes)
+    run.release()
     return ReportRun(run.path, values, display, notes, tasks, table, cfg.select)
