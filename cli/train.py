@@ -32,15 +32,20 @@ def _runner(command: str):
 
         cfg = load_config(TrainConfig, config, sets, flags, kind=command, fixed={"init": _INIT[command]})
         run = run_train(cfg, command=command, callbacks=[training_progress()], data_progress=shard_progress())
-        if not run.main_process:  # one line, from the main process only
-            return
-        if run.resolved is not None and run.resolved.start == "finished":
-            console.print(f"{command}: {run.path} is a finished run ({run.steps} steps; final model "
-                          f"[bold]{run.final}[/]); nothing to resume, nothing changed", soft_wrap=True)
-        else:
-            console.print(f"{command}: {run.steps} steps; final model [bold]{run.final}[/]; "
-                          f"run folder [bold]{run.path}[/]", soft_wrap=True)
+        report_run(command, run)
     return run
+
+
+def report_run(command: str, run) -> None:
+    """One line, from the main process only (accelerate's, as `run_train` saw it)."""
+    if not run.main_process:
+        return
+    if run.already_finished:
+        console.print(f"{command}: {run.path} is a finished run ({run.steps} steps; final model "
+                      f"[bold]{run.final}[/]); nothing to resume, nothing changed", soft_wrap=True)
+    else:
+        console.print(f"{command}: {run.steps} steps; final model [bold]{run.final}[/]; "
+                      f"run folder [bold]{run.path}[/]", soft_wrap=True)
 
 
 COMMANDS = {name: config_command(TrainConfig, name, doc, _runner(name)) for name, doc in _DOCS.items()}

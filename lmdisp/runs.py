@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from lmdisp import locks
 from lmdisp.errors import RunDirError
 
 LOG_FILE = "lmdisp.log"  # the libraries' notices, written by the CLI (lmdisp.cli.ui.RunLog)
+LOCK_NAME = locks.LOCK_NAME  # held by the one process writing the folder (lmdisp.locks)
 
 # Packages whose versions go into every manifest: the ones that change numbers.
 _TRACKED_PACKAGES = (
@@ -42,7 +44,11 @@ def slugify(text: str, max_len: int = 60) -> str:
     return (text or "run")[:max_len]
 
 
-def _atomic_write(path: Path, write) -> Path:
+def _atomic_write(path: Path, write, need: int | None = None) -> Path:
+    """Write through a temporary sibling renamed into place: a failed or killed write leaves
+    the previous file (or none). Lack of space is one line (`lmdisp.space`), naming `need`."""
+    from lmdisp.space import is_no_space, no_space
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -51,8 +57,11 @@ def _atomic_write(path: Path, write) -> Path:
             write(fh)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; results are ordinary files
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        written = Path(tmp).stat().st_size if Path(tmp).exists() else 0
         Path(tmp).unlink(missing_ok=True)
+        if is_no_space(exc):
+            raise no_space(exc, path, need or written + 1) from None
         raise
     return path
 
@@ -62,7 +71,8 @@ os.umask(_UMASK)
 
 
 def write_text(path: Path, text: str) -> Path:
-    return _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+    data = text.encode("utf-8")
+    return _atomic_write(path, lambda fh: fh.write(data), need=len(data))
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -89,7 +99,8 @@ def save_figure(fig, path: Path, dpi: int = 150) -> Path:
 def save_npz(path: Path, **arrays) -> Path:
     import numpy as np
 
-    return _atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+    need = sum(np.asarray(a).nbytes for a in arrays.values())  # at most: compressed, it takes less
+    return _atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays), need=need)
 
 
 def _markdown(df) -> str:
@@ -181,7 +192,9 @@ class RunDir:
             path = Path(output).expanduser()
             if not path.parent.exists():
                 raise RunDirError(f"output folder's parent does not exist: {path.parent}")
-            if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            if path.is_dir():
+                locks.check_free(path)  # another process writing there: name it
+            if path.exists() and (not path.is_dir() or _holds_files(path)):
                 raise RunDirError(f"output folder already holds results, refusing to overwrite: {path}")
             ensure_writable(path)
         else:
@@ -200,6 +213,10 @@ class RunDir:
         if output is not None:
             path = Path(output).expanduser()
             _mkdir(path, exist_ok=True)
+            locks.acquire(path, command)
+            if _holds_files(path):  # another run filled it since `check`
+                locks.release(path)
+                raise RunDirError(f"output folder already holds results, refusing to overwrite: {path}")
             return cls(path, command).announce()
         base = Path(root).expanduser() / command
         _mkdir(base, parents=True, exist_ok=True)
@@ -208,10 +225,27 @@ class RunDir:
             path = base / (f"{stamp}_{slugify(name)}" + (f"-{i + 1}" if i else ""))
             try:
                 _mkdir(path)
+                locks.acquire(path, command)
                 return cls(path, command).announce()
             except FileExistsError:
                 continue
         raise RunDirError(f"could not find a free run folder name under {base}")
+
+    @classmethod
+    def resume(cls, path: Path | str, command: str) -> "RunDir":
+        """An existing run folder this process continues: its lock taken (`lmdisp.locks`)."""
+        locks.acquire(path, command)
+        return cls(Path(path), command).announce()
+
+    @staticmethod
+    def check_free(path: Path | str | None) -> None:
+        """RunDirError naming the process that holds `path`'s lock, if another one does."""
+        if path is not None:
+            locks.check_free(Path(path).expanduser())
+
+    def release(self) -> None:
+        """Let another process write into the folder (`lmdisp.locks.release`)."""
+        locks.release(self.path)
 
     def announce(self) -> "RunDir":
         """Log the folder (`extra={"run_folder": ...}`): the CLI then keeps its log file in it."""
@@ -224,7 +258,8 @@ class RunDir:
         import shutil
 
         names = {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
-        if names <= {LOG_FILE, *keep}:
+        self.release()
+        if names <= {LOG_FILE, locks.LOCK_NAME, *keep}:
             shutil.rmtree(self.path, ignore_errors=True)
 
     def file(self, *parts: str) -> Path:
@@ -246,6 +281,11 @@ class RunDir:
             **extra,
         }
         return write_json(self.path / "manifest.json", data)
+
+
+def _holds_files(path: Path) -> bool:
+    """Anything in the folder but its lock file."""
+    return any(p.name != locks.LOCK_NAME for p in path.iterdir())
 
 
 def _mkdir(path: Path, **kwargs) -> None:

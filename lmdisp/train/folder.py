@@ -48,6 +48,7 @@ def check_output(cfg: TrainConfig, command: str) -> str:
             logging.getLogger("lmdisp").warning("--resume: nothing to resume in %s yet: starting a new run there",
                                                 out if out is not None else cfg.results_dir)
         return NEW
+    RunDir.check_free(out)  # another process writing this run: refused first, naming it
     try:
         old = yaml.safe_load((out / "config.yaml").read_text()) or {}
     except (OSError, ValueError, yaml.YAMLError) as exc:
@@ -83,8 +84,7 @@ def prepare_run_dir(cfg: TrainConfig, command: str, state, resuming: bool) -> tu
             path = RunDir.create(command, name, root=cfg.results_dir, output=cfg.output).path
             TrainingRun.mark(path, command)
             RunDir(path, command).write_manifest(as_dict(cfg), seed=cfg.seed, status="running",
-                                                 labels=train_labels(cfg), world_size=state.num_processes,
-                                                 learning_rate=cfg.scaled_lr(state.num_processes))
+                                                 labels=train_labels(cfg), **cfg.batch_record(state.num_processes))
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
@@ -99,26 +99,35 @@ def train_labels(cfg: TrainConfig) -> dict:
 
 def resume_point(run_dir: Path, state, chosen: str | None = None) -> str | None:
     """The checkpoint to resume from: `chosen` (a `checkpoint-N` of this run, or a path to
-    one), else the newest complete one (`TrainingRun.checkpoints`). A checkpoint cut short by
-    a kill is moved aside by the main process (`.incomplete-checkpoint-N`) and the run resumes
-    from the one before. None (with a notice) when the run has no checkpoint yet: it starts
-    again from step 0."""
+    one), else the newest usable one. The Trainer writes `trainer_state.json` last, so a
+    checkpoint without a readable one was cut short by a kill: the main process moves it
+    aside (`.incomplete-checkpoint-N`) and the run resumes from the one before; so does a
+    checkpoint whose files differ from the sizes and checksums recorded when it was written
+    (`.damaged-checkpoint-N`, with a warning). None (with a notice) when the run has no
+    checkpoint yet: it starts again from step 0."""
     import logging
+
+    from lmdisp.train.checkpoints import problem
 
     if chosen:
         return str(chosen_checkpoint(run_dir, chosen))
-    run = TrainingRun(run_dir)
-    complete = run.checkpoints()
-    newest = complete[-1][0] if complete else -1
-    if state.is_main_process:
-        for step, ckpt in run.checkpoint_folders():
-            if step > newest:
-                ckpt.rename(ckpt.with_name(f".incomplete-{ckpt.name}-{int(time.time())}"))
+    found = None
+    for _, ckpt in reversed(TrainingRun(run_dir).checkpoint_folders()):
+        wrong = problem(ckpt)
+        if wrong is None:
+            found = str(ckpt)
+            break
+        if state.is_main_process:
+            cut = "trainer_state.json" in wrong
+            ckpt.rename(ckpt.with_name(f".{'incomplete' if cut else 'damaged'}-{ckpt.name}-{int(time.time())}"))
+            if not cut:
+                logging.getLogger("lmdisp").warning("%s is damaged (%s): moved aside, resuming from the "
+                                                    "checkpoint before it", ckpt, wrong)
     state.wait_for_everyone()
-    if not complete and state.is_main_process:
+    if found is None and state.is_main_process:
         logging.getLogger("lmdisp").warning("%s has no complete checkpoint yet: starting it again from step 0",
                                             run_dir)
-    return str(complete[-1][1]) if complete else None
+    return found
 
 
 def final_losses(metrics: Path) -> dict:
@@ -143,11 +152,17 @@ def final_losses(metrics: Path) -> dict:
 
 
 def chosen_checkpoint(run_dir: Path, chosen: str) -> Path:
-    """`resume_from`: a `checkpoint-N` of the run, or a path to one; it must be complete."""
+    """`resume_from`: a `checkpoint-N` of the run, or a path to one; it must be complete and
+    match the sizes and checksums recorded when it was written."""
+    from lmdisp.train.checkpoints import problem
+
     run = TrainingRun(run_dir)
     ckpt = Path(chosen).expanduser() if Path(chosen).expanduser().is_dir() else run.checkpoint_dir / chosen
     if not is_complete(ckpt):
         have = [c.name for _, c in run.checkpoint_folders()]
         raise RunDirError(f"--set resume_from={chosen}: not a complete checkpoint of {run_dir} (it has "
                           f"{', '.join(have) or 'none'})")
+    wrong = problem(ckpt)
+    if wrong:
+        raise RunDirError(f"--set resume_from={chosen}: {ckpt} is damaged ({wrong}); choose another checkpoint")
     return ckpt
