@@ -32,7 +32,7 @@ from lmdisp.errors import ModelLoadError, first_line
 from lmdisp.machine import (CHECKPOINT_DTYPE, DEVICE_PATTERN, DTYPES, cache_dir, resolve_device,  # noqa: F401
                             resolve_dtype, writable_cache)
 from lmdisp.model_configs import json_config, shipped
-from lmdisp.trainrun import model_folder
+from lmdisp.runfolder import model_folder
 
 DEFAULT_MODEL = "smollm2-135m"
 

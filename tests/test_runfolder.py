@@ -1,4 +1,4 @@
-"""A training run folder is one type (`lmdisp.trainrun.TrainingRun`) and a model everywhere a
+"""A training run folder is one type (`lmdisp.runfolder.TrainingRun`) and a model everywhere a
 model is accepted; `--resume` of a finished run changes nothing and says so; the library never
 rewrites the config it is given."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from lmdisp.train.config import TrainConfig
 from lmdisp.train.run import run_train
-from lmdisp.trainrun import MARKER, TrainingRun
+from lmdisp.runfolder import MARKER, TrainingRun
 
 TINY = dict(model="random:tiny-gpt2", dataset="builtin", context_length=32, batch_size=4, grad_accum=1,
             lr=1e-3, gradient_checkpointing=False, condensation_every=0, logging_steps=1, save_steps=1,

@@ -20,7 +20,7 @@ from lmdisp.eval.config import EvaluateConfig
 from lmdisp.eval.harness import Stage, check_task_names, run_evaluate, task_manager
 from lmdisp.eval.results import EvaluateRun
 from lmdisp.runs import LOCK_NAME, LOG_FILE, RunDir
-from lmdisp.trainrun import TrainingRun
+from lmdisp.runfolder import TrainingRun
 
 
 def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) -> list[EvaluateRun]:

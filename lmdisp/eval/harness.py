@@ -45,7 +45,7 @@ from lmdisp.eval.config import EvaluateConfig, is_preset, load_evaluate_config
 from lmdisp.eval.results import EvaluateRun, load_json, set_aside_damaged_requests, write_evaluation
 from lmdisp.eval.tasks import broken_task_yaml
 from lmdisp.runs import LOCK_NAME, LOG_FILE, RunDir, write_json
-from lmdisp.trainrun import TrainingRun
+from lmdisp.runfolder import TrainingRun
 
 CPU_BATCH_SIZE = 8       # batching helps on a CPU too (bench/eval_speed.py); "auto" probes GPU memory
 DEFAULT_SEED = 1         # a model that is not a training run; the paper's seeds are 1, 2, 3
@@ -126,9 +126,9 @@ class ModelTarget:
 
 
 def resolve_model(spec: str) -> ModelTarget:
-    """A training run folder -> its `final/` (`lmdisp.trainrun`), with the run's config and
+    """A training run folder -> its `final/` (`lmdisp.runfolder`), with the run's config and
     labels; a checkpoint or final/ of a run keeps its spec and gets the run's; anything else as is."""
-    from lmdisp.trainrun import model_folder
+    from lmdisp.runfolder import model_folder
 
     path = Path(spec).expanduser()
     run = TrainingRun.containing(path) if path.is_dir() else None

@@ -38,7 +38,7 @@ class Outcome:
 
 def resolve_argv(plan: Plan, job: Job) -> list[str]:
     """Placeholders filled in; `{ckpts:ID}` becomes several arguments; shipped config paths."""
-    from lmdisp.trainrun import TrainingRun
+    from lmdisp.runfolder import TrainingRun
 
     out: list[str] = []
     for arg in job.argv:

@@ -52,7 +52,7 @@ def save_checkpoint(trainer, save):
 
 def latest_complete(folder: Path) -> Path | None:
     """The newest complete checkpoint in a run's `checkpoints/` folder (`TrainingRun`)."""
-    from lmdisp.trainrun import TrainingRun
+    from lmdisp.runfolder import TrainingRun
 
     complete = TrainingRun(Path(folder).parent).checkpoints()
     return complete[-1][1] if complete else None

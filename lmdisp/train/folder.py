@@ -13,7 +13,7 @@ from lmdisp.config import as_dict
 from lmdisp.errors import RunDirError, first_line
 from lmdisp.runs import RunDir, ensure_writable
 from lmdisp.train.config import TrainConfig
-from lmdisp.trainrun import TrainingRun, is_complete
+from lmdisp.runfolder import TrainingRun, is_complete
 
 # Fields that may differ when the same run folder is continued.
 _RESUME_FREE = {"resume", "resume_from", "output", "results_dir", "num_proc", "report_to", "cache_dir"}
@@ -74,7 +74,7 @@ def check_output(cfg: TrainConfig, command: str) -> str:
 
 def prepare_run_dir(cfg: TrainConfig, command: str, state, resuming: bool) -> tuple[Path, bool]:
     """Create (main process) or agree on (all processes) the run folder -> (path, fresh). A new
-    folder gets its marker (`lmdisp.trainrun`), config.yaml and a `running` manifest."""
+    folder gets its marker (`lmdisp.runfolder`), config.yaml and a `running` manifest."""
     path = None
     if state.is_main_process:
         if resuming:

@@ -24,7 +24,7 @@ from lmdisp.train.folder import (FINISHED, RESUME, check_output, final_losses, p
                                  train_labels)
 from lmdisp.train.posttrain_config import PostTrainConfig
 from lmdisp.train.run import TrainRun, _dist_state, _use_cpu
-from lmdisp.trainrun import MARKER, TrainingRun
+from lmdisp.runfolder import MARKER, TrainingRun
 
 COLUMNS = {"sft": (("messages",), ("prompt", "completion"), ("text",)), "dpo": (("prompt", "chosen", "rejected"),),
            "grpo": (("prompt",),)}

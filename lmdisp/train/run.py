@@ -25,7 +25,7 @@ from lmdisp.train.callbacks import StopOnSigterm
 from lmdisp.train.folder import (FINISHED, RESUME, check_output, final_losses, model_spec, prepare_run_dir,
                                  resume_point, train_labels)
 from lmdisp.train.trainer import DispersionTrainer
-from lmdisp.trainrun import MARKER, TrainingRun
+from lmdisp.runfolder import MARKER, TrainingRun
 
 
 @dataclass(frozen=True)
