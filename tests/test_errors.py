@@ -240,11 +240,20 @@ def finished_run(tmp_path, run_cli):
     return out
 
 
-def test_resume_refuses_a_finished_run_and_changes_nothing(run_cli, finished_run):
-    before = {p: p.read_bytes() for p in finished_run.rglob("*") if p.is_file()}
+def test_resume_of_a_finished_run_changes_nothing_and_says_so(run_cli, finished_run, monkeypatch):
+    """Exit 0 (so `make fig7` and the table targets re-run to completion), one line, no file
+    touched; without --resume the finished run is refused (a new run needs a new --output)."""
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in finished_run.rglob("*") if p.is_file()}
+    monkeypatch.setenv("RANK", "1")  # the CLI asks accelerate which process is the main one, not the environment
+    res = run_cli("midtrain", *TRAIN, "--train-tokens", str(4 * 64), "--save-steps", "2", "--output", finished_run,
+                  "--resume")
+    assert res.code == 0 and not res.err, res.err
+    assert " ".join(res.out.split()) == (f"midtrain: {finished_run} is a finished run (4 steps; final model "
+                                         f"{finished_run / 'final'}); nothing to resume, nothing changed")
+    monkeypatch.delenv("RANK")
     refused(run_cli("midtrain", *TRAIN, "--train-tokens", str(4 * 64), "--save-steps", "2",
-                    "--output", finished_run, "--resume"), "finished run", "nothing changed")
-    after = {p: p.read_bytes() for p in finished_run.rglob("*") if p.is_file()}
+                    "--output", finished_run), "finished run", "choose a new --output")
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in finished_run.rglob("*") if p.is_file()}
     assert before == after
 
 

@@ -76,18 +76,12 @@ def test_a_run_folder_is_a_model_everywhere(finished_run, run_cli, tmp_path):
     assert json.loads((tmp_path / "d" / "manifest.json").read_text())["steps"] == 1
 
 
-def test_resume_of_a_finished_run_changes_nothing_and_says_so(finished_run, run_cli, monkeypatch):
+def test_resume_of_a_finished_run_replayed_from_its_config_is_a_no_op(finished_run, run_cli):
+    """`make fig7` calls midtrain --config ... --resume on every run: a finished one is skipped."""
     before = _snapshot(finished_run)
-    monkeypatch.setenv("RANK", "1")  # the CLI asks accelerate who is the main process, not the environment
     res = run_cli("midtrain", "--config", finished_run / "config.yaml", "--output", finished_run, "--resume")
     assert res.code == 0, res.err
-    text = " ".join(res.out.split())
-    assert "is a finished run (2 steps" in text and "nothing to resume, nothing changed" in text
-    assert _snapshot(finished_run) == before
-    monkeypatch.delenv("RANK")
-    res = run_cli("midtrain", "--config", finished_run / "config.yaml", "--output", finished_run)
-    assert res.code == 2 and "is a finished run" in res.err and "choose a new --output" in res.err
-    assert _snapshot(finished_run) == before
+    assert "is a finished run (2 steps" in " ".join(res.out.split()) and _snapshot(finished_run) == before
 
 
 def test_the_library_never_rewrites_the_config_it_is_given(tmp_path):
