@@ -319,8 +319,8 @@ def _random_config(location: str, trust_remote_code: bool):
         names = shipped("models")
         close = difflib.get_close_matches(location, names, 1)
         hint = f" (did you mean random:{close[0]}?)" if close else ""
-        raise ModelLoadError(f"random:{location}: no shipped config `{location}`{hint}, and no hub config of that "
-                             f"name in the local cache ({_hub_why()}); shipped: {', '.join(names)}") from None
+        raise ModelLoadError(f"random:{location}: no shipped config `{location}`{hint} (shipped: {', '.join(names)}), "
+                             f"and no hub config of that name in the local cache: {_hub_why()}") from None
 
 
 def gguf_to_folder(gguf: Path) -> Path:

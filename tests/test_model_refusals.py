@@ -98,8 +98,8 @@ def test_a_device_the_machine_lacks_is_one_line(run_cli, device, name, nothing_l
 
 def test_model_and_tokenizer_typos_say_what_to_type(run_cli, nothing_left):
     _one_line(run_cli("measure", "random:tiny-gtp2", *MEASURE, "-o", "m"),
-              "random:tiny-gtp2: no shipped config `tiny-gtp2` (did you mean random:tiny-gpt2?)",
-              "shipped: ", "tiny-gpt2, tiny-llama")
+              "random:tiny-gtp2: no shipped config `tiny-gtp2` (did you mean random:tiny-gpt2?) (shipped: ",
+              "tiny-gpt2, tiny-llama)", "no hub config of that name in the local cache")
     _one_line(run_cli("measure", "random:tiny-gpt2", "--tokenizer", "/nonexistent", *MEASURE, "-o", "m"),
               "tokenizer `/nonexistent`: no such folder; pass a model or tokenizer folder, a hub id or a shipped "
               "tokenizer (tiny-bpe)")
