@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -49,7 +50,7 @@ def _atomic_write(path: Path, write) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; results are ordinary files
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -57,16 +58,30 @@ def _atomic_write(path: Path, write) -> Path:
     return path
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status); elsewhere
+    set and put straight back, as POSIX offers no other way to read it."""
+    try:
+        return int(re.search(r"^Umask:\s*([0-7]+)", Path("/proc/self/status").read_text(), re.M).group(1), 8)
+    except (OSError, AttributeError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: Path, text: str) -> Path:
     return _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
+def json_text(data: Any, indent: int | None = None) -> str:
+    """Strict JSON (RFC 8259): NaN and infinities, which `json.dumps` writes as the bare
+    tokens `NaN`/`Infinity` that other parsers refuse, are written as null."""
+    return json.dumps(_finite(data), indent=indent, default=lambda o: _finite(_json_default(o)), allow_nan=False)
+
+
 def write_json(path: Path, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2, default=_json_default, allow_nan=True) + "\n")
+    return write_text(path, json_text(data, indent=2) + "\n")
 
 
 def write_table(df, path_stem: Path, *, float_format: str = "%.6g") -> list[Path]:
@@ -103,6 +118,17 @@ def _markdown(df) -> str:
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
     rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([header, rule, *rows])
+
+
+def _finite(obj):
+    """`obj` with every non-finite float (Python or NumPy) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _json_default(obj):
@@ -178,11 +204,11 @@ class RunDir:
         a writable folder. The probe writes and removes a file, so it also catches a
         read-only file system and permissions that `os.access` would misjudge (root)."""
         if output is not None:
+            check_output_option(output)
             path = Path(output).expanduser()
-            if not path.parent.exists():
-                raise RunDirError(f"output folder's parent does not exist: {path.parent}")
-            if path.exists() and (not path.is_dir() or any(path.iterdir())):
-                raise RunDirError(f"output folder already holds results, refusing to overwrite: {path}")
+            if path.is_dir() and any(path.iterdir()):
+                raise RunDirError(f"{path} already holds results; refusing to overwrite them: choose a new "
+                                  "folder with -o NEW_FOLDER")
             ensure_writable(path)
         else:
             ensure_writable(Path(root).expanduser() / command)
@@ -192,14 +218,14 @@ class RunDir:
                output: Path | str | None = None) -> "RunDir":
         """Make a fresh run folder.
 
-        With `output`, that exact folder is used; it must not already hold files and its
-        parent must exist. Otherwise `<root>/<command>/<UTC timestamp>_<name>` is created,
+        With `output`, that exact folder is used (its parents are created); it must not
+        already hold files. Otherwise `<root>/<command>/<UTC timestamp>_<name>` is created,
         with a numeric suffix if that name is taken.
         """
         cls.check(command, root=root, output=output)
         if output is not None:
             path = Path(output).expanduser()
-            _mkdir(path, exist_ok=True)
+            _mkdir(path, parents=True, exist_ok=True)
             return cls(path, command).announce()
         base = Path(root).expanduser() / command
         _mkdir(base, parents=True, exist_ok=True)
@@ -248,6 +274,19 @@ class RunDir:
         return write_json(self.path / "manifest.json", data)
 
 
+def check_output_option(output: str | Path | None) -> None:
+    """`--output` as typed: not empty (`-o ''` is not the current folder) and not a file (its
+    missing parents are created with it; `ensure_writable` checks the nearest existing one)."""
+    if output is None:
+        return
+    if not str(output).strip():
+        raise RunDirError("--output '': an empty folder name; give a folder (-o NEW_FOLDER), or leave --output "
+                          "out for a timestamped folder under --results-dir")
+    path = Path(output).expanduser()
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"--output {path} is a file, not a folder; choose a folder name with -o NEW_FOLDER")
+
+
 def _mkdir(path: Path, **kwargs) -> None:
     try:
         path.mkdir(**kwargs)
@@ -262,9 +301,10 @@ def _mkdir(path: Path, **kwargs) -> None:
 def make_readable(folder: Path | str) -> None:
     """Give the files under `folder` the permissions of an ordinary file (0666 less the
     umask): some writers (safetensors through a temporary file) leave them private."""
+    mode = 0o666 & ~_umask()
     for path in Path(folder).rglob("*"):
         if path.is_file():
-            os.chmod(path, 0o666 & ~_UMASK)
+            os.chmod(path, mode)
 
 
 def ensure_writable(folder: Path | str) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from lmdisp.runs import json_text
+
 
 def _truncate_after(path: Path, step: int, step_of) -> None:
     """Drop records logged after `step` (a resumed run rewrites them) and a last line that a
@@ -48,7 +50,7 @@ class JsonlLogger(TrainerCallback):
             record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs,
                       "time": round(time.time(), 3)}
             with self.path.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(json_text(record) + "\n")
 
 
 class CondensationTracker(TrainerCallback):
@@ -106,7 +108,7 @@ class CondensationTracker(TrainerCallback):
             record = {"step": state.global_step, "heldout_loss": round(loss, 6),
                       "heldout_perplexity": round(math.exp(min(loss, 700.0)), 4), "time": round(time.time(), 3)}
             with self.metrics.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(json_text(record) + "\n")
 
 
 class EvalHook(TrainerCallback):
