@@ -14,7 +14,9 @@ from pathlib import Path
 
 from lmdisp.config import require
 from lmdisp.eval.config import EvaluateConfig
+from lmdisp.errors import Interrupted
 from lmdisp.eval.harness import Stage, check_task_names, run_evaluate, task_manager
+from lmdisp.eval.progress import RequestProgress
 from lmdisp.eval.results import EvaluateRun
 from lmdisp.runs import LOG_FILE, RunDir, training_run_of
 
@@ -28,7 +30,17 @@ def saved_checkpoints(run: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) -> list[EvaluateRun]:
+class CheckpointRuns(list):
+    """The evaluations made by `run_evaluate_checkpoints` (a list of `EvaluateRun`), with the
+    folder they are in and the steps that were already evaluated there (skipped)."""
+
+    def __init__(self, runs=(), path: Path | None = None, skipped: list[int] | None = None):
+        super().__init__(runs)
+        self.path, self.skipped = path, list(skipped or [])
+
+
+def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None,
+                             progress: RequestProgress | None = None) -> CheckpointRuns:
     """`--checkpoints all`: evaluate every saved checkpoint of the training run `cfg.model`,
     one run folder `<output>/step-N` each, labelled with its training step. Steps whose folder
     already holds `tasks.csv` are skipped, so an interrupted call continues where it stopped."""
@@ -46,18 +58,24 @@ def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) ->
     if out is None or not (out.is_dir() and all(re.fullmatch(r"step-\d+", c.name) or c.name == LOG_FILE
                                                 for c in out.iterdir())):
         out = RunDir.create("evaluate", path.name, root=cfg.results_dir, output=cfg.output).path
-    runs = []
+    runs = CheckpointRuns(path=out)
     try:
         for step, folder in ckpts:
             target = out / f"step-{step}"
             if (target / "tasks.csv").is_file():
+                runs.skipped.append(step)
                 continue
             if target.is_dir() and not any(target.iterdir()):
                 target.rmdir()
             if stage:
                 stage(f"checkpoint at step {step}")
             one = dataclasses.replace(cfg, model=str(folder), output=str(target), checkpoints="final")
-            runs.append(run_evaluate(one, stage, training_step=step))
+            runs.append(run_evaluate(one, stage, training_step=step, progress=progress))
+    except KeyboardInterrupt:
+        RunDir(out, "evaluate").discard_if_empty()
+        done = f"{len(runs) + len(runs.skipped)} of {len(ckpts)} checkpoints are evaluated in {out}"
+        raise Interrupted(f"evaluation stopped; {done}, and the same command with --output {out} continues with "
+                          "the others", output=out) from None
     except BaseException:
         RunDir(out, "evaluate").discard_if_empty()  # nothing written: leave no empty folder behind
         raise

@@ -20,7 +20,8 @@ from lmdisp.config import as_dict
 from lmdisp.errors import ConfigError, DataError, Interrupted
 from lmdisp.runs import RunDir, peak_memory, save_figure, write_json
 from lmdisp.train.config import TrainConfig
-from lmdisp.train.folder import check_output, final_losses, prepare_run_dir, resume_point, train_labels
+from lmdisp.train.folder import (check_output, final_losses, prepare_run_dir, resume_point, stopped_message,
+                                 train_labels)
 from lmdisp.train.trainer import DispersionTrainer
 
 @dataclass
@@ -218,8 +219,7 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
         with peak_memory() as mem:
             trainer.train(resume_from_checkpoint=resume)
     except KeyboardInterrupt:
-        raise Interrupted(f"{command} stopped at step {trainer.state.global_step}; continue with: lmdisp {command} "
-                          f"--config {run_dir / 'config.yaml'} --output {run_dir} --resume") from None
+        raise Interrupted(stopped_message(command, run_dir, trainer.state.global_step), output=run_dir) from None
     finally:  # a failed run (NaN, Ctrl-C) must not leave the terminal inside a live progress bar
         for cb in trainer.callback_handler.callbacks:
             if hasattr(cb, "close"):
