@@ -42,14 +42,14 @@ def _run(config, sets, flags, preset, model_arg=None) -> None:
     cfg = load_evaluate_config(preset or config, flags, sets, config_option="--config" if config else "--preset")
     try:
         with request_progress() as (stage, progress), quiet_stderr():  # lm-eval's own tqdm bars: to the log
-            if cfg.checkpoints == "all":
+            if cfg.checkpoints in ("all", "trained"):
                 _run_checkpoints(cfg, stage, progress)
                 return
             run = run_evaluate(cfg, stage=stage, progress=progress)
-    except Interrupted as exc:
+    except Interrupted as exc:  # Ctrl-C, or SIGTERM (Terminated keeps its exit code)
         if exc.output is None:
             raise
-        raise Interrupted(f"{exc}; continue with: {resume_command(exc.output)}") from None
+        raise type(exc)(f"{exc}; continue with: {resume_command(exc.output)}") from None
     _print_table(run)
     console.print(f"results: [bold]{run.path}[/]", soft_wrap=True)
 

@@ -110,12 +110,16 @@ def config_command(cls: type, command: str, doc: str, run: Callable[..., None], 
                 if key in kwargs and not kwargs[key]:
                     kwargs[key] = None
         flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in kwargs.items() if v is not None}
+        from lmdisp.preempt import sigterm_raises
+
         try:
-            with cli_session(verbose):  # the libraries' logging and progress bars, put back after the command
+            # the libraries' logging and progress bars, put back after the command; SIGTERM (a scheduler's
+            # notice) stops like Ctrl-C, exit 143
+            with cli_session(verbose), sigterm_raises():
                 run(config=config, sets=sets, flags=flags, **extras)
         except KeyboardInterrupt as exc:  # Typer would exit 130 silently; lmdisp.errors.Interrupted says more
             typer.secho(f"interrupted: {exc}" if str(exc) else "interrupted", fg="red", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(getattr(exc, "exit_code", 130)) from None
 
     cmd.__signature__ = inspect.Signature(sorted([*params, *common], key=lambda p: p.kind))  # positionals first
     cmd.__doc__ = doc

@@ -33,3 +33,14 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, message: str = "", output=None):
         super().__init__(message)
         self.output = output
+
+
+class Terminated(Interrupted):
+    """SIGTERM (a scheduler's notice before it kills the job, `lmdisp.preempt`): what was
+    kept and how to continue; the CLI exits with `exit_code` (128 + SIGTERM)."""
+
+    exit_code = 143
+
+
+class DiskFull(LmdispError):
+    """A write failed for lack of space (or a file-size limit); nothing half-written is kept."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import math
 import os
 import platform
 import re
@@ -25,9 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from lmdisp import locks
 from lmdisp.errors import RunDirError
+from lmdisp.jsontext import json_text
 
-LOG_FILE = "lmdisp.log"  # the libraries' notices, written by the CLI (lmdisp.cli.ui.RunLog)
+LOG_FILE = "lmdisp.log"  # the libraries' notices, written by the CLI (lmdisp.cli.session.RunLog)
+LOCK_NAME = locks.LOCK_NAME  # held by the one process writing the folder (lmdisp.locks)
 
 # Packages whose versions go into every manifest: the ones that change numbers.
 _TRACKED_PACKAGES = (
@@ -43,7 +45,11 @@ def slugify(text: str, max_len: int = 60) -> str:
     return (text or "run")[:max_len]
 
 
-def _atomic_write(path: Path, write) -> Path:
+def _atomic_write(path: Path, write, need: int | None = None) -> Path:
+    """Write through a temporary sibling renamed into place: a failed or killed write leaves
+    the previous file (or none). Lack of space is one line (`lmdisp.space`), naming `need`."""
+    from lmdisp.space import is_no_space, no_space
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -52,32 +58,28 @@ def _atomic_write(path: Path, write) -> Path:
             write(fh)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; results are ordinary files
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        written = Path(tmp).stat().st_size if Path(tmp).exists() else 0
         Path(tmp).unlink(missing_ok=True)
+        if is_no_space(exc):
+            raise no_space(exc, path, need or written + 1) from None
         raise
     return path
 
 
 def _umask() -> int:
-    """The process's umask, read without changing it (Linux: /proc/self/status); elsewhere
-    set and put straight back, as POSIX offers no other way to read it."""
+    """The umask, read without changing it (Linux); elsewhere set and put back (POSIX's only way)."""
     try:
         return int(re.search(r"^Umask:\s*([0-7]+)", Path("/proc/self/status").read_text(), re.M).group(1), 8)
     except (OSError, AttributeError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
 
 
 def write_text(path: Path, text: str) -> Path:
-    return _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
-
-
-def json_text(data: Any, indent: int | None = None) -> str:
-    """Strict JSON (RFC 8259): NaN and infinities, which `json.dumps` writes as the bare
-    tokens `NaN`/`Infinity` that other parsers refuse, are written as null."""
-    return json.dumps(_finite(data), indent=indent, default=lambda o: _finite(_json_default(o)), allow_nan=False)
+    data = text.encode("utf-8")
+    return _atomic_write(path, lambda fh: fh.write(data), need=len(data))
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -104,7 +106,8 @@ def save_figure(fig, path: Path, dpi: int = 150) -> Path:
 def save_npz(path: Path, **arrays) -> Path:
     import numpy as np
 
-    return _atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+    need = sum(np.asarray(a).nbytes for a in arrays.values())  # at most: compressed, it takes less
+    return _atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays), need=need)
 
 
 def _markdown(df) -> str:
@@ -118,36 +121,6 @@ def _markdown(df) -> str:
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
     rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([header, rule, *rows])
-
-
-def _finite(obj):
-    """`obj` with every non-finite float (Python or NumPy) replaced by None."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def _json_default(obj):
-    try:
-        import numpy as np
-
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(obj)
-    return str(obj)
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -206,7 +179,9 @@ class RunDir:
         if output is not None:
             check_output_option(output)
             path = Path(output).expanduser()
-            if path.is_dir() and any(path.iterdir()):
+            if path.is_dir():
+                locks.check_free(path)  # another process writing there: name it
+            if path.is_dir() and _holds_files(path):
                 raise RunDirError(f"{path} already holds results; refusing to overwrite them: choose a new "
                                   "folder with -o NEW_FOLDER")
             ensure_writable(path)
@@ -226,6 +201,11 @@ class RunDir:
         if output is not None:
             path = Path(output).expanduser()
             _mkdir(path, parents=True, exist_ok=True)
+            locks.acquire(path, command)
+            if _holds_files(path):  # another run filled it since `check`
+                locks.release(path)
+                raise RunDirError(f"{path} already holds results; refusing to overwrite them: choose a new "
+                                  "folder with -o NEW_FOLDER")
             return cls(path, command).announce()
         base = Path(root).expanduser() / command
         _mkdir(base, parents=True, exist_ok=True)
@@ -234,10 +214,27 @@ class RunDir:
             path = base / (f"{stamp}_{slugify(name)}" + (f"-{i + 1}" if i else ""))
             try:
                 _mkdir(path)
+                locks.acquire(path, command)
                 return cls(path, command).announce()
             except FileExistsError:
                 continue
         raise RunDirError(f"could not find a free run folder name under {base}")
+
+    @classmethod
+    def resume(cls, path: Path | str, command: str) -> "RunDir":
+        """An existing run folder this process continues: its lock taken (`lmdisp.locks`)."""
+        locks.acquire(path, command)
+        return cls(Path(path), command).announce()
+
+    @staticmethod
+    def check_free(path: Path | str | None) -> None:
+        """RunDirError naming the process that holds `path`'s lock, if another one does."""
+        if path is not None:
+            locks.check_free(Path(path).expanduser())
+
+    def release(self) -> None:
+        """Let another process write into the folder (`lmdisp.locks.release`)."""
+        locks.release(self.path)
 
     def announce(self) -> "RunDir":
         """Log the folder (`extra={"run_folder": ...}`): the CLI then keeps its log file in it."""
@@ -250,7 +247,8 @@ class RunDir:
         import shutil
 
         names = {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
-        if names <= {LOG_FILE, *keep}:
+        self.release()
+        if names <= {LOG_FILE, locks.LOCK_NAME, *keep}:
             shutil.rmtree(self.path, ignore_errors=True)
 
     def file(self, *parts: str) -> Path:
@@ -275,16 +273,17 @@ class RunDir:
 
 
 def check_output_option(output: str | Path | None) -> None:
-    """`--output` as typed: not empty (`-o ''` is not the current folder) and not a file (its
-    missing parents are created with it; `ensure_writable` checks the nearest existing one)."""
-    if output is None:
-        return
-    if not str(output).strip():
+    """`--output` as typed: not empty (`-o ''` is not `.`), not a file; missing parents are made."""
+    if output is not None and not str(output).strip():
         raise RunDirError("--output '': an empty folder name; give a folder (-o NEW_FOLDER), or leave --output "
                           "out for a timestamped folder under --results-dir")
-    path = Path(output).expanduser()
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"--output {path} is a file, not a folder; choose a folder name with -o NEW_FOLDER")
+    if output is not None and Path(output).expanduser().exists() and not Path(output).expanduser().is_dir():
+        raise RunDirError(f"--output {output} is a file, not a folder; choose a folder name with -o NEW_FOLDER")
+
+
+def _holds_files(path: Path) -> bool:
+    """Anything in the folder but its lock file."""
+    return any(p.name != locks.LOCK_NAME for p in path.iterdir())
 
 
 def _mkdir(path: Path, **kwargs) -> None:

@@ -295,13 +295,21 @@ def test_training_evaluates_at_begin_every_n_steps_and_end(run_cli, task_dir, tm
     res = run_cli("midtrain", "--model", "random:tiny-gpt2", "--dataset", "builtin", "--context-length", "32",
                   "--batch-size", "4", "--grad-accum", "1", "--no-gradient-checkpointing", "--condensation-every", "0",
                   "--train-tokens", str(5 * 128), "--output", tmp_path / "run", "--set", "eval_tasks=toy_mc",
-                  "--set", f"eval_include_path={task_dir}", "--set", "eval_every=2", "--set", "eval_limit=4")
+                  "--set", f"eval_include_path={task_dir}", "--set", "eval_every=2", "--set", "eval_limit=4",
+                  "--report-to", "tensorboard")
     assert res.code == 0, res.err
     evals = sorted(p.name for p in (tmp_path / "run" / "evals").iterdir())
     assert evals == ["step-0", "step-2", "step-4", "step-5"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc.Reload()
     for name in evals:
-        table = (tmp_path / "run" / "evals" / name / "tasks.csv").read_text()
-        assert "toy_mc" in table
+        table = pd.read_csv(tmp_path / "run" / "evals" / name / "tasks.csv")
+        assert "toy_mc" in table["task"].tolist()
+        row = table[table["task"] == "toy_mc"].iloc[0]
+        logged = {e.step: e.value for e in acc.Scalars(f"benchmark/toy_mc/{row['metric']}")}
+        assert logged[int(name.split("-")[1])] == pytest.approx(row["value"], rel=1e-6)  # the same score
 
 
 def test_checkpoints_all_evaluates_every_kept_checkpoint(run_cli, task_dir, tmp_path):
@@ -316,16 +324,27 @@ def test_checkpoints_all_evaluates_every_kept_checkpoint(run_cli, task_dir, tmp_
     args = ["--tasks", "toy_mc", "--include-path", task_dir, "--limit", "6"]
     res = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "all", *args, "--output", tmp_path / "ev")
     assert res.code == 0, res.err
-    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["lmdisp.log", "step-3", "step-5"]
-    manifests = {s: json.loads((tmp_path / "ev" / f"step-{s}" / "manifest.json").read_text()) for s in (3, 5)}
-    assert [manifests[s]["training_step"] for s in (3, 5)] == [3, 5]
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["lmdisp.log", "step-0", "step-3", "step-5"]
+    manifests = {s: json.loads((tmp_path / "ev" / f"step-{s}" / "manifest.json").read_text()) for s in (0, 3, 5)}
+    assert [manifests[s]["training_step"] for s in (0, 3, 5)] == [0, 3, 5]
     assert all(m["labels"]["method"] == "ce" and m["labels"]["seed"] == 1 for m in manifests.values())
+    assert all(m["labels"]["base_model"] == "random:tiny-gpt2" for m in manifests.values())
+    assert (manifests[0]["model"], manifests[0]["seed"]) == ("random:tiny-gpt2", 1)
     final = run_cli("evaluate", "--model", tmp_path / "run", *args, "--output", tmp_path / "final")
     assert final.code == 0, final.err
     scores = [pd.read_csv(tmp_path / d / "tasks.csv")["value"].tolist() for d in ("ev/step-5", "final")]
     assert scores[0] == scores[1]
+    # Step 0 is the starting model at the run's seed (fidelity E6): the same scores as evaluating it directly.
+    start = run_cli("evaluate", "--model", "random:tiny-gpt2", "--seed", "1", *args, "--output", tmp_path / "start")
+    assert start.code == 0, start.err
+    assert pd.read_csv(tmp_path / "ev" / "step-0" / "tasks.csv")["value"].tolist() == \
+        pd.read_csv(tmp_path / "start" / "tasks.csv")["value"].tolist()
+    trained = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "trained", *args,
+                      "--output", tmp_path / "tr")
+    assert trained.code == 0 and sorted(p.name for p in (tmp_path / "tr").iterdir()) == ["lmdisp.log", "step-3",
+                                                                                          "step-5"]
     again = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "all", *args, "--output", tmp_path / "ev")
-    assert again.code == 0 and f"all 2 checkpoint(s) already evaluated in {tmp_path / 'ev'} (steps 3, 5); nothing " \
+    assert again.code == 0 and f"all 3 checkpoint(s) already evaluated in {tmp_path / 'ev'} (steps 0, 3, 5); nothing " \
         "to do" in " ".join(again.out.split())  # done: skipped, and said so
     bad = run_cli("evaluate", "--model", tmp_path / "run" / "final", "--checkpoints", "all", *args)
     assert bad.code == 2 and "not a training run folder" in bad.err and "Traceback" not in bad.err

@@ -126,8 +126,9 @@ def test_value_matches_loop_reference(name):
             assert got.item() == pytest.approx(want, rel=1e-5, abs=1e-5), (d, opts)
 
 
-def test_registry_holds_the_six_losses():
-    assert sorted(LOSSES) == sorted(NAMES)
+def test_registry_holds_the_seven_losses():
+    # dispersion_torchtitan (Table 5's variant) is checked in tests/test_loss_torchtitan.py
+    assert sorted(LOSSES) == sorted([*NAMES, "dispersion_torchtitan"])
     for name in NAMES:
         assert get_loss(name) is LOSSES[name]
 
@@ -240,7 +241,7 @@ def test_identical_tokens_still_get_pushed_apart(name):
 
 
 def test_l2_repel_authors_version_is_the_norm_penalty_at_real_scales():
-    """FIDELITY.md L1: with ||z_i - z_j||^2 >> tau the diagonal's exp(0) = 1 terms swamp the
+    """docs/fidelity.md L6: with ||z_i - z_j||^2 >> tau the diagonal's exp(0) = 1 terms swamp the
     off-diagonal ones, so the authors' loss and its gradient equal log(n) + 0.1 mean(z^2)'s;
     the paper's version keeps a repulsion gradient far larger than the norm term's."""
     h = (torch.randn(2, 16, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 30)
@@ -382,7 +383,7 @@ def test_regularizer_calls_loss_once_and_skips_embeddings(monkeypatch):
 
 
 def test_unknown_names_and_options_raise_config_error():
-    with pytest.raises(ConfigError, match="valid: decorrelation, dispersion, infonce_cos"):
+    with pytest.raises(ConfigError, match="valid: decorrelation, dispersion, dispersion_torchtitan, infonce_cos"):
         get_loss("disperse")
     h, mask = batch()
     with pytest.raises(ConfigError, match="valid: clamp, log_mean, tau"):

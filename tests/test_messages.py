@@ -151,7 +151,8 @@ def test_one_module_site_is_flagged_and_json_stays_valid(run_cli, tmp_path):
 def test_every_json_writer_is_strict(tmp_path):
     import numpy as np
 
-    from lmdisp.runs import json_text, write_json
+    from lmdisp.jsontext import json_text
+    from lmdisp.runs import write_json
 
     data = {"a": float("nan"), "b": [float("inf"), np.float32("nan"), np.array([1.0, -np.inf])], "c": 1.5}
     write_json(tmp_path / "x.json", data)

@@ -43,9 +43,9 @@ from lmdisp.config import require
 from lmdisp.errors import ConfigError, DataError, Interrupted, ModelLoadError, RunDirError
 from lmdisp.eval.config import EvaluateConfig, is_preset, load_evaluate_config
 from lmdisp.eval.progress import RequestProgress, progress_lm, quiet_git_describe
-from lmdisp.eval.results import EvaluateRun, write_evaluation
+from lmdisp.eval.results import EvaluateRun, load_json, set_aside_damaged_requests, write_evaluation
 from lmdisp.eval.tasks import broken_task_yaml, template_problem
-from lmdisp.runs import LOG_FILE, RunDir, read_training_run, training_run_of, write_json
+from lmdisp.runs import LOCK_NAME, LOG_FILE, RunDir, read_training_run, training_run_of, write_json
 
 CPU_BATCH_SIZE = 8       # batching helps on a CPU too (bench/eval_speed.py); "auto" probes GPU memory
 DEFAULT_SEED = 1         # a model that is not a training run; the paper's seeds are 1, 2, 3
@@ -240,6 +240,7 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
 
     if not _unfinished(cfg.output):  # before any work: no result lost (a killed run's cache is resumed)
         RunDir.check("evaluate", root=cfg.results_dir, output=cfg.output)
+    RunDir.check_free(cfg.output)  # a killed evaluation's folder: refused while another process writes it
     resolve_device(cfg.device)
     target = resolve_model(cfg.model)
     check_model(target.load, trust_remote_code=cfg.trust_remote_code)
@@ -266,9 +267,10 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
         if not kept:  # no answer cached: leave nothing behind
             shutil.rmtree(cache, ignore_errors=True)
         run.discard_if_empty()
-        if isinstance(exc, KeyboardInterrupt) and kept:
-            raise Interrupted(f"evaluation stopped; the answers so far are kept in {cache}, and the same command "
-                              f"with --output {run.path} continues from them", output=run.path) from None
+        if isinstance(exc, KeyboardInterrupt) and kept:  # Ctrl-C, or SIGTERM (Terminated keeps its exit code)
+            stopped = type(exc) if isinstance(exc, Interrupted) else Interrupted
+            raise stopped(f"evaluation stopped; the answers so far are kept in {cache}, and the same command "
+                          f"with --output {run.path} continues from them", output=run.path) from None
         raise
     return write_evaluation(run, raw, plan, cfg, seed=seed, labels=labels, model=target.spec,
                             model_info=model_info, training_run=target.run, training=target.training,
@@ -289,24 +291,24 @@ def cache_identity(cfg: EvaluateConfig, target: ModelTarget) -> dict[str, Any]:
 def _unfinished(output: str | None) -> bool:
     """`--output` holds only the request cache (and log) of a killed evaluation."""
     out = Path(output).expanduser() if output else None
-    return out is not None and out.is_dir() and {p.name for p in out.iterdir()} - {LOG_FILE} == {CACHE_DIR}
+    return out is not None and out.is_dir() and {p.name for p in out.iterdir()} - {LOG_FILE, LOCK_NAME} == {CACHE_DIR}
 
 
 def _resumable_run(cfg: EvaluateConfig, target: ModelTarget, identity: dict) -> tuple[RunDir, bool]:
     """The run folder: `--output` holding only the request cache of a killed evaluation of the
-    same model is continued; anything else goes through `RunDir.create` (new or empty)."""
-    import json
-
+    same model is continued (a request cache cut mid-write moved aside first); anything else goes
+    through `RunDir.create` (new or empty)."""
     out = Path(cfg.output) if cfg.output else None
     if _unfinished(cfg.output):
         try:
-            old = json.loads((out / CACHE_DIR / "identity.json").read_text())
+            old = load_json(out / CACHE_DIR / "identity.json")
         except (OSError, ValueError):
             old = None
         if old != identity:
             raise RunDirError(f"{out} holds the request cache of an unfinished evaluation of another model or "
                               f"setting ({old}); use a new --output")
-        return RunDir(out, "evaluate").announce(), True
+        run = RunDir.resume(out, "evaluate")
+        return run, set_aside_damaged_requests(out / CACHE_DIR)
     return RunDir.create("evaluate", target.spec, root=cfg.results_dir, output=cfg.output), False
 
 

@@ -41,6 +41,9 @@ class DispersionTrainer(Trainer):
         self._micro = (-1, 0)                         # (global step, micro-batch) for the subsample seed
         self._train_start = self._last_log_time = time.perf_counter()
         self._last_logged_step = 0
+        from lmdisp.train.telemetry import attach
+
+        attach(self)  # the integrations see grouped names; lmdisp's callbacks log through it
 
     # -- the loss ---------------------------------------------------------------------
 
@@ -83,6 +86,7 @@ class DispersionTrainer(Trainer):
     def _loss_options(self) -> dict[str, float]:
         cfg = self.run_config
         opts = {"dispersion": {"tau": cfg.tau, "clamp": cfg.clamp}, "l2_repel": {"tau": cfg.tau},
+                "dispersion_torchtitan": {"tau": cfg.tau, "clamp": cfg.clamp},
                 "l2_repel_paper": {"tau": cfg.tau},
                 "orthogonalization": {"clamp": cfg.clamp}, "infonce_cos": {"tau": cfg.tau}}
         return opts.get(cfg.regularizer, {})
@@ -152,12 +156,9 @@ class DispersionTrainer(Trainer):
                 sums = self.accelerator.reduce(sums, reduction="sum")
             if not bool(torch.isfinite(sums).all()):
                 self._flush_metrics()
-        out = super()._save_checkpoint(model, trial)
-        if self.args.should_save:  # safetensors leaves its files private (0600): make them ordinary files
-            from lmdisp.runs import make_readable
+        from lmdisp.train.checkpoints import save_checkpoint
 
-            make_readable(self.args.output_dir)
-        return out
+        return save_checkpoint(self, lambda: super(DispersionTrainer, self)._save_checkpoint(model, trial))
 
     def train(self, *args, **kwargs):
         self._train_start = self._last_log_time = time.perf_counter()
