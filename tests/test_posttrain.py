@@ -279,3 +279,18 @@ def test_sft_resume_after_sigkill_reaches_the_same_weights(chat_model, tmp_path)
     steps = [json.loads(x)["step"] for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
              if "reg" in x]
     assert steps == list(range(1, 9))  # none lost, none logged twice
+
+
+def test_rule_rewards_and_their_refusals():
+    from lmdisp.errors import ConfigError
+    from lmdisp.train.rewards import reward_functions
+
+    answer, length, regex = reward_functions("answer,length:4,regex:^The")
+    said = ["The answer is 68.", "23 + 45 = 68", "68 is not it, 67", [{"role": "assistant", "content": "It is 68"}]]
+    assert answer(said, answer=["68"] * 4) == [1.0, 1.0, 0.0, 1.0]
+    assert length(["one two three four", "one two"]) == [0.0, -0.5]
+    assert regex(["The end", "the end"]) == [1.0, 0.0]
+    for bad, message in [("lenght:3", "use answer, length:N"), ("length:0", "use answer"), ("regex:(", "not a regular"),
+                         ("", "at least one")]:
+        with pytest.raises(ConfigError, match=message):
+            reward_functions(bad)
