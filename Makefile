@@ -136,9 +136,10 @@ fig2 figS2 fig3 fig4 fig5 fig7: install
 # Rows come from configs/midtrain/<model>-<row>.yaml (<model> = MODEL's last part, lower case).
 # Evaluation preset: paper (GPT-2: 1-shot, limit 500) or paper-qwen3 (Qwen3: 5-shot, limit 200).
 # The table configs keep a checkpoint every floor(T/5)+1 steps and at the end (eval_points: 5);
-# every one is evaluated (`evaluate --checkpoints all`), so the report can use the final one
-# (SELECT=final, the default) or, per seed, the best by the 10-task average (SELECT=best: the
-# authors' selection, made on the test data itself).
+# every one and the starting model (step 0) are evaluated (`evaluate --checkpoints all`), so the
+# report can use the final one (SELECT=final, the default) or, per seed, the best by the 10-task
+# average over steps 0..T (SELECT=best: the authors' GPT-2 selection, made on the test data
+# itself) or over the trained checkpoints only (SELECT=best-trained: their Qwen3 rows').
 # A step whose output exists is skipped, and a stopped training run resumes: re-run to continue.
 MODEL  ?= gpt2
 SEEDS  ?= 1 2 3
