@@ -208,4 +208,14 @@ def slug_id(spec: str) -> str:
 
 def full_jobs() -> list[Job]:
     cfg = models_config()
-    return [*table_jobs(cfg), *figure_jobs(cfg)]
+    return with_figure7_runs([*table_jobs(cfg), *figure_jobs(cfg)])
+
+
+def with_figure7_runs(jobs: list[Job]) -> list[Job]:
+    """Figure 7's training runs are table rows; they count (and run) for fig7 too."""
+    by_id = {j.id: j for j in jobs}
+    for job in jobs:
+        if job.kind == "measure" and "fig7" in job.artefacts:
+            for dep in job.deps:
+                add_artefact(by_id[dep], "fig7")
+    return jobs

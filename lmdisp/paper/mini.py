@@ -15,7 +15,7 @@ the tests). Same structure and the same shipped configs as the full plan, shrunk
 
 from __future__ import annotations
 
-from lmdisp.paper.full import models_config
+from lmdisp.paper.full import models_config, with_figure7_runs
 from lmdisp.paper.plan import Job
 
 SEEDS = ("1", "2")
@@ -153,4 +153,4 @@ def fig7_jobs(cfg: dict) -> list[Job]:
 
 
 def mini_jobs(smoke: bool = False) -> list[Job]:
-    return [*table_jobs(smoke), *feature_jobs(smoke)]
+    return with_figure7_runs([*table_jobs(smoke), *feature_jobs(smoke)])
