@@ -32,15 +32,16 @@ def invoke_cli(argv: list[str]) -> None:
 
     from lmdisp.errors import LmdispError
 
-    try:
-        _APP[0](args=argv, prog_name="lmdisp", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        if exc.exit_code:
-            raise RuntimeError(f"lmdisp {argv[0]}: exit code {exc.exit_code}") from None
+    try:  # standalone_mode=False: click returns an Exit's code instead of exiting
+        code = _APP[0](args=argv, prog_name="lmdisp", standalone_mode=False)
     except click.ClickException as exc:
         raise RuntimeError(f"lmdisp {argv[0]}: {exc.format_message()}") from None
     except LmdispError as exc:
         raise RuntimeError(f"lmdisp {argv[0]}: {exc}") from None
+    if code in (130, 143):  # Ctrl-C or SIGTERM reached the job: stop the plan (a rerun resumes)
+        raise KeyboardInterrupt(f"lmdisp {argv[0]} was stopped; run the same `lmdisp paper` again to continue")
+    if isinstance(code, int) and code:  # never marked done
+        raise RuntimeError(f"lmdisp {argv[0]}: exit code {code}")
 
 
 def _event(what: str, job, detail: str) -> None:
@@ -97,9 +98,12 @@ def paper(
     if dry_run:
         _dry_run(plan, jobs)
         return
+    from lmdisp.paper.execute import plan_lock
+
     t0 = time.perf_counter()
-    outcome = _execute(plan, jobs, executor, dict(partition=partition, account=account, time_min=time_min,
-                                                  gpus_per_job=gpus_per_job), slurm_config)
+    with plan_lock(plan):
+        outcome = _execute(plan, jobs, executor, dict(partition=partition, account=account, time_min=time_min,
+                                                      gpus_per_job=gpus_per_job), slurm_config)
     console.print(f"{len(outcome.done)} job(s) run, {len(outcome.skipped)} already complete, "
                   f"{len(outcome.failed)} failed, {len(outcome.blocked)} waiting on a failed job "
                   f"({time.perf_counter() - t0:.0f} s)")
@@ -108,7 +112,8 @@ def paper(
     if report:
         from lmdisp.paper.report import write_report
 
-        written = write_report(plan)
+        with plan_lock(plan):
+            written = write_report(plan)
         console.print(f"report: [bold]{written}[/]", soft_wrap=True)
     if not outcome.ok:
         raise typer.Exit(1)

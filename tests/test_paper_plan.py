@@ -122,9 +122,10 @@ def test_state_skips_complete_jobs_sets_changed_ones_aside_and_resumes_training(
     assert job_state(plan, a).status == "aside"  # started, never finished, not resumable
     mark_done(plan, state, 1.0, {})
     assert job_state(plan, a).status == "done"
-    before = job_hash(a)
+    before, b_before = job_hash(a), job_hash(plan.jobs["b"], plan)
     config.write_text("lr: 2\n")  # the config changed on disk: the hash changes, the job reruns
     assert job_hash(a) != before
+    assert job_hash(plan.jobs["b"], plan) != b_before  # and so does what is made from its output
     changed = job_state(plan, a)
     assert changed.status == "aside" and "config changed" in changed.note
     prepare_folder(plan, changed)

@@ -175,7 +175,8 @@ def make_figure(layout: str, inputs: list[Path], output: Path, labels: list[str]
     fig = draw(layout, groups, labels, heatmaps or [])
     output.mkdir(parents=True, exist_ok=True)
     save_figure(fig, output / "figure.png", dpi=110)
-    points = [{"group": labels[i] if i < len(labels) else str(i), "model": m["model"], "label": m.get("label"),
+    several = len(groups) > 1 or layout in ("families", "corpora")
+    points = [{"group": (labels[i] if i < len(labels) else str(i)) if several else "", "model": m["model"], "label": m.get("label"),
                "spearman_rho": m["rho"], "kendall_tau": m["tau"], "params": m["params"], "step": m["step"],
                "source": m["source"]} for i, g in enumerate(groups) for m in g]
     write_json(output / "figure.json", {"layout": layout, "labels": labels, "points": points,

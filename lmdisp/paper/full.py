@@ -160,7 +160,7 @@ def table_jobs(cfg: dict) -> list[Job]:
         table, model = key.split("/")
         jid = f"{table}/{model}/report"
         jobs[jid] = Job(jid, "tabulate", ["report", *[f"{{dep:{e}}}" for e in evals], "--select", "best",
-                                          "--results-dir", "{out}"], [table], list(evals), 0.0, "CPU only")
+                                          "--output", "{out}"], [table], list(evals), 0.0, "CPU only")
     return [*jobs.values(), *table5_jobs(cfg, seeds[:1])]
 
 
@@ -175,7 +175,7 @@ def table5_jobs(cfg: dict, seeds: list[str]) -> list[Job]:
             jobs.append(_evaluate(eid, "table5", f"{{dep:{tid}}}", "paper-qwen3", seed, [tid], eval_hours("0.6b", 1)))
             evals.append(eid)
     jobs.append(Job("table5/report", "tabulate", ["report", *[f"{{dep:{e}}}" for e in evals], "--reference",
-                                                  "dispersion", "--results-dir", "{out}"], ["table5"], evals, 0.0,
+                                                  "dispersion", "--output", "{out}"], ["table5"], evals, 0.0,
                     "CPU only"))
     return jobs
 

@@ -22,11 +22,12 @@ SEEDS = ("1", "2")
 _CORPUS = ["--dataset", "builtin"]
 _MEASURE = [*_CORPUS, "--repetitions", "4", "--max-length", "64", "--min-words", "96", "--max-words", "128",
             "--bootstrap", "200", "--save-matrices"]
-_SHAPE = ["--context-length", "64", "--batch-size", "8", "--grad-accum", "1", "--lr", "0.001",
+_SHAPE = ["--context-length", "64", "--batch-size", "8", "--grad-accum", "1", "--set", "global_batch=0", "--lr", "0.001",
           "--precision", "fp32", "--no-gradient-checkpointing", "--set", "logging_steps=8",
           "--set", "condensation_every=0"]
 MINI_WIDTHS = (16, 64, 256, 1024)
-FIG4_STEPS = (4, 8, 16, 32)      # doubling schedule; step 0 is the initialisation, the end is final/
+FIG4_STEPS = (4, 8, 16, 32)
+BASE_LABEL = ("--base-model", "tiny-gpt2 (mini base)")  # the report's block: base row and mid-trained rows      # doubling schedule; step 0 is the initialisation, the end is final/
 
 
 def _train(jid: str, arts: list[str], command: str, *args: str, deps=(), minutes: float = 0.3) -> Job:
@@ -44,8 +45,9 @@ def _figure(art: str, layout: str, deps: list[str], *extra: str) -> Job:
                                            *[f"{{dep:{d}}}" for d in deps]], [art], deps, None, "CPU", 0, 0.1)
 
 
-def _evaluate(jid: str, art: str, model: str, seed: str, deps: list[str], checkpoints: bool = True) -> Job:
-    argv = ["evaluate", "--model", model, "--config", "{dep:tasks}/preset.yaml", "--seed", seed,
+def _evaluate(jid: str, art: str, model: str, seed: str, deps: list[str], checkpoints: bool = True,
+              labels: tuple[str, ...] = ()) -> Job:
+    argv = ["evaluate", "--model", model, "--config", "{dep:tasks}/preset.yaml", "--seed", seed, *labels,
             "--output", "{out}"]
     if checkpoints:
         argv[-2:-2] = ["--checkpoints", "all"]
@@ -53,7 +55,7 @@ def _evaluate(jid: str, art: str, model: str, seed: str, deps: list[str], checkp
 
 
 def _report(jid: str, art: str, evals: list[str], *extra: str) -> Job:
-    return Job(jid, "tabulate", ["report", *[f"{{dep:{e}}}" for e in evals], *extra, "--results-dir", "{out}"],
+    return Job(jid, "tabulate", ["report", *[f"{{dep:{e}}}" for e in evals], *extra, "--output", "{out}"],
                [art], evals, None, "CPU", 0, 0.05)
 
 
@@ -64,7 +66,7 @@ def feature_jobs(smoke: bool) -> list[Job]:
         jobs.append(_measure("fig2/measure", ["fig2"], ["smollm2-135m", "random:smollm2-135m"], minutes=1.5))
         jobs.append(_figure("fig2", "families", ["fig2/measure"], "--heatmaps", "SmolLM2", "--labels", "SmolLM2"))
     widths = MINI_WIDTHS[:2] if smoke else MINI_WIDTHS
-    tokens = "8k" if smoke else "40k"
+    tokens = "4k" if smoke else "40k"
     for w in widths:
         jobs.append(_train(f"fig3/pretrain-mlp{w}", ["fig3"], "pretrain", "--config", "configs/pretrain/"
                            "gpt2-mlp384.yaml", "--model", f"mini-gpt2-mlp{w}", "--train-tokens", tokens,
@@ -95,10 +97,10 @@ def table_jobs(smoke: bool) -> list[Job]:
     cfg = models_config()
     seeds = SEEDS[:1] if smoke else SEEDS
     jobs: dict[str, Job] = {"tasks": Job("tasks", "prepare", ["lmdisp.paper.steps", "tasks", "--output", "{out}", "--limit",
-                                                   "24" if smoke else "60"],
+                                                   "24" if smoke else "40"],
                                          ["table2", "table3", "table4", "table5"], [], None, "CPU", 0, 0.05)}
     jobs["base"] = _train("base", ["table2"] if smoke else ["table2", "table3", "table4", "fig7"], "pretrain", "--config", "configs/pretrain/gpt2-mlp384.yaml",
-                          "--model", "tiny-gpt2", "--train-tokens", "16k" if smoke else "64k", "--seed", "0",
+                          "--model", "tiny-gpt2", "--train-tokens", "8k" if smoke else "64k", "--seed", "0",
                           minutes=0.5)
     tables = {"table2": ["ce", "dispersion"] if smoke else cfg["table2_rows"]}
     if not smoke:
@@ -106,7 +108,7 @@ def table_jobs(smoke: bool) -> list[Job]:
     evals: dict[str, list[str]] = {t: [] for t in tables}
     for seed in seeds:
         jobs[f"table2/eval-base-seed{seed}"] = _evaluate(f"table2/eval-base-seed{seed}", "table2", "{dep:base}/final",
-                                                         seed, ["base"], checkpoints=False)
+                                                         seed, ["base"], False, (*BASE_LABEL, "--method", "base"))
         evals["table2"].append(f"table2/eval-base-seed{seed}")
     for table, rows in tables.items():
         for row in rows:
@@ -117,7 +119,7 @@ def table_jobs(smoke: bool) -> list[Job]:
                     jobs[tid] = _train(tid, [table], "midtrain", "--config", f"configs/midtrain/gpt2-{row}.yaml",
                                        "--model", "{dep:base}/final", "--train-tokens", "4k" if smoke else "12k",
                                        "--seed", seed, "--set", "eval_points=2", deps=["base"])
-                    jobs[eid] = _evaluate(eid, table, f"{{dep:{tid}}}", seed, [tid], checkpoints=not smoke)
+                    jobs[eid] = _evaluate(eid, table, f"{{dep:{tid}}}", seed, [tid], False, BASE_LABEL)
                 for jid in (tid, eid):
                     if table not in jobs[jid].artefacts:
                         jobs[jid].artefacts.append(table)
