@@ -86,6 +86,8 @@ def paper(
                                                              "time_min, gpus_per_job, cpus_per_task, mem_gb).",
                                                         rich_help_panel="Slurm")] = None,
     report: Annotated[bool, typer.Option(help="Write report.html and report.md when the jobs are done.")] = True,
+    readme: Annotated[Optional[str], typer.Option(help="Also refill this README's `paper-plan` and "
+                                                       "`paper-claims` blocks (make paper does).")] = None,
 ) -> None:
     """Reproduce the paper: every figure and table as one resumable plan of jobs, then one report."""
     from lmdisp.errors import ConfigError
@@ -115,8 +117,24 @@ def paper(
         with plan_lock(plan):
             written = write_report(plan)
         console.print(f"report: [bold]{written}[/]", soft_wrap=True)
+        if readme:
+            _readme(plan, readme)
     if not outcome.ok:
         raise typer.Exit(1)
+
+
+def _readme(plan, readme: str) -> None:
+    from pathlib import Path
+
+    from lmdisp.paper import build_plan
+    from lmdisp.paper.readme import plan_table, update_block
+
+    path = Path(readme)
+    mini = plan if plan.scale == "mini" else build_plan("mini")
+    update_block(path, "paper-plan", plan_table(build_plan("full"), mini))
+    if plan.scale == "mini":
+        update_block(path, "paper-claims", (plan.root / "claims.md").read_text())
+    console.print(f"README blocks refilled: [bold]{path}[/]")
 
 
 def _execute(plan, jobs, executor: str, slurm: dict, slurm_config: str | None):

@@ -83,6 +83,11 @@ def feature_claims(root: Path, scale: str) -> list[Claim]:
     c3 = Claim("Feature 3", "Present at initialisation, reduced by pre-training (Figure 4).")
     out.append(_trend_claim(c3, fig4["points"], src4, "From initialisation through pre-training", scale,
                             "checkpoints") if fig4 else c3)
+    pairs = [(p, q) for p in (fig2 or {}).get("points", []) for q in fig2["points"]
+             if q["model"] == f"random:{p['model']}"]
+    for real, init in pairs:  # mini: a trained model next to a fresh initialisation of its architecture
+        c3.pieces += [f" {real['model']} as trained has ρ ", _n(real["spearman_rho"], src2),
+                      ", a fresh initialisation of it ", _n(init["spearman_rho"], src2), "."]
     out.append(feature4(root, scale))
     return out
 
@@ -121,13 +126,23 @@ def _seeds(row) -> list[float]:
     return [float(x) for x in str(row["seed_averages"]).split(",") if x not in ("", "nan")]
 
 
+def _row(rows, method: str):
+    """The row of `method`, or the one row of that loss with settings in its label (Qwen3's
+    `dispersion (lambda=1.0)`)."""
+    exact = rows[rows["method"] == method]
+    if not exact.empty:
+        return exact
+    loose = rows[rows["method"].str.split(" (", regex=False).str[0] == method]
+    return loose if len(loose) == 1 else loose.iloc[0:0]
+
+
 def compare(claim: Claim, table, src: Path, a: str, b: str, scale: str, label: str) -> Claim:
     """Is row `b`'s average above row `a`'s, per block: difference, Welch's t-test over seeds."""
     from scipy.stats import ttest_ind
 
     verdicts = []
     for block, rows in table.groupby("base_model", sort=False):
-        ra, rb = rows[rows["method"] == a], rows[rows["method"] == b]
+        ra, rb = _row(rows, a), _row(rows, b)
         if ra.empty or rb.empty:
             continue
         xa, xb = _seeds(ra.iloc[0]), _seeds(rb.iloc[0])

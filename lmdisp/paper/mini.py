@@ -66,7 +66,7 @@ def feature_jobs(smoke: bool) -> list[Job]:
         jobs.append(_measure("fig2/measure", ["fig2"], ["smollm2-135m", "random:smollm2-135m"], minutes=1.5))
         jobs.append(_figure("fig2", "families", ["fig2/measure"], "--heatmaps", "SmolLM2", "--labels", "SmolLM2"))
     widths = MINI_WIDTHS[:2] if smoke else MINI_WIDTHS
-    tokens = "4k" if smoke else "40k"
+    tokens = "4k" if smoke else "24k"
     for w in widths:
         jobs.append(_train(f"fig3/pretrain-mlp{w}", ["fig3"], "pretrain", "--config", "configs/pretrain/"
                            "gpt2-mlp384.yaml", "--model", f"mini-gpt2-mlp{w}", "--train-tokens", tokens,
@@ -85,7 +85,7 @@ def feature_jobs(smoke: bool) -> list[Job]:
     jobs.append(_figure("fig4", "checkpoints", ["fig4/measure"], "--labels",
                         ",".join(["init", *[f"step {s}" for s in FIG4_STEPS], "final"])))
     jobs.append(_train("fig5/distill", ["fig5"], "distill", "--model", "random:mini-gpt2-mlp64", "--teacher",
-                       "{dep:fig3/pretrain-mlp1024}/final", "--train-tokens", "40k", "--seed", "1",
+                       "{dep:fig3/pretrain-mlp1024}/final", "--train-tokens", "24k", "--seed", "1",
                        deps=["fig3/pretrain-mlp1024"]))
     jobs.append(_measure("fig5/measure", ["fig5"], ["{dep:fig3/pretrain-mlp64}/final", "{dep:fig5/distill}/final"],
                          ["fig3/pretrain-mlp64", "fig5/distill"]))
@@ -97,7 +97,7 @@ def table_jobs(smoke: bool) -> list[Job]:
     cfg = models_config()
     seeds = SEEDS[:1] if smoke else SEEDS
     jobs: dict[str, Job] = {"tasks": Job("tasks", "prepare", ["lmdisp.paper.steps", "tasks", "--output", "{out}", "--limit",
-                                                   "24" if smoke else "40"],
+                                                   "24" if smoke else "30"],
                                          ["table2", "table3", "table4", "table5"], [], None, "CPU", 0, 0.05)}
     jobs["base"] = _train("base", ["table2"] if smoke else ["table2", "table3", "table4", "fig7"], "pretrain", "--config", "configs/pretrain/gpt2-mlp384.yaml",
                           "--model", "tiny-gpt2", "--train-tokens", "8k" if smoke else "64k", "--seed", "0",
@@ -117,7 +117,7 @@ def table_jobs(smoke: bool) -> list[Job]:
                 tid, eid = f"{home}/{row}-seed{seed}", f"{home}/eval-{row}-seed{seed}"
                 if tid not in jobs:
                     jobs[tid] = _train(tid, [table], "midtrain", "--config", f"configs/midtrain/gpt2-{row}.yaml",
-                                       "--model", "{dep:base}/final", "--train-tokens", "4k" if smoke else "12k",
+                                       "--model", "{dep:base}/final", "--train-tokens", "4k" if smoke else "8k",
                                        "--seed", seed, "--set", "eval_points=2", deps=["base"])
                     jobs[eid] = _evaluate(eid, table, f"{{dep:{tid}}}", seed, [tid], False, BASE_LABEL)
                 for jid in (tid, eid):
@@ -138,7 +138,7 @@ def table5_jobs(seeds) -> list[Job]:
         for seed in seeds:
             tid, eid = f"table5/{row}-seed{seed}", f"table5/eval-{row}-seed{seed}"
             jobs.append(_train(tid, ["table5"], "pretrain", "--config", f"configs/pretrain/{row}.yaml", "--model",
-                               "tiny-llama", "--train-tokens", "32k", "--seed", seed, "--set", "warmup_steps=6"))
+                               "tiny-llama", "--train-tokens", "16k", "--seed", seed, "--set", "warmup_steps=4"))
             jobs.append(_evaluate(eid, "table5", f"{{dep:{tid}}}", seed, [tid], checkpoints=False))
             evals.append(eid)
     return [*jobs, _report("table5/report", "table5", evals)]
