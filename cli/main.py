@@ -21,9 +21,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from lmdisp.cli import evaluate, measure, paper, prepare, report, train
+    from lmdisp.cli import evaluate, measure, paper, posttrain, prepare, report, train
 
-    commands = {"measure": measure.measure, **train.COMMANDS, "prepare": prepare.prepare,
+    commands = {"measure": measure.measure, **train.COMMANDS, **posttrain.COMMANDS, "prepare": prepare.prepare,
                 "evaluate": evaluate.evaluate, "report": report.report, "paper": paper.paper}
     for name, fn in commands.items():
         app.command(name, epilog=getattr(fn, "lmdisp_epilog", None) or None)(fn)
