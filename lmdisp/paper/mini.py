@@ -154,5 +154,11 @@ def fig7_jobs(cfg: dict) -> list[Job]:
     return jobs
 
 
+# Run order when time is short: every figure's evidence first, then Table 2 and Figure 7, Table 5,
+# and the ablations (a plan stopped part-way reports the most claims).
+_PRIORITY = {"fig2": 0, "fig3": 0, "fig4": 0, "fig5": 0, "table2": 1, "fig7": 2, "table5": 3, "table3": 4, "table4": 5}
+
+
 def mini_jobs(smoke: bool = False) -> list[Job]:
-    return with_figure7_runs([*table_jobs(smoke), *feature_jobs(smoke)])
+    jobs = with_figure7_runs([*table_jobs(smoke), *feature_jobs(smoke)])
+    return sorted(jobs, key=lambda j: min(_PRIORITY.get(a, 9) for a in j.artefacts))
