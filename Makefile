@@ -2,6 +2,7 @@
 #   make demo    measure the bundled SmolLM2-135M (offline) and write results/measure/...
 #   make test    run the offline test suite
 #   make toy     ce vs dispersion mid-training of a tiny model, offline (Figure 7 direction; README block)
+#   make posttrain  SFT / GRPO with and without dispersion: condensation before/after, task metric (README block)
 #   make bench   speed and memory of `measure` vs the authors' package (results/bench/)
 #   make geometry  where SmolLM2 condenses: sites, first token, isotropy views, extras' cost (offline)
 #   make bench-gpu   the GPU benchmark (measure, training, evaluation) on one card
@@ -30,7 +31,7 @@ NGPUS  ?= $(shell if [ -n "$$CUDA_VISIBLE_DEVICES" ]; then echo "$$CUDA_VISIBLE_
                   else nvidia-smi -L 2>/dev/null | grep -c '^GPU'; fi)
 LAUNCH ?= $(if $(filter-out 0 1,$(NGPUS)),$(BIN)/torchrun --nproc_per_node $(NGPUS) -m lmdisp,$(LMDISP))
 
-.PHONY: install demo toy test test-fast bench geometry bench-train bench-eval bench-gpu bench-shards bench-soak wheels fig2 fig3 fig4 fig5 fig7 figS2 table2 table3 table4 plan paper paper-plan clean
+.PHONY: install demo toy posttrain test test-fast bench geometry bench-train bench-eval bench-gpu bench-shards bench-soak wheels fig2 fig3 fig4 fig5 fig7 figS2 table2 table3 table4 plan paper paper-plan clean
 
 install: $(VENV)/.installed
 
@@ -71,6 +72,13 @@ bench: install
 GEOREPS ?= 8
 geometry: install
 	$(OFFLINE) $(BIN)/python bench/geometry.py --repetitions $(GEOREPS)
+
+# The open question at small scale: a tiny GPT-2 pre-trained first (POSTTRAIN_MODEL=smollm2-135m: the
+# bundled SmolLM2-135M-Instruct), SFT (ce, dispersion; 2 seeds) and a short GRPO run, each measured
+# on the same texts; README block `posttrain` (results/bench/posttrain.*, runs in results/posttrain/).
+POSTTRAIN_MODEL ?= tiny
+posttrain: install
+	$(OFFLINE) $(BIN)/python bench/posttrain.py --model $(POSTTRAIN_MODEL)
 
 bench-train: install
 	$(OFFLINE) $(BIN)/python bench/train_step.py
