@@ -44,8 +44,8 @@ class PlainProgress:
         pass
 
     def stop(self) -> None:
-        for task in self.tasks.values():
-            if task["printed"] != task["completed"]:
+        for task in self.tasks.values():  # the end, or a value logged since the last line
+            if task["printed"] != task["completed"] or task["fields"].get("info", "") != task.get("info_printed", ""):
                 self._print(task)
 
     def add_task(self, description: str, total: int | None = None, completed: int = 0, **fields) -> int:
@@ -66,7 +66,7 @@ class PlainProgress:
             task["next"] = self._next(task["completed"], task["total"])
 
     def _next(self, done: int, total: int | None) -> float:
-        if not total:
+        if not total or done >= total:  # done: later updates (a last log) print nothing until stop()
             return float("inf")
         step = max(1, round(total * self.every))
         return min(total, (done // step + 1) * step)
@@ -98,7 +98,7 @@ def training_progress():
             self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, info="")
 
         def on_step_end(self, args, state, control, **kwargs):
-            if self.bar:
+            if self.bar and state.global_step < state.max_steps:  # the last one: at on_train_end, with its log
                 self.bar.update(self.task, completed=state.global_step)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -108,6 +108,8 @@ def training_progress():
                 self.bar.update(self.task, info=info)
 
         def on_train_end(self, args, state, control, **kwargs):
+            if self.bar:
+                self.bar.update(self.task, completed=state.global_step)
             self.close()
 
         def close(self):

@@ -331,6 +331,9 @@ def test_plain_progress_does_not_repeat_a_stale_logged_value():
     bar.update(task, info="ce 5.1000  lr 5.00e-05")
     for step in range(31, 51):
         bar.update(task, completed=step)
+    for _ in range(6):  # after the last step: the Trainer's last log and end-of-training callbacks
+        bar.update(task, completed=50, info="ce 4.2000  lr 0.00e+00")
+    bar.stop()
     lines = bar.console.export_text().splitlines()
-    assert len(lines) == 10
-    assert sum("ce 6.8185" in ln for ln in lines) == 1 and sum("ce 5.1000" in ln for ln in lines) == 1
+    assert len(lines) == 11 and lines[-1].startswith("train 50/50 (100%)")
+    assert [sum(v in ln for ln in lines) for v in ("ce 6.8185", "ce 5.1000", "ce 4.2000")] == [1, 1, 1]
