@@ -31,7 +31,7 @@ NGPUS  ?= $(shell if [ -n "$$CUDA_VISIBLE_DEVICES" ]; then echo "$$CUDA_VISIBLE_
                   else nvidia-smi -L 2>/dev/null | grep -c '^GPU'; fi)
 LAUNCH ?= $(if $(filter-out 0 1,$(NGPUS)),$(BIN)/torchrun --nproc_per_node $(NGPUS) -m lmdisp,$(LMDISP))
 
-.PHONY: install demo toy posttrain test test-fast bench geometry bench-train bench-eval bench-gpu bench-shards bench-soak wheels fig2 fig3 fig4 fig5 fig7 figS2 table2 table3 table4 plan paper paper-plan clean
+.PHONY: install demo toy posttrain test test-fast bench geometry bench-train bench-eval bench-gpu bench-shards bench-soak wheels fig2 fig3 fig4 fig5 fig7 figS2 table2 table3 table4 plan paper paper-plan bench-paper browser clean
 
 install: $(VENV)/.installed
 
@@ -58,8 +58,13 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(OFFLINE) $(LMDISP) measure smollm2-135m random:smollm2-135m --dataset builtin --repetitions 20 --metrics all
 
-test: install
-	$(OFFLINE) $(BIN)/python -m pytest -x --durations=10
+test: install browser
+	$(OFFLINE) LMDISP_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -x --durations=10
+
+# The report's browser test needs headless Chromium (Debian's `chromium`): installed when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 test-fast: install
 	$(OFFLINE) $(BIN)/python -m pytest -x -m "not slow"
@@ -124,7 +129,11 @@ PAPER_FLAGS ?=
 PAPER := $(LMDISP) paper --executor $(PAPER_EXECUTOR) $(PAPER_FLAGS)
 
 paper: install
-	$(if $(filter-out full,$(SCALE)),$(OFFLINE)) $(PAPER) --scale $(SCALE)
+	$(if $(filter-out full,$(SCALE)),$(OFFLINE)) $(PAPER) --scale $(SCALE) --readme README.md
+
+# Wall time per job of the mini plan, with the machine's load (results/bench/paper_mini.*, README block).
+bench-paper: install
+	$(OFFLINE) $(BIN)/python bench/paper_mini.py
 
 paper-plan: install
 	$(LMDISP) paper --scale $(SCALE) --dry-run $(PAPER_FLAGS)
