@@ -11,6 +11,7 @@ starting points.
 from __future__ import annotations
 
 from lmdisp.cli.options import config_command
+from lmdisp.cli.session import quiet_stderr
 from lmdisp.cli.ui import console
 from lmdisp.train.config import TrainConfig
 
@@ -31,7 +32,8 @@ def _runner(command: str):
         from lmdisp.train import run_train
 
         cfg = load_config(TrainConfig, config, sets, flags, kind=command, fixed={"init": _INIT[command]})
-        run = run_train(cfg, command=command, callbacks=[training_progress()], data_progress=shard_progress())
+        with quiet_stderr():  # the training hook's lm-eval bars: to the log
+            run = run_train(cfg, command=command, callbacks=[training_progress()], data_progress=shard_progress())
         report_run(command, run)
     return run
 

@@ -81,6 +81,11 @@ class TrainingRun:
         return data if isinstance(data, dict) else {}
 
     @property
+    def start_model(self) -> str:
+        """The model spec the run started from (its step 0): `model_spec` of its config."""
+        return model_spec(self.config)
+
+    @property
     def labels(self) -> dict:
         """The report labels (base model, method, seed) the run wrote into its manifest."""
         return self.manifest.get("labels") or {}
@@ -119,6 +124,13 @@ class TrainingRun:
             raise ModelLoadError(f"{self.path} is a training run without a final/ model (still running or stopped "
                                  "early?); pass one of its checkpoints/checkpoint-N folders, or --resume the run")
         return self.final
+
+
+def model_spec(config: dict) -> str:
+    """The model a training config loads: pre-training (`init: scratch`) reads `model` as a
+    config name and starts from fresh weights, `random:<model>`. The config is never rewritten."""
+    model = str(config.get("model"))
+    return f"random:{model}" if config.get("init") == "scratch" and not model.startswith("random:") else model
 
 
 def is_complete(checkpoint: Path) -> bool:

@@ -429,3 +429,74 @@ def test_a_truncated_converted_gguf_cache_is_converted_again(tmp_path, tiny_gpt2
     assert f"converted GGUF cache {folder} is damaged (model.safetensors has {size // 2} bytes, {size} were " \
            f"written): moved aside to .damaged-{folder.name}-" in caplog.text
     assert integrity.verify(folder) is None and weights.stat().st_size == size
+
+
+# ----------------------------------------------------------------------------- a dying rank
+
+def _torchrun(out, *extra):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lmdisp", "midtrain",
+            *FLAGS[:6], "--batch-size", "2", *FLAGS[8:], "--train-tokens", str(40 * 128), "--save-steps", "20",
+            "--logging-steps", "5", "--output", str(out), *extra]
+
+
+def _rank_pid(launcher: int, rank: str) -> int:
+    for child in subprocess.run(["pgrep", "-P", str(launcher)], capture_output=True, text=True).stdout.split():
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in environ:
+            return int(child)
+    raise AssertionError("no such rank")
+
+
+@pytest.mark.slow
+def test_a_dying_rank_stops_the_other_in_one_line_and_resume_reaches_the_same_weights(tmp_path):
+    import socket
+
+    from lmdisp import integrity
+
+    full = subprocess.run(_torchrun(tmp_path / "full"), env=ENV, cwd=REPO, capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr[-3000:]
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_torchrun(out), env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    record = out / "checkpoints" / "checkpoint-20" / integrity.RECORD
+    deadline = time.time() + 300
+    while not record.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    victim = _rank_pid(proc.pid, "1")
+    os.kill(victim, signal.SIGKILL)
+    killed = time.time()
+    _, err = proc.communicate(timeout=120)
+    assert time.time() - killed < 60 and proc.returncode != 0
+    assert not (out / "final").exists(), "the run finished before the rank was killed"
+    ours = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert ours == [f"error: rank 1 (pid {victim} on host {socket.gethostname()}) died; rank 0 stopped too "
+                    f"(collective timeout 1800 s); the last complete checkpoint is {record.parent}; continue, under "
+                    f"the same launcher, with: lmdisp midtrain --config {out / 'config.yaml'} --output {out} "
+                    "--resume"], err[-3000:]
+    assert integrity.verify(record.parent) is None
+    resumed = subprocess.run(_torchrun(out, "--resume"), env=ENV, cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _same(_weights(out), _weights(tmp_path / "full"))
+
+
+def test_a_full_disk_anywhere_else_is_one_line_at_the_cli(run_cli, monkeypatch, tmp_path):
+    import errno
+    import sqlite3
+
+    import lmdisp.measure
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "metrics.jsonl"))
+
+    monkeypatch.setattr(lmdisp.measure, "run_measure", full)
+    res = run_cli("measure", "random:tiny-gpt2", "--dataset", "builtin")
+    assert res.code == 2 and res.err == (f"error: cannot write {tmp_path / 'metrics.jsonl'}: no space left on the "
+                                         "device; free space and run the command again (a training run continues "
+                                         "with --resume, an evaluation with the same --output)\n")
+
+    def sqlite_full(*a, **k):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(lmdisp.measure, "run_measure", sqlite_full)
+    res = run_cli("measure", "random:tiny-gpt2", "--dataset", "builtin")
+    assert res.code == 2 and res.err.startswith("error: cannot write lm-eval's request cache: no space left")

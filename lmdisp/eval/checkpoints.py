@@ -16,14 +16,26 @@ import re
 from pathlib import Path
 
 from lmdisp.config import require
+from lmdisp.errors import Interrupted
 from lmdisp.eval.config import EvaluateConfig
 from lmdisp.eval.harness import Stage, check_task_names, run_evaluate, task_manager
+from lmdisp.eval.progress import RequestProgress
 from lmdisp.eval.results import EvaluateRun
 from lmdisp.runs import LOCK_NAME, LOG_FILE, RunDir
 from lmdisp.runfolder import TrainingRun
 
 
-def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) -> list[EvaluateRun]:
+class CheckpointRuns(list):
+    """The evaluations made by `run_evaluate_checkpoints` (a list of `EvaluateRun`), with the
+    folder they are in and the steps that were already evaluated there (skipped)."""
+
+    def __init__(self, runs=(), path: Path | None = None, skipped: list[int] | None = None):
+        super().__init__(runs)
+        self.path, self.skipped = path, list(skipped or [])
+
+
+def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None,
+                             progress: RequestProgress | None = None) -> CheckpointRuns:
     """`--checkpoints all`: evaluate every saved checkpoint of the training run `cfg.model`,
     one run folder `<output>/step-N` each, labelled with its training step. Steps whose folder
     already holds `tasks.csv` are skipped, so an interrupted call continues where it stopped."""
@@ -46,17 +58,25 @@ def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) ->
         out = RunDir.create("evaluate", path.name, root=cfg.results_dir, output=cfg.output).path
     else:
         RunDir.resume(out, "evaluate")  # continuing: refused while another process writes there
-    runs = []
+    runs = CheckpointRuns(path=out)
     try:
         for step, one in plan:
             target = out / f"step-{step}"
             if (target / "tasks.csv").is_file():
+                runs.skipped.append(step)
                 continue
             if target.is_dir() and not any(target.iterdir()):
                 target.rmdir()
             if stage:
                 stage(f"checkpoint at step {step}")
-            runs.append(run_evaluate(dataclasses.replace(one, output=str(target)), stage, training_step=step))
+            runs.append(run_evaluate(dataclasses.replace(one, output=str(target)), stage, training_step=step,
+                                     progress=progress))
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated keeps its exit code)
+        RunDir(out, "evaluate").discard_if_empty()
+        stopped = type(exc) if isinstance(exc, Interrupted) else Interrupted
+        done = f"{len(runs) + len(runs.skipped)} of {len(plan)} checkpoints are evaluated in {out}"
+        raise stopped(f"evaluation stopped; {done}", output=out,
+                      hint=f"the same command with --output {out} continues with the others") from None
     except BaseException:
         RunDir(out, "evaluate").discard_if_empty()  # nothing written: leave no empty folder behind
         raise
@@ -72,7 +92,7 @@ def starting_model(run: TrainingRun, cfg: EvaluateConfig) -> EvaluateConfig:
 
     config, labels = run.config, run.labels
     seed = cfg.seed if cfg.seed is not None else int(config.get("seed", 1))
-    return dataclasses.replace(cfg, model=str(config["model"]), checkpoints="final", seed=seed,
+    return dataclasses.replace(cfg, model=run.start_model, checkpoints="final", seed=seed,
                                tokenizer=cfg.tokenizer or config.get("tokenizer"),
                                base_model=cfg.base_model or labels.get("base_model") or config["model"],
                                method=cfg.method or labels.get("method") or config.get("loss"))

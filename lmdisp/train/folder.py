@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from lmdisp import runfolder
 from lmdisp.config import as_dict
 from lmdisp.errors import RunDirError, first_line
 from lmdisp.runs import RunDir, ensure_writable
@@ -21,11 +22,8 @@ NEW, RESUME, FINISHED = "new", "resume", "finished"  # what check_output decides
 
 
 def model_spec(config: dict | TrainConfig) -> str:
-    """The model a run loads: pre-training (`init: scratch`) reads `model` as a config name and
-    starts from fresh weights, `random:<model>`. The config itself is never rewritten."""
-    data = config if isinstance(config, dict) else as_dict(config)
-    model = str(data.get("model"))
-    return f"random:{model}" if data.get("init") == "scratch" and not model.startswith("random:") else model
+    """The model a run loads (`lmdisp.runfolder.model_spec`: `random:<model>` for pre-training)."""
+    return runfolder.model_spec(config if isinstance(config, dict) else as_dict(config))
 
 
 def check_output(cfg: TrainConfig, command: str) -> str:
@@ -127,7 +125,30 @@ def resume_point(run_dir: Path, state, chosen: str | None = None) -> str | None:
     if found is None and state.is_main_process:
         logging.getLogger("lmdisp").warning("%s has no complete checkpoint yet: starting it again from step 0",
                                             run_dir)
+    elif state.is_main_process:
+        logging.getLogger("lmdisp").warning("--resume: continuing %s from step %s (%s)", run_dir,
+                                            Path(found).name.split("-")[1], found)
     return found
+
+
+def last_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+    """(step, folder) of the newest complete checkpoint of a run (`TrainingRun`), or None; reads only."""
+    complete = TrainingRun(Path(run_dir)).checkpoints()
+    return complete[-1] if complete else None
+
+
+def stopped_message(command: str, run_dir: Path, step: int) -> str:
+    """After Ctrl-C: the step reached, the checkpoint --resume continues from, and the command."""
+    last = last_checkpoint(run_dir)
+    if last is None:
+        kept = "no checkpoint was saved yet, so --resume starts it again from step 0"
+    elif last[0] >= step:
+        kept = f"its last checkpoint is that step ({last[1]})"
+    else:
+        again = f"step {step}" if step == last[0] + 1 else f"steps {last[0] + 1}-{step}"
+        kept = f"its last checkpoint is step {last[0]} ({last[1]}): --resume continues from there ({again} again)"
+    return (f"{command} stopped at step {step}; {kept}; continue with: lmdisp {command} --config "
+            f"{run_dir / 'config.yaml'} --output {run_dir} --resume")
 
 
 def final_losses(metrics: Path) -> dict:
