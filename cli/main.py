@@ -11,8 +11,11 @@ import sys
 
 import typer
 
+from lmdisp.cli.options import Command, Group
+
 app = typer.Typer(
     name="lmdisp",
+    cls=Group,
     help="Embedding condensation and the dispersion loss (Liu et al., ICML 2026).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -26,7 +29,7 @@ def _register() -> None:
     commands = {"measure": measure.measure, **train.COMMANDS, "prepare": prepare.prepare,
                 "evaluate": evaluate.evaluate, "report": report.report}
     for name, fn in commands.items():
-        app.command(name, epilog=fn.lmdisp_epilog or None)(fn)
+        app.command(name, cls=Command, epilog=fn.lmdisp_epilog or None)(fn)
 
 
 _register()

@@ -7,7 +7,13 @@ YAML key and the `--set` key, its kebab-case is the flag, its default and help a
 `--help` shows. Values from YAML and `--set` are converted to the field's declared type by
 pydantic (so `lr: 1e-4` is a float and `lora: "false"` is False) or refused in one line that
 names the option the user can type, the expected type and the value given. Unknown keys are
-refused with the list of valid ones. `__post_init__` then checks domains.
+refused with the list of valid ones.
+
+Choices and ranges are part of the type: `Literal["a", "b"]` (the help shows `[a|b]`) and
+the constraints below (`Positive`, `NonNegative`, `Fraction`, ... or any
+`Annotated[float, annotated_types.Gt(0)]`). A config's `__post_init__` first calls
+`validate(self)`, the same check the loader runs, so a config built in Python is held to the
+same rules; what stays in `__post_init__` is the cross-field rules. Every float is finite.
 
 Named configs (`--config paper`) are YAML files shipped with the package under
 `configs/<kind>/` and read through `importlib.resources`, so they work from a wheel.
@@ -17,22 +23,47 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+
+import annotated_types as at
 
 from lmdisp.errors import ConfigError
 
 T = TypeVar("T")
 _MISSING = dataclasses.MISSING
 
+# Ranges a field's type can carry (pydantic checks them; messages and --help describe them).
+Positive = Annotated[float, at.Gt(0)]
+NonNegative = Annotated[float, at.Ge(0)]
+PositiveInt = Annotated[int, at.Ge(1)]
+NonNegativeInt = Annotated[int, at.Ge(0)]
+Fraction = Annotated[float, at.Ge(0), at.Lt(1)]      # [0, 1)
+Probability = Annotated[float, at.Ge(0), at.Le(1)]   # [0, 1]
+OpenUnit = Annotated[float, at.Gt(0), at.Lt(1)]      # (0, 1)
+# A model's weight dtype (`lmdisp.models.DTYPES` lists the same names).
+Dtype = typing.Literal["auto", "float32", "bfloat16", "float16"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalize:
+    """`Annotated[Literal[...], Normalize(fn)]`: `fn` maps other spellings of a value to the
+    listed one before the check (e.g. `l2_repel` -> `l2-repel`)."""
+
+    fn: Any
+
 
 def option(default: Any = _MISSING, help: str = "", *, cli: str = "flag", short: str | None = None,
-           panel: str | None = None, commands: tuple[str, ...] | None = None, factory: Any = None) -> Any:
+           panel: str | None = None, commands: tuple[str, ...] | None = None, factory: Any = None,
+           flag: str | None = None) -> Any:
     """A config field with its help. `cli`: "flag" (a `--kebab-case` option), "arg" (positional
     arguments) or "set" (settable with `--set` / YAML only, listed at the end of `--help`), or
-    "fixed" (set by the command itself). `commands`: the commands that show it (None: all)."""
-    metadata = {"help": help, "cli": cli, "short": short, "panel": panel, "commands": commands}
+    "fixed" (set by the command itself). `commands`: the commands that show it (None: all).
+    `flag`: the option's name when it is not the field's kebab-case (which stays an alias)."""
+    metadata = {"help": help, "cli": cli, "short": short, "panel": panel, "commands": commands, "flag": flag}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -48,8 +79,14 @@ def option_name(cls: type, name: str) -> str:
     if field is not None and field.metadata.get("cli") == "arg":
         return name.upper()
     if field is not None and field.metadata.get("cli", "flag") == "flag":
-        return flag(name)
+        return field.metadata.get("flag") or flag(name)
     return f"--set {name}="
+
+
+def shown(cls: type, name: str, value: Any) -> str:
+    """What the user typed to give `name` this value: `--tau 0.5` or `--set clamp=0.5`."""
+    where = option_name(cls, name)
+    return f"{where}{'' if where.endswith('=') else ' '}{value}"
 
 
 def require(ok: bool, message: str) -> None:
@@ -106,41 +143,149 @@ def convert_all(cls: type, values: dict[str, Any], source: str) -> dict[str, Any
 
 
 def convert(cls: type, name: str, value: Any, source: str = "flags") -> Any:
-    """`value` converted to the declared type of `cls.name`, or a one-line ConfigError."""
+    """`value` converted to the declared type of `cls.name` (its choices and range included),
+    or a one-line ConfigError naming what the user typed."""
     hint = _hints(cls)[name]
     if hint is Any or value is None and _optional(hint):
         return value
+    value = _plain(value)
+    for step in _normalizers(hint):
+        value = step.fn(value)
     if isinstance(value, str) and _is_list(hint):
         value = [v.strip() for v in value.split(",") if v.strip()]
     if isinstance(value, bool) and _accepts(hint, (int, float)) and not _accepts(hint, (bool,)):
         _bad(cls, name, value, hint, source)  # pydantic would read true as 1
     try:
-        return _adapter(hint).validate_python(value)
+        out = _adapter(hint).validate_python(value)
+    except ConfigError:
+        raise
     except Exception:  # pydantic.ValidationError, kept lazy
+        out = _domain_error(cls, name, value, hint, source)
+    if isinstance(out, float) and not math.isfinite(out):
+        raise ConfigError(f"{_where(cls, name, out, source)}: must be a finite number")
+    return out
+
+
+def validate(cfg: Any) -> None:
+    """Check (and convert) every field of `cfg` against its type, in place: the one path the
+    loader and a config built in Python share. Call it first in `__post_init__`."""
+    for field in dataclasses.fields(cfg):
+        setattr(cfg, field.name, convert(type(cfg), field.name, getattr(cfg, field.name), "value"))
+
+
+def _plain(value: Any) -> Any:
+    """Paths as text (a field typed `str` takes a `Path` from Python callers)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [str(v) if isinstance(v, Path) else v for v in value]
+    return value
+
+
+def _domain_error(cls: type, name: str, value: Any, hint: Any, source: str):
+    """The value has the wrong type (`expected ...`) or lies outside the field's choices or range."""
+    try:
+        typed = _adapter(_base(hint)).validate_python(value)
+    except Exception:
         _bad(cls, name, value, hint, source)
+    choices = _choices(hint)
+    what = _where(cls, name, typed if not choices else repr(typed), source)
+    if choices:
+        raise ConfigError(f"{what}: choose one of {', '.join(map(str, choices))}")
+    raise ConfigError(f"{what}: must be {_range(hint)}")
+
+
+def _where(cls: type, name: str, value: Any, source: str) -> str:
+    if source in ("flags", "value", "--set"):
+        return shown(cls, name, value)
+    return f"{source}: {name} {value}"
 
 
 def _bad(cls: type, name: str, value: Any, hint: Any, source: str):
     """One line naming what the user typed (a flag, `--set key=value`, or a YAML key)."""
     if source == "--set":
         where, shown = f"--set {name}={value}", ""
-    elif source == "flags":
+    elif source in ("flags", "value"):
         where, shown = option_name(cls, name), f", got {value!r}"
     else:
         where, shown = f"{source}: {name}", f", got {value!r}"
     raise ConfigError(f"{where}: expected {type_name(hint)}{shown}")
 
 
+# ----------------------------------------------------------------------------- types
+
+def _normalizers(hint: Any) -> list[Normalize]:
+    return [m for a in _args(hint) for m in _strip(a)[1] if isinstance(m, Normalize)]
+
+
+def _strip(hint: Any) -> tuple[Any, tuple]:
+    """(the type under `Annotated`, its metadata)."""
+    if typing.get_origin(hint) is Annotated:
+        base, *meta = typing.get_args(hint)
+        return base, tuple(meta)
+    return hint, ()
+
+
+def _base(hint: Any) -> Any:
+    """`hint` without its choices and range: `Literal` -> str, `Annotated[float, Gt(0)]` -> float."""
+    args = [_strip(a)[0] for a in _args(hint)]
+    args = [str if typing.get_origin(a) is typing.Literal else a for a in args]
+    return typing.Union[tuple(args)] if len(args) > 1 else args[0]
+
+
+def _choices(hint: Any) -> tuple:
+    """The values of a `Literal` field (also under `Optional` / `Annotated`), else ()."""
+    for a in _args(hint):
+        a = _strip(a)[0]
+        if typing.get_origin(a) is typing.Literal:
+            return typing.get_args(a)
+    return ()
+
+
+def choices(cls: type, name: str) -> tuple:
+    return _choices(_hints(cls)[name])
+
+
+def _range(hint: Any) -> str:
+    """`> 0`, `>= 1`, `in [0, 1)`: the range a field's constraints allow ("" if none)."""
+    lo = hi = None
+    for a in _args(hint):
+        for m in _strip(a)[1]:
+            for c in (m if isinstance(m, at.Interval) else [m]):
+                if isinstance(c, (at.Gt, at.Ge)):
+                    lo = ("(" if isinstance(c, at.Gt) else "[", c.gt if isinstance(c, at.Gt) else c.ge)
+                elif isinstance(c, (at.Lt, at.Le)):
+                    hi = (")" if isinstance(c, at.Lt) else "]", c.lt if isinstance(c, at.Lt) else c.le)
+    if lo and hi:
+        return f"in {lo[0]}{lo[1]:g}, {hi[1]:g}{hi[0]}"
+    if lo:
+        return f"{'>' if lo[0] == '(' else '>='} {lo[1]:g}"
+    if hi:
+        return f"{'<' if hi[0] == ')' else '<='} {hi[1]:g}"
+    return ""
+
+
 @functools.lru_cache(maxsize=None)
 def _adapter(hint: Any):
     from pydantic import TypeAdapter
 
-    return TypeAdapter(hint)
+    return TypeAdapter(_without_normalize(hint))
+
+
+def _without_normalize(hint: Any) -> Any:
+    base, meta = _strip(hint)
+    kept = tuple(m for m in meta if not isinstance(m, Normalize))
+    if len(kept) != len(meta):
+        return Annotated[(base, *kept)] if kept else base
+    args = _args(hint)
+    if len(args) > 1 and any(_normalizers(a) for a in args):
+        return typing.Union[tuple(_without_normalize(a) for a in args)]
+    return hint
 
 
 @functools.lru_cache(maxsize=None)
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def _fields(cls: type) -> dict[str, dataclasses.Field]:
@@ -148,7 +293,11 @@ def _fields(cls: type) -> dict[str, dataclasses.Field]:
 
 
 def _args(hint: Any) -> tuple:
-    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) else (hint,)
+    hint = _strip(hint)[0] if typing.get_origin(_strip(hint)[0]) in _UNIONS else hint
+    return typing.get_args(hint) if typing.get_origin(hint) in _UNIONS else (hint,)
+
+
+_UNIONS = (typing.Union, types.UnionType)
 
 
 def _optional(hint: Any) -> bool:
@@ -156,17 +305,18 @@ def _optional(hint: Any) -> bool:
 
 
 def _is_list(hint: Any) -> bool:
-    return any(typing.get_origin(a) is list or a is list for a in _args(hint))
+    return any(typing.get_origin(_strip(a)[0]) is list or _strip(a)[0] is list for a in _args(hint))
 
 
-def _accepts(hint: Any, types: tuple) -> bool:
-    return any(a in types for a in _args(hint))
+def _accepts(hint: Any, kinds: tuple) -> bool:
+    return any(_strip(a)[0] in kinds for a in _args(hint))
 
 
 def type_name(hint: Any) -> str:
     """`float`, `int or None`, `list of str`: the expected type in an error message."""
     names = []
     for a in _args(hint):
+        a, _ = _strip(a)
         if a is type(None):
             continue
         if typing.get_origin(a) is list:
@@ -176,7 +326,8 @@ def type_name(hint: Any) -> str:
         else:
             names.append({"str": "text", "bool": "a boolean (true/false)", "int": "an integer",
                           "float": "a number"}.get(getattr(a, "__name__", str(a)), getattr(a, "__name__", str(a))))
-    return " or ".join(names) + (" (or null)" if _optional(hint) else "")
+    shown = " or ".join(names) + (f" {_range(hint)}" if _range(hint) else "")
+    return shown + (" (or null)" if _optional(hint) else "")
 
 
 def parse_sets(items: list[str], cls: type) -> dict[str, Any]:

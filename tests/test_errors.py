@@ -189,10 +189,10 @@ def test_corpus_names_are_one_vocabulary():
     (["evaluate", "--model", "random:tiny-gpt2", "--tasks", "arc_easy", "--gen-kwargs", "greedy"],
      ["--gen-kwargs", "key=value"]),
     (["midtrain", *TRAIN, "--report-to", "tensorbored"], ["--report-to tensorbored", "tensorboard"]),
-    (["midtrain", *TRAIN, "--condensation-every", "-1"], ["--condensation-every must be >= 0"]),
-    (["midtrain", *TRAIN, "--set", "condensation_sequences=0"], ["condensation_sequences", "> 0"]),
+    (["midtrain", *TRAIN, "--condensation-every", "-1"], ["--condensation-every -1: must be >= 0"]),
+    (["midtrain", *TRAIN, "--set", "condensation_sequences=0"], ["condensation_sequences=0", ">= 1"]),
     (["midtrain", *TRAIN, "--set", "num_proc=0"], ["num_proc"]),
-    (["midtrain", *TRAIN, "--loss", "dispersion", "--tau", "1e-9"], ["--tau", ">= 1e-06"]),
+    (["midtrain", *TRAIN, "--loss", "dispersion", "--tau", "1e-9"], ["--tau 1e-09", ">= 1e-06"]),
     (["midtrain", *TRAIN, "--loss", "dispersion", "--tau", "inf"], ["--tau inf", "finite"]),
     (["midtrain", *TRAIN, "--set", "trainer_args={optim: sgdd}"], ["trainer_args"]),
 ])

@@ -63,8 +63,8 @@ def no_model_load(monkeypatch):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--lambda", "-0.1"], "--lambda must be >= 0"),
-    (["--tau", "0"], "--tau must be > 0"),
+    (["--lambda", "-0.1"], "--lambda -0.1: must be >= 0"),
+    (["--tau", "0"], "--tau 0.0: must be >= 1e-06"),
     (["--loss", "magic"], "--loss 'magic'"),
     (["--loss", "dispersion", "--location", "middle"], "--location 'middle'"),
     (["--train-tokens", "100"], "less than one optimiser step"),

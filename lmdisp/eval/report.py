@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmdisp.config import as_dict, option, require
+from lmdisp.config import as_dict, option, require, validate
 from lmdisp.errors import ConfigError, DataError
 from lmdisp.eval.results import read_manifest, read_tasks_csv
-from lmdisp.eval.selection import SELECTIONS, select_runs
+from lmdisp.eval.selection import Selection, select_runs
 from lmdisp.runs import RunDir, save_figure, slugify, write_table, write_text
 
 # Display order of the methods inside a block (the paper's Table 2); others follow by name.
@@ -52,19 +52,18 @@ class ReportConfig:
     output: str | None = option(None, "Exact run folder (new or empty).", short="-o")
     results_dir: str = option("results", "Where timestamped run folders go.")
     plot: bool = option(True, "Write the bar chart of the averages.")
-    select: str = option("final", "Which evaluation of a run and seed makes the row: final (its last checkpoint, "
+    select: Selection = option("final", "Which evaluation of a run and seed makes the row: final (its last checkpoint, "
                          "lmdisp's default) | best (the best average over the table's tasks among its "
                          "checkpoints: the authors' selection, made on the test data itself).")
 
     def __post_init__(self):
         if isinstance(self.runs, (str, Path)):
-            self.runs = [self.runs]
-        self.runs = [str(r) for r in self.runs or []]
+            self.runs = [str(self.runs)]
+        validate(self)  # each field's type and choices (lmdisp.config); below: the rest
         require(bool(self.runs), "give at least one evaluation run folder (or a folder holding them)")
         if isinstance(self.tasks, str):
             self.tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
         require(self.tasks is None or len(self.tasks) > 0, "--tasks: give at least one task")
-        require(self.select in SELECTIONS, f"--select {self.select!r}: choose one of {', '.join(SELECTIONS)}")
 
 
 @dataclass

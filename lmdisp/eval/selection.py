@@ -11,7 +11,11 @@
 
 from __future__ import annotations
 
-SELECTIONS = ("final", "best")
+import typing
+from typing import Literal
+
+Selection = Literal["final", "best"]
+SELECTIONS = typing.get_args(Selection)
 NO_STEP = "—"  # an evaluation of a model that is not a training run (a base-model row)
 
 
