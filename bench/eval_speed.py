@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from lmdisp.eval.harness import hf_lm, resolve_batch_size
+    from lmdisp.eval.harness import hf_lm, eval_batch_size
     from lmdisp.models import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
 
     loaded = load_model(args.model, lm_head=True, device=args.device)
     device = loaded.model.get_input_embeddings().weight.device
-    default = resolve_batch_size(None, device.type)
+    default = eval_batch_size(None, device.type)
     sizes = [default if b == "default" else (b if b == "auto" else int(b)) for b in args.batch_sizes.split(",")]
     times: dict[str, list[float]] = {str(b): [] for b in sizes}
     acc: dict[str, float] = {}

@@ -51,7 +51,7 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt as exc:  # lmdisp.errors.Interrupted says how to continue
         typer.secho(f"interrupted: {exc}" if str(exc) else "interrupted", fg="red", err=True)
-        sys.exit(130)
+        sys.exit(getattr(exc, "exit_code", 130))  # 143 after SIGTERM (lmdisp.errors.Terminated)
 
 
 if __name__ == "__main__":

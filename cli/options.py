@@ -128,16 +128,40 @@ def set_only_help(cls: type, command: str) -> str:
     return "Settings for --set KEY=VALUE or a --config YAML (key = default):\n\n" + "\n\n".join(lines)
 
 
+def _renamed(cls: type, command: str) -> list[inspect.Parameter]:
+    """Hidden options under the old names of renamed fields (`cls.RENAMED`): given, they stop
+    with a one-line hint naming the new option."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = []
+    for old, new in getattr(cls, "RENAMED", {}).items():
+        kind = _cli_type(hints[new])
+        names = [f"{flag(old)}/--no-{old.replace('_', '-')}" if kind is bool else flag(old)]
+        out.append(inspect.Parameter(f"renamed__{old}", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=(
+            Annotated[Optional[kind], typer.Option(*names, hidden=True)])))
+    return out
+
+
+def _refuse_renamed(cls: type, kwargs: dict) -> None:
+    from lmdisp.errors import ConfigError
+
+    for key in [k for k in kwargs if k.startswith("renamed__")]:
+        if kwargs.pop(key) is not None:
+            old = key.removeprefix("renamed__")
+            raise ConfigError(f"{flag(old)} is now {flag(cls.RENAMED[old])} (one name on every command)")
+
+
 def config_command(cls: type, command: str, doc: str, run: Callable[..., None], *,
-                   extra: list[inspect.Parameter] = ()) -> Callable[..., None]:
+                   extra: list[inspect.Parameter] = (), config_names: tuple[str, ...] = ("--config", "-c"),
+                   ) -> Callable[..., None]:
     """A Typer command whose options are the fields of `cls`; it calls
-    `run(config=..., sets=[...], flags={...}, **extra)`."""
+    `run(config=..., sets=[...], flags={...}, **extra)`. `config_names`: the names of
+    `--config` (evaluate also calls it `--preset`)."""
     hints = typing.get_type_hints(cls, include_extras=True)
     params = [p for f in dataclasses.fields(cls) if (p := _param(cls, f, hints[f.name], command))]
     params.sort(key=lambda p: p.kind)  # positional arguments first
     common = [
         inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-            Optional[str], typer.Option("--config", "-c", help="A YAML of config keys (a run's saved config.yaml "
+            Optional[str], typer.Option(*config_names, help="A YAML of config keys (a run's saved config.yaml "
                                         "replays it), or the name of a shipped config.",
                                         rich_help_panel=_CONFIG_PANEL)]),
         inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
@@ -146,7 +170,7 @@ def config_command(cls: type, command: str, doc: str, run: Callable[..., None], 
         inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
             bool, typer.Option("--verbose", "-v", help="Also show the libraries' notices and progress bars "
                                "(always kept in lmdisp.log in the run folder).", rich_help_panel=_CONFIG_PANEL)]),
-        *extra,
+        *extra, *_renamed(cls, command),
     ]
     extra_names = [p.name for p in extra]
 
@@ -155,17 +179,21 @@ def config_command(cls: type, command: str, doc: str, run: Callable[..., None], 
 
         config, sets = kwargs.pop("config"), kwargs.pop("set_") or []
         setup_logging(kwargs.pop("verbose"))
+        _refuse_renamed(cls, kwargs)
         extras = {name: kwargs.pop(name) for name in extra_names}
         if "models" in kwargs or "runs" in kwargs:  # positional lists: empty means "not given"
             for key in ("models", "runs"):
                 if key in kwargs and not kwargs[key]:
                     kwargs[key] = None
         flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in kwargs.items() if v is not None}
+        from lmdisp.preempt import sigterm_raises
+
         try:
-            run(config=config, sets=sets, flags=flags, **extras)
+            with sigterm_raises():  # SIGTERM (a scheduler's notice) stops like Ctrl-C, exit 143
+                run(config=config, sets=sets, flags=flags, **extras)
         except KeyboardInterrupt as exc:  # Typer would exit 130 silently; lmdisp.errors.Interrupted says more
             typer.secho(f"interrupted: {exc}" if str(exc) else "interrupted", fg="red", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(getattr(exc, "exit_code", 130)) from None
 
     cmd.__signature__ = inspect.Signature([*params, *common])
     cmd.__doc__ = doc

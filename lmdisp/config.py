@@ -36,6 +36,9 @@ from lmdisp.errors import ConfigError
 T = TypeVar("T")
 _MISSING = dataclasses.MISSING
 
+# Help panels shared by the commands: one panel per concept, the same on every command.
+MODEL_PANEL, DEVICE_PANEL, OUTPUT_PANEL = "Model", "Device", "Outputs"
+
 # Ranges a field's type can carry (pydantic checks them; messages and --help describe them).
 Positive = Annotated[float, at.Gt(0)]
 NonNegative = Annotated[float, at.Ge(0)]
@@ -44,7 +47,9 @@ NonNegativeInt = Annotated[int, at.Ge(0)]
 Fraction = Annotated[float, at.Ge(0), at.Lt(1)]      # [0, 1)
 Probability = Annotated[float, at.Ge(0), at.Le(1)]   # [0, 1]
 OpenUnit = Annotated[float, at.Gt(0), at.Lt(1)]      # (0, 1)
-# A model's weight dtype (`lmdisp.models.DTYPES` lists the same names).
+# A model's weight dtype (`lmdisp.models.DTYPES` lists the same names). `auto` means one thing on
+# every command: the checkpoint's own dtype (the `torch_dtype` its config names; float32 for
+# random:<config> models), as transformers' and lm-eval's `dtype="auto"`.
 Dtype = typing.Literal["auto", "float32", "bfloat16", "float16"]
 
 
@@ -111,14 +116,18 @@ def field_default(field: dataclasses.Field) -> Any:
 
 def load_config(cls: type[T], config: str | Path | None = None, sets: list[str] | None = None,
                 flags: dict[str, Any] | None = None, *, kind: str | None = None, fixed: dict[str, Any] | None = None,
-                config_option: str = "--config") -> T:
+                config_option: str = "--config", part_of: type | None = None) -> T:
     """Build `cls` from its defaults, then `config` (a YAML path or a named config of `kind`),
     then `--set key=value` items, then non-None `flags`, then `fixed` (set by the command).
-    A key given both as a flag and with `--set` is refused rather than silently resolved."""
+    A key given both as a flag and with `--set` is refused rather than silently resolved.
+    `part_of`: a config that extends `cls`; its own keys in the YAML are skipped (`prepare`
+    reads a training config for its data settings), while `--set` takes only `cls`'s keys."""
     values: dict[str, Any] = {}
     if config is not None:
         path = resolve_config(config, kind, config_option)
-        values.update(convert_all(cls, read_yaml(path), source=str(path)))
+        data = read_yaml(path)
+        skipped = set(_fields(part_of)) - set(_fields(cls)) if part_of else set()
+        values.update(convert_all(cls, {k: v for k, v in data.items() if k not in skipped}, source=str(path)))
     set_values = parse_sets(sets or [], cls)
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     both = sorted(set(set_values) & set(flags))
@@ -135,6 +144,7 @@ def load_config(cls: type[T], config: str | Path | None = None, sets: list[str] 
 
 def convert_all(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
     fields = _fields(cls)
+    _refuse_renamed(cls, values, source)
     unknown = sorted(set(values) - set(fields))
     if unknown:
         valid = ", ".join(sorted(n for n, f in fields.items() if f.metadata.get("cli") != "fixed"))
@@ -330,6 +340,13 @@ def type_name(hint: Any) -> str:
     return shown + (" (or null)" if _optional(hint) else "")
 
 
+def _refuse_renamed(cls: type, keys, source: str) -> None:
+    """A key that was renamed (`cls.RENAMED`, old -> new): one line naming the new one."""
+    for old, new in getattr(cls, "RENAMED", {}).items():
+        if old in keys:
+            raise ConfigError(f"{source}: {old} is now {new} ({flag(new)}; one name on every command)")
+
+
 def parse_sets(items: list[str], cls: type) -> dict[str, Any]:
     """`--set key=value` pairs, values read as YAML scalars then converted to the field's type."""
     import yaml
@@ -339,6 +356,7 @@ def parse_sets(items: list[str], cls: type) -> dict[str, Any]:
     for item in items:
         key, sep, text = item.partition("=")
         key = key.strip().replace("-", "_")
+        _refuse_renamed(cls, {key}, "--set")
         if not sep or key not in fields:
             raise ConfigError(f"--set {item!r}: expected key=value with key one of {', '.join(sorted(fields))}")
         try:

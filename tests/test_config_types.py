@@ -22,7 +22,7 @@ def help_of(run_cli, monkeypatch):
 
 
 @pytest.mark.parametrize("command, option, listed", [
-    ("midtrain", "--loss", "[ce | dispersion | decorrelation | l2-repel | l2-repel-paper | orthogonalization | "
+    ("midtrain", "--loss", "[ce | dispersion | dispersion-torchtitan | decorrelation | l2-repel | l2-repel-paper | orthogonalization | "
                            "infonce-cos | noisy-embedding | active-forgetting]"),
     ("midtrain", "--location", "[all|early_half|late_half|last]"),
     ("pretrain", "--precision", "[auto|bf16|fp16|fp32]"),

@@ -341,10 +341,12 @@ def test_tasks_list_shows_lm_eval_tasks_and_include_path(run_cli, tmp_path):
     tasks.mkdir()
     (tasks / "mine.yaml").write_text("task: arc_mine\ndataset_path: json\noutput_type: loglikelihood\n"
                                      "doc_to_text: '{{x}}'\ndoc_to_target: '{{y}}'\ntest_split: test\n")
-    res = run_cli("evaluate", "--tasks", "list:arc_*", "--include-path", tasks)
+    res = run_cli("evaluate", "--list-tasks", "arc_*", "--include-path", tasks)
     assert res.code == 0, res.err
     names = res.out.split()
     assert {"arc_easy", "arc_challenge", "arc_mine"} <= set(names) and "hellaswag" not in names
+    # the old spelling: one line naming the new one
+    refused(run_cli("evaluate", "--tasks", "list:arc_*"), "--tasks list:arc_* is now --list-tasks 'arc_*'")
 
 
 # ----------------------------------------------------------------------------- 7. a quiet terminal

@@ -295,13 +295,21 @@ def test_training_evaluates_at_begin_every_n_steps_and_end(run_cli, task_dir, tm
     res = run_cli("midtrain", "--model", "random:tiny-gpt2", "--dataset", "builtin", "--context-length", "32",
                   "--batch-size", "4", "--grad-accum", "1", "--no-gradient-checkpointing", "--condensation-every", "0",
                   "--train-tokens", str(5 * 128), "--output", tmp_path / "run", "--set", "eval_tasks=toy_mc",
-                  "--set", f"eval_include_path={task_dir}", "--set", "eval_every=2", "--set", "eval_limit=4")
+                  "--set", f"eval_include_path={task_dir}", "--set", "eval_every=2", "--set", "eval_limit=4",
+                  "--report-to", "tensorboard")
     assert res.code == 0, res.err
     evals = sorted(p.name for p in (tmp_path / "run" / "evals").iterdir())
     assert evals == ["step-0", "step-2", "step-4", "step-5"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc.Reload()
     for name in evals:
-        table = (tmp_path / "run" / "evals" / name / "tasks.csv").read_text()
-        assert "toy_mc" in table
+        table = pd.read_csv(tmp_path / "run" / "evals" / name / "tasks.csv")
+        assert "toy_mc" in table["task"].tolist()
+        row = table[table["task"] == "toy_mc"].iloc[0]
+        logged = {e.step: e.value for e in acc.Scalars(f"benchmark/toy_mc/{row['metric']}")}
+        assert logged[int(name.split("-")[1])] == pytest.approx(row["value"], rel=1e-6)  # the same score
 
 
 def test_checkpoints_all_evaluates_every_kept_checkpoint(run_cli, task_dir, tmp_path):

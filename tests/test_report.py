@@ -93,7 +93,7 @@ def test_means_averages_ranks_and_t_tests(runs, tmp_path):
 
 
 def test_latex_and_markdown_bold_the_best_of_each_block(runs, tmp_path):
-    run = run_report(ReportConfig(runs=[str(runs)], output=str(tmp_path / "report"), plot=False))
+    run = run_report(ReportConfig(runs=[str(runs)], output=str(tmp_path / "report"), plots=False))
     tex = (run.path / "table.tex").read_text()
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "arc\\_easy" in tex
     rows, base = {}, None
@@ -156,7 +156,7 @@ def test_a_final_evaluation_beats_the_training_hooks_for_the_same_seed(runs, tmp
     stale = runs / "hook-step-100"
     manifest = json.loads((stale / "manifest.json").read_text())
     (stale / "manifest.json").write_text(json.dumps({**manifest, "training_step": 100}))
-    run = run_report(ReportConfig(runs=[str(runs)], output=str(tmp_path / "report"), plot=False))
+    run = run_report(ReportConfig(runs=[str(runs)], output=str(tmp_path / "report"), plots=False))
     v = run.values.set_index(["base_model", "method"])
     assert v.loc[("gpt2", "ce"), "piqa"] == pytest.approx(61.0)   # seed 1's 10.0 from the hook is not used
     assert any("gpt2 / ce / seed 1 was evaluated 2 times" in n for n in run.notes)
@@ -180,7 +180,7 @@ def test_select_final_or_best_checkpoint_per_seed(tmp_path, run_cli, select):
     per_seed = {"ce": {1: {306: 40.0, 612: 44.0, 1525: 42.0}, 2: {306: 43.0, 612: 41.0, 1525: 41.5}},
                 "dispersion": {1: {306: 45.0, 612: 46.0, 1525: 47.0}, 2: {306: 48.0, 612: 44.0, 1525: 46.5}}}
     _checkpoint_runs(tmp_path / "evals", per_seed)
-    res = run_cli("report", tmp_path / "evals", "--select", select, "--output", tmp_path / "r", "--set", "plot=false")
+    res = run_cli("report", tmp_path / "evals", "--select", select, "--output", tmp_path / "r", "--no-plots")
     assert res.code == 0, res.err
     values = pd.read_csv(tmp_path / "r" / "table_values.csv").set_index("method")
     for method, seeds in per_seed.items():

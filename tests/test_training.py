@@ -169,8 +169,8 @@ def test_run_folder_contents_and_condensation_trace(tmp_path):
 def test_run_folder_is_not_reused_for_another_config(tmp_path, run_cli):
     run_train(tiny(tmp_path, train_tokens=128))
     res = run_cli("midtrain", *TINY_FLAGS, "--train-tokens", "128", "--output", tmp_path / "run", "--lr", "0.001",
-                  "--set", "warmup_ratio=0", "--set", "save_steps=1000", "--logging-steps", "1", "--tau", "2")
-    assert res.code == 2 and "different config" in res.err and "tau" in res.err
+                  "--set", "warmup_ratio=0", "--set", "save_steps=1000", "--logging-steps", "1", "--set", "weight_decay=0.05")
+    assert res.code == 2 and "different config" in res.err and "weight_decay" in res.err
     res = run_cli("midtrain", *TINY_FLAGS, "--train-tokens", "128", "--output", tmp_path / "run", "--lr", "0.001",
                   "--set", "warmup_ratio=0", "--set", "save_steps=1000", "--logging-steps", "1")
     assert res.code == 2 and "finished run" in res.err and "new --output" in res.err

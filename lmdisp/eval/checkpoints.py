@@ -16,7 +16,7 @@ from lmdisp.config import require
 from lmdisp.eval.config import EvaluateConfig
 from lmdisp.eval.harness import Stage, check_task_names, run_evaluate, task_manager
 from lmdisp.eval.results import EvaluateRun
-from lmdisp.runs import LOG_FILE, RunDir, training_run_of
+from lmdisp.runs import LOCK_NAME, LOG_FILE, RunDir, training_run_of
 
 
 def saved_checkpoints(run: Path) -> list[tuple[int, Path]]:
@@ -43,9 +43,11 @@ def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) ->
             "with --set eval_points=5, or save_steps and save_total_limit=0, to keep them)")
     check_task_names(task_manager(cfg.include_path, list(cfg.tasks)), list(cfg.tasks), cfg.include_path)
     out = Path(cfg.output) if cfg.output else None
-    if out is None or not (out.is_dir() and all(re.fullmatch(r"step-\d+", c.name) or c.name == LOG_FILE
+    if out is None or not (out.is_dir() and all(re.fullmatch(r"step-\d+", c.name) or c.name in (LOG_FILE, LOCK_NAME)
                                                 for c in out.iterdir())):
         out = RunDir.create("evaluate", path.name, root=cfg.results_dir, output=cfg.output).path
+    else:
+        RunDir.resume(out, "evaluate")  # continuing: refused while another process writes there
     runs = []
     try:
         for step, folder in ckpts:
@@ -61,4 +63,5 @@ def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) ->
     except BaseException:
         RunDir(out, "evaluate").discard_if_empty()  # nothing written: leave no empty folder behind
         raise
+    RunDir(out, "evaluate").release()
     return runs

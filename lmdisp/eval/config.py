@@ -13,22 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from lmdisp.config import (Dtype, NonNegativeInt, Positive, PositiveInt, load_config, option, read_yaml, require,
-                           resolve_config, validate)
+from lmdisp.config import (DEVICE_PANEL, MODEL_PANEL, OUTPUT_PANEL, Dtype, NonNegativeInt, Positive, PositiveInt,
+                           load_config, option, read_yaml, require, resolve_config, validate)
 from lmdisp.errors import ConfigError
 from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN
 
 Backend = Literal["hf", "vllm"]
 _TASK_KEYS = {"num_fewshot", "metric"}
-_WHAT, _HOW, _MODEL, _OUT = "Model and tasks", "Protocol", "Device", "Outputs"
+_WHAT, _HOW, _MODEL, _DEVICE, _OUT = "Tasks", "Protocol", MODEL_PANEL, DEVICE_PANEL, OUTPUT_PANEL
 
 
 @dataclass
 class EvaluateConfig:
     model: str = option(DEFAULT_MODEL, "Hub id, local folder, .gguf, alias, random:<config>, or a midtrain/"
-                        "pretrain/distill run folder (its final/ model).", short="-m", panel=_WHAT)
-    tasks: Any = option(None, "Comma-separated lm-eval task names; with --preset, a subset of its tasks; `list` "
-                        "or `list:PATTERN` (a glob) prints the names lm-eval knows.",
+                        "pretrain/distill run folder (its final/ model).", short="-m", panel=_MODEL)
+    tasks: Any = option(None, "Comma-separated lm-eval task names; with --preset, a subset of its tasks "
+                        "(--list-tasks PATTERN prints the names lm-eval knows).",
                         short="-t", panel=_WHAT)
     preset: str | None = option(None, "The named preset or YAML the config came from.", cli="fixed")
     checkpoints: Literal["final", "all"] = option("final", "final: a training run's final/ model | all: every saved checkpoint of "
@@ -44,11 +44,12 @@ class EvaluateConfig:
     gen_kwargs: str | None = option(None, "Generation settings for generative tasks, e.g. "
                                     "do_sample=False,max_gen_toks=256.", panel=_HOW)
     batch_size: int | str | None = option(None, "An integer or auto (None: auto on a GPU, 8 on a CPU).",
-                                          panel=_MODEL)
+                                          panel=_DEVICE)
     max_batch_size: PositiveInt = option(64, "The ceiling of batch size auto.", cli="set")
-    backend: Backend = option("hf", "vllm when installed.", panel=_MODEL)
-    device: str = option("auto", "auto, cpu, cuda, cuda:1, mps.", panel=_MODEL)
-    dtype: Dtype = option("auto", "auto|float32|bfloat16|float16 (auto: bf16 on GPU, fp32 on CPU).", panel=_MODEL)
+    backend: Backend = option("hf", "vllm when installed.", panel=_DEVICE)
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, mps.", panel=_DEVICE)
+    dtype: Dtype = option("auto", "Weight dtype (auto: the checkpoint's own, as lm-eval's dtype=auto and on every "
+                          "command).", panel=_MODEL)
     tokenizer: str | None = option(None, "Tokenizer to use instead of the model's own.", panel=_MODEL)
     trust_remote_code: bool = option(False, "Allow model repos to run their own Python code (only for repos "
                                      "you trust).", panel=_MODEL)

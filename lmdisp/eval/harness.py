@@ -44,7 +44,7 @@ from lmdisp.errors import ConfigError, DataError, ModelLoadError, RunDirError
 from lmdisp.eval.config import EvaluateConfig, is_preset, load_evaluate_config
 from lmdisp.eval.results import EvaluateRun, write_evaluation
 from lmdisp.eval.tasks import broken_task_yaml
-from lmdisp.runs import LOG_FILE, RunDir, read_training_run, training_run_of, write_json
+from lmdisp.runs import LOCK_NAME, LOG_FILE, RunDir, read_training_run, training_run_of, write_json
 
 CPU_BATCH_SIZE = 8       # batching helps on a CPU too (bench/eval_speed.py); "auto" probes GPU memory
 DEFAULT_SEED = 1         # a model that is not a training run; the paper's seeds are 1, 2, 3
@@ -151,13 +151,14 @@ def report_labels(cfg: EvaluateConfig, target: ModelTarget, seed: int) -> dict[s
             "seed": int(train.get("seed", seed)) if train else seed}
 
 
-def resolve_batch_size(batch_size: Any, device_type: str) -> Any:
+def eval_batch_size(batch_size: Any, device_type: str) -> Any:
+    """lm-eval's batch size: as given, else `auto` (its own search) on a GPU, a fixed size on a CPU."""
     return batch_size if batch_size is not None else ("auto" if device_type == "cuda" else CPU_BATCH_SIZE)
 
 
 def build_lm(cfg: EvaluateConfig, target: ModelTarget, seed: int):
     """lm-eval's model object for the target, and what was loaded (for the manifest)."""
-    from lmdisp.models import classify, gguf_to_folder, load_model, resolve_device, resolve_dtype
+    from lmdisp.models import classify, gguf_to_folder, load_model
 
     if cfg.backend == "vllm":
         source, location = classify(target.load)
@@ -168,14 +169,14 @@ def build_lm(cfg: EvaluateConfig, target: ModelTarget, seed: int):
         from lm_eval.models.vllm_causallms import VLLM
 
         batch = cfg.batch_size or "auto"
-        dtype = str(resolve_dtype(cfg.dtype, resolve_device(cfg.device))).replace("torch.", "")
+        dtype = cfg.dtype  # auto: vLLM's own, the checkpoint's (fp16 for a float32 one)
         lm = VLLM(pretrained=location, tokenizer=cfg.tokenizer or location, dtype=dtype, batch_size=batch,
                   max_batch_size=cfg.max_batch_size, seed=seed, trust_remote_code=cfg.trust_remote_code)
         return lm, {"source": source, "location": location, "device": "cuda", "dtype": dtype, "batch_size": batch}
     loaded = load_model(target.load, dtype=cfg.dtype, device=cfg.device, lm_head=True, tokenizer=cfg.tokenizer,
                         trust_remote_code=cfg.trust_remote_code, seed=seed)
     device = loaded.model.get_input_embeddings().weight.device
-    batch = resolve_batch_size(cfg.batch_size, device.type)
+    batch = eval_batch_size(cfg.batch_size, device.type)
     info = {"source": loaded.source, "location": loaded.location, "num_params": loaded.num_params,
             "device": str(device), "dtype": str(loaded.model.dtype).replace("torch.", ""), "batch_size": batch}
     return hf_lm(loaded.model, loaded.tokenizer, batch, cfg.max_batch_size), info
@@ -248,6 +249,7 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
 
     if not _unfinished(cfg.output):  # before any work: no result lost (a killed run's cache is resumed)
         RunDir.check("evaluate", root=cfg.results_dir, output=cfg.output)
+    RunDir.check_free(cfg.output)  # a killed evaluation's folder: refused while another process writes it
     resolve_device(cfg.device)
     target = resolve_model(cfg.model)
     check_model(target.load, trust_remote_code=cfg.trust_remote_code)
@@ -293,7 +295,7 @@ def cache_identity(cfg: EvaluateConfig, target: ModelTarget) -> dict[str, Any]:
 def _unfinished(output: str | None) -> bool:
     """`--output` holds only the request cache (and log) of a killed evaluation."""
     out = Path(output).expanduser() if output else None
-    return out is not None and out.is_dir() and {p.name for p in out.iterdir()} - {LOG_FILE} == {CACHE_DIR}
+    return out is not None and out.is_dir() and {p.name for p in out.iterdir()} - {LOG_FILE, LOCK_NAME} == {CACHE_DIR}
 
 
 def _resumable_run(cfg: EvaluateConfig, target: ModelTarget, identity: dict) -> tuple[RunDir, bool]:
@@ -310,7 +312,7 @@ def _resumable_run(cfg: EvaluateConfig, target: ModelTarget, identity: dict) -> 
         if old != identity:
             raise RunDirError(f"{out} holds the request cache of an unfinished evaluation of another model or "
                               f"setting ({old}); use a new --output")
-        return RunDir(out, "evaluate").announce(), True
+        return RunDir.resume(out, "evaluate"), True
     return RunDir.create("evaluate", target.spec, root=cfg.results_dir, output=cfg.output), False
 
 
@@ -340,7 +342,7 @@ def evaluate_in_training(model, tokenizer, tasks: str, out_dir: Path | str, labe
     check_task_names(tm, list(cfg.tasks), cfg.include_path)
     plan, by_shot = load_tasks(tm, _plan(cfg))
     device = next(model.parameters()).device
-    batch = resolve_batch_size(cfg.batch_size, device.type)
+    batch = eval_batch_size(cfg.batch_size, device.type)
     was_training = model.training
     with _rng_preserved(), _quiet_lm_eval():
         try:

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from lmdisp.config import as_dict, option, require, validate
+from lmdisp.config import OUTPUT_PANEL, as_dict, option, require, validate
 from lmdisp.errors import ConfigError, DataError
 from lmdisp.eval.results import read_manifest, read_tasks_csv
 from lmdisp.eval.selection import Selection, select_runs
@@ -40,21 +40,25 @@ from lmdisp.runs import RunDir, save_figure, slugify, write_table, write_text
 METHOD_ORDER = ("base", "ce", "noisy-embedding", "active-forgetting", "decorrelation", "l2-repel", "l2-repel-paper",
                 "orthogonalization", "infonce-cos", "dispersion")
 DASH = "—"
+_TABLE = "Table"
 
 
 @dataclass
 class ReportConfig:
     runs: list[str] = option(None, "`lmdisp evaluate` run folders, or folders holding them (searched "
                              "recursively).", cli="arg", factory=list)
-    reference: str = option("dispersion", "Method each row is t-tested against, in every base model's block.")
+    reference: str = option("dispersion", "Method each row is t-tested against, in every base model's block.",
+                            panel=_TABLE)
     tasks: list[str] | None = option(None, "Table columns, comma-separated (None: every task of the runs, the "
-                                     "paper's order first).")
-    output: str | None = option(None, "Exact run folder (new or empty).", short="-o")
-    results_dir: str = option("results", "Where timestamped run folders go.")
-    plot: bool = option(True, "Write the bar chart of the averages.")
+                                     "paper's order first).", panel=_TABLE)
+    output: str | None = option(None, "Exact run folder (new or empty).", short="-o", panel=OUTPUT_PANEL)
+    results_dir: str = option("results", "Where timestamped run folders go.", panel=OUTPUT_PANEL)
+    plots: bool = option(True, "Write the bar chart of the averages.", panel=OUTPUT_PANEL)
     select: Selection = option("final", "Which evaluation of a run and seed makes the row: final (its last checkpoint, "
                          "lmdisp's default) | best (the best average over the table's tasks among its "
-                         "checkpoints: the authors' selection, made on the test data itself).")
+                         "checkpoints: the authors' selection, made on the test data itself).", panel=_TABLE)
+
+    RENAMED: ClassVar[dict[str, str]] = {"plot": "plots"}  # old name -> new: a one-line hint
 
     def __post_init__(self):
         if isinstance(self.runs, (str, Path)):
@@ -243,6 +247,9 @@ def _rank_and_test(table, idx, tasks, higher, reference, notes) -> None:
         ranks = [complete[t].rank(ascending=not higher[t], method="average") for t in tasks]
         table.loc[complete.index, "rank"] = np.mean(ranks, axis=0)
     refs = block[block["method"] == reference]
+    loose = block[block["method"].str.partition(" (")[0] == reference]
+    if refs.empty and len(loose) == 1:  # e.g. Qwen3's `dispersion (lambda=1.0)` row (docs/fidelity.md W2)
+        refs, reference = loose, loose["method"].iloc[0]
     base = block["base_model"].iloc[0]
     if refs.empty:
         notes.append(f"{base}: no `{reference}` row to t-test against (choose one with --reference)")
@@ -383,7 +390,8 @@ def run_report(cfg: ReportConfig) -> ReportRun:
     values["seed_averages"] = [",".join(f"{a:.10g}" for a in v) for v in values["seed_averages"]]
     write_table(values, run.path / "table_values", float_format="%.10g")
     write_table(long, run.path / "runs", float_format="%.10g")
-    if cfg.plot and table["average"].notna().any():
+    if cfg.plots and table["average"].notna().any():
         save_figure(bar_chart(table), run.path / "averages.png")
     run.write_manifest(as_dict(cfg), runs=[str(f) for f in folders], tasks=tasks, notes=notes)
+    run.release()
     return ReportRun(run.path, values, display, notes, tasks, table, cfg.select)

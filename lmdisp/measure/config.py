@@ -10,10 +10,11 @@ from typing import Annotated, Literal, Optional
 
 import annotated_types as at
 
-from lmdisp.config import Dtype, NonNegativeInt, OpenUnit, PositiveInt, option, require, validate
+from lmdisp.config import (DEVICE_PANEL, MODEL_PANEL, OUTPUT_PANEL, Dtype, NonNegativeInt, OpenUnit, PositiveInt,
+                           option, require, validate)
 from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN
 
-_DATA, _PROTO, _MODEL, _OUT = "Text", "Protocol", "Model and device", "Outputs"
+_DATA, _PROTO, _MODEL, _DEVICE, _OUT = "Text", "Protocol", MODEL_PANEL, DEVICE_PANEL, OUTPUT_PANEL
 _SITE = "Sites and positions"
 
 
@@ -35,11 +36,12 @@ class MeasureConfig:
     max_words: PositiveInt = option(1280, "Maximum words per sampled text (paper: 1280).", panel=_PROTO)
     seed: int = option(0, "Repetition r samples its text with seed SEED + r (paper: r).", panel=_PROTO)
     batch_size: Optional[PositiveInt] = option(None, "Repetitions per forward pass (None: 1 on a CPU, 8 on a GPU).",
-                                    panel=_MODEL)
+                                    panel=_DEVICE)
     dtype: Dtype = option("float32", "float32 (the authors' and the paper's) | bfloat16 | float16 | auto (the "
-                        "checkpoint's own dtype; for large models).", panel=_MODEL)
-    device: str = option("auto", "auto, cpu, cuda, cuda:1, mps.", panel=_MODEL)
-    device_map: Optional[Literal["auto"]] = option(None, "`auto` spreads a large model over all GPUs.", panel=_MODEL)
+                        "checkpoint's own dtype, as on every command; for large models).", panel=_MODEL)
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, mps.", panel=_DEVICE)
+    device_map: Optional[Literal["auto"]] = option(None, "`auto` spreads a large model over all GPUs.",
+                                                   panel=_DEVICE)
     tokenizer: str | None = option(None, "Tokenizer to use instead of the model's own.", panel=_MODEL)
     trust_remote_code: bool = option(False, "Allow model repos to run their own Python code (only for repos "
                                      "you trust).", panel=_MODEL)

@@ -10,7 +10,6 @@ dataloader_num_workers, ...); it is saved in config.yaml like every other field.
 from __future__ import annotations
 
 import math
-import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,10 @@ from typing import Annotated, Any, Literal, Optional
 
 import annotated_types as at
 
-from lmdisp.config import (Dtype, Fraction, NonNegative, NonNegativeInt, Normalize, OpenUnit, Positive, PositiveInt,
-                           Probability, option, require, shown, validate)
+from lmdisp.config import (MODEL_PANEL, OUTPUT_PANEL, Dtype, Fraction, NonNegative, NonNegativeInt, Normalize,
+                           OpenUnit, Positive, PositiveInt, Probability, option, require, shown)
 from lmdisp.errors import ConfigError
+from lmdisp.train.data_config import DataConfig, parse_tokens, train_blocks  # noqa: F401 - re-exported
 
 
 def canonical_loss(name: Any) -> Any:
@@ -32,9 +32,11 @@ def canonical_loss(name: Any) -> Any:
 # The loss names, as the CLI spells them. The regularisers are the `lmdisp.train.losses`
 # registry (a test checks the two agree); the baselines switch on other machinery.
 BASELINES = ("ce", "noisy-embedding", "active-forgetting")
-REGULARIZERS = ("dispersion", "decorrelation", "l2-repel", "l2-repel-paper", "orthogonalization", "infonce-cos")
-LossName = Annotated[Literal["ce", "dispersion", "decorrelation", "l2-repel", "l2-repel-paper", "orthogonalization",
-                             "infonce-cos", "noisy-embedding", "active-forgetting"], Normalize(canonical_loss)]
+REGULARIZERS = ("dispersion", "dispersion-torchtitan", "decorrelation", "l2-repel", "l2-repel-paper",
+                "orthogonalization", "infonce-cos")
+LossName = Annotated[Literal["ce", "dispersion", "dispersion-torchtitan", "decorrelation", "l2-repel",
+                             "l2-repel-paper", "orthogonalization", "infonce-cos", "noisy-embedding",
+                             "active-forgetting"], Normalize(canonical_loss)]
 Location = Literal["all", "early_half", "late_half", "last"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 ForgetSchedule = Literal["authors", "cycle"]
@@ -43,28 +45,15 @@ PRECISIONS = typing.get_args(Precision)
 # (it would do nothing). The regularisers' tau and clamp are passed to the loss function.
 _REG = ("lambda_disp", "location", "max_tokens")
 LOSS_OPTIONS: dict[str, tuple[str, ...]] = {
-    "ce": (), "dispersion": (*_REG, "tau", "clamp"), "decorrelation": _REG, "l2-repel": (*_REG, "tau"),
-    "l2-repel-paper": (*_REG, "tau"), "orthogonalization": (*_REG, "clamp"), "infonce-cos": (*_REG, "tau"),
-    "noisy-embedding": ("noise_alpha",),
+    "ce": (), "dispersion": (*_REG, "tau", "clamp"), "dispersion-torchtitan": (*_REG, "tau", "clamp"),
+    "decorrelation": _REG, "l2-repel": (*_REG, "tau"), "l2-repel-paper": (*_REG, "tau"),
+    "orthogonalization": (*_REG, "clamp"), "infonce-cos": (*_REG, "tau"), "noisy-embedding": ("noise_alpha",),
     "active-forgetting": ("forget_every", "forget_lr", "forget_warmup", "forget_schedule"),
 }
 TAU_MIN = 1e-6
 
-_DATA, _LOSS, _OPT, _BASE, _LOG, _RUN = ("Model and data", "Loss", "Budget and optimiser", "Baselines",
-                                         "Logging and evaluation", "Run folder")
+_MODEL, _LOSS, _OPT, _LOG, _RUN = MODEL_PANEL, "Loss", "Budget and optimiser", "Logging and evaluation", OUTPUT_PANEL
 _DISTILL = ("distill",)
-
-
-def parse_tokens(value: int | float | str) -> int:
-    """`200M`, `1.5B`, `50k`, `1e6` or a plain integer -> a token count."""
-    if isinstance(value, (int, float)):
-        return int(value)
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kKmMbBtT]?)\s*", str(value))
-    if not m:
-        raise ConfigError(f"--train-tokens {value!r}: expected a number like 200M, 1.5B or 50000")
-    scale = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[m.group(2).lower()]
-    return int(float(m.group(1)) * scale)
-
 
 
 def check_report_to(value: str) -> str:
@@ -88,41 +77,37 @@ def check_report_to(value: str) -> str:
 
 
 @dataclass
-class TrainConfig:
-    """Every setting of a training run. Defaults: the paper's GPT-2 mid-training."""
+class TrainConfig(DataConfig):
+    """Every setting of a training run (its data settings: `DataConfig`). Defaults: the paper's
+    GPT-2 mid-training."""
 
-    # -- model and data
-    model: str = option("gpt2", "Hub id, folder, .gguf, alias or random:<config> (pretrain: a config name).",
-                        short="-m", panel=_DATA)
-    dataset: str = option("wikitext", "wikitext (wikitext-103-raw-v1), fineweb-edu, measure's corpora (wikipedia, "
-                          "pubmed, imdb, squad), builtin (offline), a local file/folder or an HF id.", panel=_DATA)
-    text_field: str | None = option(None, "Text column of a hub/local dataset.", panel=_DATA)
-    subset: str | None = option(None, "Hub dataset config name.", cli="set")
-    split: str = option("train", "Dataset split.", cli="set")
-    tokenizer: str | None = option(None, "Tokenizer to use instead of the model's own.", cli="set")
-    teacher: str | None = option(None, "The teacher model (same tokenizer as the student).", panel=_DATA,
+    # -- model and data (the rest: DataConfig)
+    teacher: str | None = option(None, "The teacher model (same tokenizer as the student).", panel=_MODEL,
                                  commands=_DISTILL)
     # -- the loss
-    loss: LossName = option("ce", "The training loss: ce, or ce + lambda * a regulariser (l2-repel: the authors' "
-                            "code, i = j included; l2-repel-paper: the paper's i != j), or a baseline "
-                            "(noisy-embedding: NEFTune; active-forgetting).", panel=_LOSS)
+    loss: LossName = option("ce", "The training loss: ce, or ce + lambda * a regulariser (dispersion-torchtitan: "
+                            "Table 5's TorchTitan copy, plain clamp, epsilons 1e-4; l2-repel: the authors' code, "
+                            "i = j included; l2-repel-paper: the paper's i != j), or a baseline (noisy-embedding: "
+                            "NEFTune; active-forgetting).", panel=_LOSS)
     lambda_disp: NonNegative = option(0.1, "Regulariser weight (Table 4's best: 0.1).", panel=_LOSS, flag="--lambda")
     tau: Annotated[float, at.Ge(TAU_MIN)] = option(1.0, "Temperature of the regulariser (Table 4's best: 1.0).", panel=_LOSS)
     location: Location = option("all", "Blocks regularised.", panel=_LOSS)
     clamp: OpenUnit = option(0.1, "Straight-through arccos band [-1 + t, 1 - t] (authors: 0.1 for GPT-2, "
                           "0.25 for Qwen3).", cli="set")
-    max_tokens: Annotated[int, at.Ge(2)] = option(256, "Tokens subsampled per sequence for the pairwise term (authors: 256).", cli="set")
+    max_tokens: Annotated[int, at.Ge(2)] = option(256, "Tokens subsampled per sequence for the pairwise term "
+                                                  "(authors: 256).", cli="set")
     distill_alpha: Probability = option(0.5, "Weight of the KD term; CE gets 1 - alpha.", cli="set", commands=_DISTILL)
     distill_temperature: Positive = option(2.0, "Softmax temperature T (KD scaled by T^2).", cli="set",
                                         commands=_DISTILL)
     # -- budget and optimiser
-    train_tokens: int | str = option("200M", "Token budget: 200M, 1.5B, 50k; steps = tokens / (context x global "
-                                     "batch).", panel=_OPT)
-    context_length: Annotated[int, at.Ge(2)] = option(1024, "Tokens per packed block (GPT-2: 1024, Qwen3: 4096).", panel=_OPT)
-    lr: Positive = option(5e-5, "Peak learning rate, before sqrt(world size) scaling.", panel=_OPT)
-    scale_lr: bool = option(True, "Scale the LR by sqrt(world size), as the paper does.", cli="set")
-    batch_size: PositiveInt = option(32, "Sequences per device per micro-step (paper GPT-2: 32).", panel=_OPT)
-    grad_accum: PositiveInt = option(4, "Gradient accumulation steps (paper GPT-2: 4).", panel=_OPT)
+    lr: Positive = option(5e-5, "Peak learning rate (with global_batch 0 and scale_lr: before sqrt(world size) "
+                       "scaling).", panel=_OPT)
+    scale_lr: bool = option(True, "With global_batch 0: scale the LR by sqrt(world size), the authors' code's rule "
+                            "for a batch that grows with the GPU count.", cli="set")
+    batch_size: PositiveInt = option(32, "Sequences per device per micro-step (paper GPT-2: 32); with global_batch, the "
+                             "largest micro-batch used.", panel=_OPT)
+    grad_accum: PositiveInt = option(4, "Gradient accumulation steps (paper GPT-2: 4); with global_batch, those of one "
+                             "process.", panel=_OPT)
     weight_decay: NonNegative = option(0.1, "AdamW weight decay (biases and norms excluded).", cli="set")
     adam_beta1: Fraction = option(0.9, "AdamW beta1.", cli="set")
     adam_beta2: Fraction = option(0.95, "AdamW beta2.", cli="set")
@@ -133,7 +118,8 @@ class TrainConfig:
                                  "> 0 uses transformers' cosine_with_min_lr).", cli="set")
     seed: int = option(1, "Seed for init, data order, noise and subsampling.", panel=_OPT)
     precision: Precision = option("auto", "Mixed precision (auto: bf16 where supported, else fp32).", panel=_OPT)
-    dtype: Dtype = option("float32", "Master-weight dtype; bf16 compute comes from precision.", cli="set")
+    dtype: Dtype = option("float32", "Master-weight dtype (auto: the checkpoint's own); bf16 compute comes from "
+                          "precision.", cli="set")
     gradient_checkpointing: bool = option(True, "Recompute activations in the backward pass.", panel=_OPT)
     lora: bool = option(False, "Train LoRA adapters only (peft); a merged model is saved as final/.", panel=_OPT)
     lora_r: PositiveInt = option(16, "LoRA rank.", cli="set")
@@ -159,7 +145,6 @@ class TrainConfig:
                               "--checkpoints all` and `report --select best`; evaluates there too with "
                               "eval_tasks. 0: off (save_steps, save_total_limit apply).", cli="set")
     condensation_every: NonNegativeInt = option(100, "Steps between condensation snapshots (0: off).", panel=_LOG)
-    condensation_sequences: PositiveInt = option(8, "Held-out blocks measured at each snapshot.", cli="set")
     eval_every: NonNegativeInt = option(0, "Steps between benchmark evaluations (0: off).", cli="set")
     eval_tasks: str | None = option(None, "Tasks of the periodic evaluation: a comma list, a preset (paper) "
                                     "or an eval YAML.", cli="set")
@@ -168,23 +153,16 @@ class TrainConfig:
     report_to: str = option("none", "none | all | a comma list of the Trainer's integrations (tensorboard, wandb, "
                             "mlflow, ...), each installed.", panel=_LOG)
     # -- the run folder
-    trust_remote_code: bool = option(False, "Allow model repos to run their own Python code (only for repos "
-                                     "you trust).", panel=_RUN)
     init: Literal["pretrained", "scratch"] = option("pretrained", "pretrained (midtrain, distill) or scratch (pretrain).", cli="fixed")
     output: str | None = option(None, "Run folder: new, or the one to --resume.", short="-o", panel=_RUN)
-    results_dir: str = option("results", "Where timestamped run folders go.", cli="set")
+    results_dir: str = option("results", "Where timestamped run folders go.", panel=_RUN)
     resume: bool = option(False, "Continue the run in --output from its newest complete checkpoint.", panel=_RUN)
     resume_from: str | None = option(None, "Continue the run in --output from this checkpoint instead "
                                      "(checkpoint-N, or a path to one); implies --resume.", cli="set")
-    num_proc: Optional[PositiveInt] = option(None, "Tokenizer processes while building token shards (default: the fast "
-                                  "tokenizer's own threads).", cli="set")
-    cache_dir: str | None = option(None, "Token-shard cache (default: $LMDISP_CACHE/tokens, "
-                                   "~/.cache/lmdisp/tokens).", cli="set")
 
     def __post_init__(self):
-        validate(self)  # each field's type, choices and range (lmdisp.config); below: cross-field rules
-        self.train_tokens = parse_tokens(self.train_tokens)
-        require(self.train_tokens > 0, f"--train-tokens must be > 0 (got {self.train_tokens})")
+        super().__post_init__()  # every field's type, choices and range; below: cross-field rules
+        self._check_global_batch()
         self.resume = self.resume or bool(self.resume_from)
         require(not self.resume or self.output, "--resume needs --output: the run folder to continue")
         if self.output:
@@ -198,9 +176,8 @@ class TrainConfig:
     def _check_loss_options(self) -> None:
         """An option of another loss set away from its default would do nothing: refused."""
         defaults = TrainConfig.__dataclass_fields__
-        unused = [n for options in LOSS_OPTIONS.values() for n in options
-                  if n not in LOSS_OPTIONS[self.loss] and getattr(self, n) != defaults[n].default]
-        unused = list(dict.fromkeys(unused))
+        unused = list(dict.fromkeys(n for options in LOSS_OPTIONS.values() for n in options
+                                    if n not in LOSS_OPTIONS[self.loss] and getattr(self, n) != defaults[n].default))
         if unused:
             uses = sorted(loss for loss, options in LOSS_OPTIONS.items() if unused[0] in options)
             given = ", ".join(shown(TrainConfig, n, getattr(self, n)) for n in unused)
@@ -211,6 +188,16 @@ class TrainConfig:
             require(self.teacher or getattr(self, name) == defaults[name].default,
                     f"{shown(TrainConfig, name, getattr(self, name))}: does nothing without a teacher "
                     f"(lmdisp distill --teacher MODEL)")
+
+    def _check_global_batch(self) -> None:
+        """With a fixed global batch, batch_size x grad_accum is its split on one process (fidelity T1)."""
+        g = self.global_batch
+        if g and self.batch_size * self.grad_accum != g:
+            fix = (f"pass --grad-accum {g // self.batch_size}" if g % self.batch_size == 0 else
+                   f"pass a --batch-size dividing {g} and --grad-accum {g} / that")
+            raise ConfigError(f"--batch-size {self.batch_size} x --grad-accum {self.grad_accum} = "
+                              f"{self.batch_size * self.grad_accum} sequences per step, but global_batch is {g}: "
+                              f"{fix}, or --set global_batch=0 for per-process batches")
 
     def _check_tau(self) -> None:
         """The regularisers are log-sum-exps of -distance / tau: finite in float32 for any tau
@@ -228,24 +215,60 @@ class TrainConfig:
         """Whether the loss adds a `lmdisp.train.losses` regulariser (its registry name is `loss`)."""
         return self.loss in REGULARIZERS
 
+    def batch_plan(self, world_size: int) -> tuple[int, int]:
+        """(sequences per device per micro-step, accumulation steps) on `world_size` processes.
+        With global_batch G: G / world sequences per process per step, in the largest micro-batch
+        <= batch_size that divides it (fidelity T1); refused when the world does not divide G."""
+        g = self.global_batch
+        if not g:
+            return self.batch_size, self.grad_accum
+        per_rank, rest = divmod(g, world_size)
+        if rest:
+            options = ", ".join(str(n) for n in range(1, g + 1) if g % n == 0)
+            raise ConfigError(f"global_batch {g} sequences cannot be split evenly over {world_size} processes: "
+                              f"run on {options} processes, or --set global_batch=0 for per-process batches "
+                              "(tokens per step then grow with the process count)")
+        micro = max(d for d in range(1, min(self.batch_size, per_rank) + 1) if per_rank % d == 0)
+        return micro, per_rank // micro
+
     def world_tokens_per_step(self, world_size: int) -> int:
-        return self.context_length * self.batch_size * self.grad_accum * world_size
+        micro, accum = self.batch_plan(world_size)
+        return self.context_length * micro * accum * world_size
 
     def max_steps(self, world_size: int) -> int:
+        """ceil(train_tokens / tokens per step), as the authors count T (`midtrain_gpt2.py`; fidelity T3)."""
         per_step = self.world_tokens_per_step(world_size)
+        micro, accum = self.batch_plan(world_size)
         require(self.train_tokens >= per_step,
                 f"--train-tokens {self.train_tokens} is less than one optimiser step "
-                f"({per_step} tokens = context {self.context_length} x batch {self.batch_size} x "
-                f"accumulation {self.grad_accum} x {world_size} process(es))")
-        return self.train_tokens // per_step
+                f"({per_step} tokens = context {self.context_length} x batch {micro} x "
+                f"accumulation {accum} x {world_size} process(es))")
+        return -(-self.train_tokens // per_step)
 
     def eval_interval(self, max_steps: int) -> int:
         """The authors' periodic evaluation interval floor(T/K) + 1 (0 when eval_points is off)."""
         return max_steps // self.eval_points + 1 if self.eval_points else 0
 
     def scaled_lr(self, world_size: int) -> float:
-        """The paper's rule: the learning rate grows with the square root of the world size."""
-        return self.lr * math.sqrt(world_size) if self.scale_lr else self.lr
+        """The LR on `world_size` processes: fixed with a global batch (fidelity T1), else the
+        authors' code's rule when scale_lr is on: x sqrt(world size)."""
+        return self.lr * math.sqrt(world_size) if self.scale_lr and not self.global_batch else self.lr
+
+    def batch_record(self, world: int) -> dict:
+        """What the manifest records about the optimisation on `world` processes (fidelity T1)."""
+        micro, accum = self.batch_plan(world)
+        return {"world_size": world, "global_batch": micro * accum * world, "per_device_batch": micro,
+                "grad_accum": accum, "tokens_per_step": self.world_tokens_per_step(world),
+                "max_steps": self.max_steps(world), "learning_rate": self.scaled_lr(world),
+                "learning_rate_rule": self.lr_rule(world)}
+
+    def lr_rule(self, world_size: int) -> str:
+        """How `scaled_lr` was obtained, for the manifest."""
+        if self.global_batch:
+            return f"lr {self.lr}, fixed: global batch {self.global_batch} sequences on any world size"
+        if self.scale_lr:
+            return f"lr {self.lr} x sqrt(world size {world_size})"
+        return f"lr {self.lr}, not scaled (scale_lr off)"
 
     def method_label(self) -> str:
         """The report label: the loss plus the settings that differ from the defaults,
@@ -262,36 +285,3 @@ class TrainConfig:
 
     def base_label(self) -> str:
         return self.model + (" (scratch)" if self.init == "scratch" else "")
-
-
-# `lmdisp prepare`: the data fields of a training run, to build its token shards on their own
-# (e.g. on a CPU node before the GPU job). Same names, defaults and help as TrainConfig's, so
-# a training config YAML can be passed as it is (its other keys are refused).
-PREPARE_FIELDS = ("model", "tokenizer", "dataset", "text_field", "subset", "split", "train_tokens",
-                  "context_length", "condensation_sequences", "num_proc", "cache_dir", "trust_remote_code")
-
-
-def _prepare_post_init(self) -> None:
-    self.train_tokens = parse_tokens(self.train_tokens)
-    require(self.train_tokens > 0, f"--train-tokens must be > 0 (got {self.train_tokens})")
-    require(self.context_length >= 2, f"--context-length must be >= 2 (got {self.context_length})")
-    require(self.condensation_sequences >= 0, "condensation_sequences must be >= 0")
-
-
-def _prepare_config() -> type:
-    import dataclasses
-    import typing
-
-    hints = typing.get_type_hints(TrainConfig)
-    fields = []
-    for name in PREPARE_FIELDS:
-        f = TrainConfig.__dataclass_fields__[name]
-        kwargs = {"default_factory": f.default_factory} if f.default is dataclasses.MISSING else {"default": f.default}
-        fields.append((name, hints[name], dataclasses.field(metadata=f.metadata, **kwargs)))
-    doc = "The data settings of a training run: what `lmdisp prepare` needs to build its token shards."
-    return dataclasses.make_dataclass("PrepareConfig", fields, namespace={"__post_init__": _prepare_post_init,
-                                                                          "__doc__": doc,
-                                                                          "__module__": __name__})
-
-
-PrepareConfig = _prepare_config()

@@ -17,10 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmdisp.config import as_dict
-from lmdisp.errors import ConfigError, DataError, Interrupted
+from lmdisp import locks, preempt
+from lmdisp.errors import ConfigError, DataError, Interrupted, Terminated
 from lmdisp.runs import RunDir, peak_memory, save_figure, write_json
 from lmdisp.train.config import TrainConfig
+from lmdisp.train.data_config import DataConfig
+from lmdisp.train.machine import check_machine
 from lmdisp.train.folder import check_output, final_losses, prepare_run_dir, resume_point, train_labels
+from lmdisp.train.callbacks import StopOnSigterm
 from lmdisp.train.trainer import DispersionTrainer
 
 @dataclass
@@ -56,16 +60,18 @@ def build_data(cfg: TrainConfig, tokenizer, progress=None):
 
 
 def prepare_data(cfg, tokenizer, progress=None):
-    """(shards, held-out blocks, training blocks) for a config with TrainConfig's data fields."""
-    from lmdisp.train.shards import prepare_shards, resolve_source
+    """(shards, held-out blocks, training blocks) for a `DataConfig` (a TrainConfig is one)."""
+    from lmdisp.train.shards import Packing, prepare_shards, resolve_source
 
     src = resolve_source(cfg.dataset, text_field=cfg.text_field, split=cfg.split, subset=cfg.subset)
-    held, n_train = cfg.condensation_sequences, max(1, cfg.train_tokens // cfg.context_length)
+    held, n_train = cfg.condensation_sequences, cfg.train_blocks()
     shards = prepare_shards(src, tokenizer, cfg.context_length, held + n_train, cache_dir=cfg.cache_dir,
-                            progress=progress, num_proc=cfg.num_proc)
+                            progress=progress, num_proc=cfg.num_proc,
+                            packing=Packing(cfg.packing, cfg.doc_tokens))
     n = shards.n_blocks
-    if n < held + n_train:  # the whole corpus is shorter than the budget: epochs over it
+    if n < held + n_train:  # the whole corpus is shorter than the budget: epochs over it, if allowed
         held = min(held, n // 10)
+        cfg.check_repeat(n, held)
         n_train = n - held
     if n_train < 1:
         raise DataError(f"dataset `{cfg.dataset}` gives {n} blocks of {cfg.context_length} tokens; "
@@ -91,10 +97,11 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_si
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    micro, accum = cfg.batch_plan(world_size)
     kwargs = dict(
         output_dir=str(run_dir / "checkpoints"),
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accum,
         learning_rate=cfg.scaled_lr(world_size),
         weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
         max_grad_norm=cfg.max_grad_norm,
@@ -176,6 +183,9 @@ def build_trainer(cfg: TrainConfig, tokenizer, train, args, callbacks: list):
         trainer = DistillTrainer(teacher=teacher, **kwargs)
     else:
         trainer = DispersionTrainer(**kwargs)
+    from lmdisp.train.telemetry import tensorboard_dir
+
+    tensorboard_dir(trainer, Path(args.output_dir).parent / "tensorboard")
     # Logs go to metrics.jsonl (and the CLI's bar): a library does not print the Trainer's dicts.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -193,6 +203,7 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
     if cfg.init == "scratch" and not cfg.model.startswith("random:"):
         cfg.model = f"random:{cfg.model}"  # pre-training: the spec names a config, weights start fresh
     state = _dist_state()
+    check_machine(cfg.precision, state, command)  # a precision or sharding this machine cannot give
     world = state.num_processes
     max_steps = cfg.max_steps(world)          # refuses a budget below one step
     if (command == "distill") != bool(cfg.teacher):
@@ -206,24 +217,48 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
     tokenizer = load_tokenizer(cfg.tokenizer or default_tokenizer(cfg.model), trust_remote_code=cfg.trust_remote_code)
     for spec in filter(None, (cfg.model, cfg.teacher)):
         check_vocabulary(spec, tokenizer, trust_remote_code=cfg.trust_remote_code)
-    train, heldout = build_data(cfg, tokenizer, data_progress)   # refuses an empty corpus, before the model loads
-    run_dir, fresh = prepare_run_dir(cfg, command, state, resuming)
+    if resuming and state.is_main_process:
+        locks.acquire(cfg.output, command)    # one writer: a second run into this folder is refused now
     try:
-        trainer, resume = _trainer(cfg, run_dir, state, tokenizer, train, heldout, max_steps, world, callbacks)
+        train, heldout = build_data(cfg, tokenizer, data_progress)   # refuses an empty corpus, before the model loads
+        run_dir, fresh = prepare_run_dir(cfg, command, state, resuming)
+        try:
+            return _train(cfg, command, state, run_dir, fresh, tokenizer, train, heldout, max_steps, callbacks,
+                          started)
+        finally:
+            if state.is_main_process:
+                locks.release(run_dir)
+    finally:
+        if cfg.output and state.is_main_process:
+            locks.release(cfg.output)
+
+
+def _train(cfg, command, state, run_dir, fresh, tokenizer, train, heldout, max_steps, callbacks, started):
+    try:
+        trainer, resume = _trainer(cfg, run_dir, state, tokenizer, train, heldout, max_steps, state.num_processes,
+                                   callbacks)
     except BaseException:
         if fresh and state.is_main_process:  # refused before its first step: leave no folder behind
             RunDir(run_dir, command).discard_if_empty(keep=("config.yaml", "manifest.json"))
         raise
+    if state.is_main_process:
+        locks.acquire(run_dir, command)       # re-entrant: held since the folder was made or checked
+    stop = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopOnSigterm))
+    resume_cmd = f"lmdisp {command} --config {run_dir / 'config.yaml'} --output {run_dir} --resume"
     try:
-        with peak_memory() as mem:
+        with peak_memory() as mem, preempt.graceful():
             trainer.train(resume_from_checkpoint=resume)
     except KeyboardInterrupt:
-        raise Interrupted(f"{command} stopped at step {trainer.state.global_step}; continue with: lmdisp {command} "
-                          f"--config {run_dir / 'config.yaml'} --output {run_dir} --resume") from None
+        raise Interrupted(f"{command} stopped at step {trainer.state.global_step}; continue with: {resume_cmd}") \
+            from None
     finally:  # a failed run (NaN, Ctrl-C) must not leave the terminal inside a live progress bar
         for cb in trainer.callback_handler.callbacks:
             if hasattr(cb, "close"):
                 cb.close()
+    if stop.stopped_at is not None and trainer.state.global_step < max_steps:
+        ckpt = Path(trainer.args.output_dir) / f"checkpoint-{stop.stopped_at}"
+        raise Terminated(f"{command} stopped by SIGTERM at step {stop.stopped_at} of {max_steps}; checkpoint "
+                         f"saved in {ckpt}; continue with: {resume_cmd}")
     final = _save_final(cfg, run_dir, state, trainer, tokenizer)
     if state.is_main_process:
         _finish(cfg, run_dir, started, mem, trainer, command)
@@ -236,7 +271,7 @@ def _trainer(cfg, run_dir, state, tokenizer, train, heldout, max_steps, world, c
     """The trainer (`build_trainer`) and the checkpoint to resume from."""
     args = training_arguments(cfg, run_dir, max_steps, world)
     resume = resume_point(run_dir, state, cfg.resume_from) if cfg.resume else None
-    callbacks = [*_callbacks(cfg, run_dir, heldout, max_steps), *callbacks]
+    callbacks = [*_callbacks(cfg, run_dir, heldout, max_steps), StopOnSigterm(), *callbacks]
     return build_trainer(cfg, tokenizer, train, args, callbacks), resume
 
 
@@ -287,9 +322,7 @@ def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer,
         save_figure(condensation_trace(pd.read_csv(trace), title=f"{cfg.model} · {cfg.loss}"),
                     run_dir / "condensation.png")
     world, data = trainer.args.world_size, trainer.train_dataset
-    rule = f"lr {cfg.lr} x sqrt(world size {world})" if cfg.scale_lr else f"lr {cfg.lr}, not scaled (scale_lr off)"
-    extra = {"steps": trainer.state.global_step, "world_size": world,
-             "learning_rate": trainer.args.learning_rate, "learning_rate_rule": rule,
+    extra = {"steps": trainer.state.global_step, **cfg.batch_record(world),
              **final_losses(run_dir / "metrics.jsonl"), "memory": mem,
              "data": {"token_file": str(data.path), "first_block": data.start, "train_blocks": len(data),
                       "context_length": data.context_length},
@@ -300,7 +333,7 @@ def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer,
     write_json(run_dir / "train_summary.json", extra)
 
 
-def run_prepare(cfg: TrainConfig, progress=None) -> dict:
+def run_prepare(cfg: DataConfig, progress=None) -> dict:
     """Build (or find) the token shards a training run with `cfg` will read; a summary."""
     from lmdisp.models import default_tokenizer, load_tokenizer
 

@@ -41,6 +41,9 @@ class DispersionTrainer(Trainer):
         self._micro = (-1, 0)                         # (global step, micro-batch) for the subsample seed
         self._train_start = self._last_log_time = time.perf_counter()
         self._last_logged_step = 0
+        from lmdisp.train.telemetry import attach
+
+        attach(self)  # the integrations see grouped names; lmdisp's callbacks log through it
 
     # -- the loss ---------------------------------------------------------------------
 
