@@ -24,42 +24,20 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
-
-import annotated_types as at
+from typing import Any, TypeVar
 
 from lmdisp.errors import ConfigError
+from lmdisp.fieldtypes import (Dtype, Fraction, NonNegative, NonNegativeInt, Normalize, OpenUnit,  # noqa: F401
+                               Positive, PositiveInt, Probability, accepts, adapter, base_type, choices_of,
+                               is_list, is_optional, normalizers, range_of, type_name)
 
 T = TypeVar("T")
 _MISSING = dataclasses.MISSING
 
 # Help panels shared by the commands: one panel per concept, the same on every command.
 MODEL_PANEL, DEVICE_PANEL, OUTPUT_PANEL = "Model", "Device", "Outputs"
-
-# Ranges a field's type can carry (pydantic checks them; messages and --help describe them).
-Positive = Annotated[float, at.Gt(0)]
-NonNegative = Annotated[float, at.Ge(0)]
-PositiveInt = Annotated[int, at.Ge(1)]
-NonNegativeInt = Annotated[int, at.Ge(0)]
-Fraction = Annotated[float, at.Ge(0), at.Lt(1)]      # [0, 1)
-Probability = Annotated[float, at.Ge(0), at.Le(1)]   # [0, 1]
-OpenUnit = Annotated[float, at.Gt(0), at.Lt(1)]      # (0, 1)
-# A model's weight dtype (`lmdisp.models.DTYPES` lists the same names). `auto` means one thing on
-# every command: the checkpoint's own dtype (the `torch_dtype` its config names; float32 for
-# random:<config> models), as transformers' and lm-eval's `dtype="auto"`.
-Dtype = typing.Literal["auto", "float32", "bfloat16", "float16"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Normalize:
-    """`Annotated[Literal[...], Normalize(fn)]`: `fn` maps other spellings of a value to the
-    listed one before the check (e.g. `l2_repel` -> `l2-repel`)."""
-
-    fn: Any
-
 
 def option(default: Any = _MISSING, help: str = "", *, cli: str = "flag", short: str | None = None,
            panel: str | None = None, commands: tuple[str, ...] | None = None, factory: Any = None,
@@ -112,6 +90,20 @@ def field_default(field: dataclasses.Field) -> Any:
     return None
 
 
+def choices(cls: type, name: str) -> tuple:
+    """The choices of field `name` of `cls` (its `Literal` values), else ()."""
+    return choices_of(_hints(cls)[name])
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
 # ----------------------------------------------------------------------------- loading
 
 def load_config(cls: type[T], config: str | Path | None = None, sets: list[str] | None = None,
@@ -156,17 +148,17 @@ def convert(cls: type, name: str, value: Any, source: str = "flags") -> Any:
     """`value` converted to the declared type of `cls.name` (its choices and range included),
     or a one-line ConfigError naming what the user typed."""
     hint = _hints(cls)[name]
-    if hint is Any or value is None and _optional(hint):
+    if hint is Any or value is None and is_optional(hint):
         return value
     value = _plain(value)
-    for step in _normalizers(hint):
+    for step in normalizers(hint):
         value = step.fn(value)
-    if isinstance(value, str) and _is_list(hint):
+    if isinstance(value, str) and is_list(hint):
         value = [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, bool) and _accepts(hint, (int, float)) and not _accepts(hint, (bool,)):
+    if isinstance(value, bool) and accepts(hint, (int, float)) and not accepts(hint, (bool,)):
         _bad(cls, name, value, hint, source)  # pydantic would read true as 1
     try:
-        out = _adapter(hint).validate_python(value)
+        out = adapter(hint).validate_python(value)
     except ConfigError:
         raise
     except Exception:  # pydantic.ValidationError, kept lazy
@@ -195,14 +187,14 @@ def _plain(value: Any) -> Any:
 def _domain_error(cls: type, name: str, value: Any, hint: Any, source: str):
     """The value has the wrong type (`expected ...`) or lies outside the field's choices or range."""
     try:
-        typed = _adapter(_base(hint)).validate_python(value)
+        typed = adapter(base_type(hint)).validate_python(value)
     except Exception:
         _bad(cls, name, value, hint, source)
-    choices = _choices(hint)
+    choices = choices_of(hint)
     what = _where(cls, name, typed if not choices else repr(typed), source)
     if choices:
         raise ConfigError(f"{what}: choose one of {', '.join(map(str, choices))}")
-    raise ConfigError(f"{what}: must be {_range(hint)}")
+    raise ConfigError(f"{what}: must be {range_of(hint)}")
 
 
 def _where(cls: type, name: str, value: Any, source: str) -> str:
@@ -220,124 +212,6 @@ def _bad(cls: type, name: str, value: Any, hint: Any, source: str):
     else:
         where, shown = f"{source}: {name}", f", got {value!r}"
     raise ConfigError(f"{where}: expected {type_name(hint)}{shown}")
-
-
-# ----------------------------------------------------------------------------- types
-
-def _normalizers(hint: Any) -> list[Normalize]:
-    return [m for a in _args(hint) for m in _strip(a)[1] if isinstance(m, Normalize)]
-
-
-def _strip(hint: Any) -> tuple[Any, tuple]:
-    """(the type under `Annotated`, its metadata)."""
-    if typing.get_origin(hint) is Annotated:
-        base, *meta = typing.get_args(hint)
-        return base, tuple(meta)
-    return hint, ()
-
-
-def _base(hint: Any) -> Any:
-    """`hint` without its choices and range: `Literal` -> str, `Annotated[float, Gt(0)]` -> float."""
-    args = [_strip(a)[0] for a in _args(hint)]
-    args = [str if typing.get_origin(a) is typing.Literal else a for a in args]
-    return typing.Union[tuple(args)] if len(args) > 1 else args[0]
-
-
-def _choices(hint: Any) -> tuple:
-    """The values of a `Literal` field (also under `Optional` / `Annotated`), else ()."""
-    for a in _args(hint):
-        a = _strip(a)[0]
-        if typing.get_origin(a) is typing.Literal:
-            return typing.get_args(a)
-    return ()
-
-
-def choices(cls: type, name: str) -> tuple:
-    return _choices(_hints(cls)[name])
-
-
-def _range(hint: Any) -> str:
-    """`> 0`, `>= 1`, `in [0, 1)`: the range a field's constraints allow ("" if none)."""
-    lo = hi = None
-    for a in _args(hint):
-        for m in _strip(a)[1]:
-            for c in (m if isinstance(m, at.Interval) else [m]):
-                if isinstance(c, (at.Gt, at.Ge)):
-                    lo = ("(" if isinstance(c, at.Gt) else "[", c.gt if isinstance(c, at.Gt) else c.ge)
-                elif isinstance(c, (at.Lt, at.Le)):
-                    hi = (")" if isinstance(c, at.Lt) else "]", c.lt if isinstance(c, at.Lt) else c.le)
-    if lo and hi:
-        return f"in {lo[0]}{lo[1]:g}, {hi[1]:g}{hi[0]}"
-    if lo:
-        return f"{'>' if lo[0] == '(' else '>='} {lo[1]:g}"
-    if hi:
-        return f"{'<' if hi[0] == ')' else '<='} {hi[1]:g}"
-    return ""
-
-
-@functools.lru_cache(maxsize=None)
-def _adapter(hint: Any):
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(_without_normalize(hint))
-
-
-def _without_normalize(hint: Any) -> Any:
-    base, meta = _strip(hint)
-    kept = tuple(m for m in meta if not isinstance(m, Normalize))
-    if len(kept) != len(meta):
-        return Annotated[(base, *kept)] if kept else base
-    args = _args(hint)
-    if len(args) > 1 and any(_normalizers(a) for a in args):
-        return typing.Union[tuple(_without_normalize(a) for a in args)]
-    return hint
-
-
-@functools.lru_cache(maxsize=None)
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls, include_extras=True)
-
-
-def _fields(cls: type) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}
-
-
-def _args(hint: Any) -> tuple:
-    hint = _strip(hint)[0] if typing.get_origin(_strip(hint)[0]) in _UNIONS else hint
-    return typing.get_args(hint) if typing.get_origin(hint) in _UNIONS else (hint,)
-
-
-_UNIONS = (typing.Union, types.UnionType)
-
-
-def _optional(hint: Any) -> bool:
-    return type(None) in _args(hint)
-
-
-def _is_list(hint: Any) -> bool:
-    return any(typing.get_origin(_strip(a)[0]) is list or _strip(a)[0] is list for a in _args(hint))
-
-
-def _accepts(hint: Any, kinds: tuple) -> bool:
-    return any(_strip(a)[0] in kinds for a in _args(hint))
-
-
-def type_name(hint: Any) -> str:
-    """`float`, `int or None`, `list of str`: the expected type in an error message."""
-    names = []
-    for a in _args(hint):
-        a, _ = _strip(a)
-        if a is type(None):
-            continue
-        if typing.get_origin(a) is list:
-            names.append("a comma list of " + "/".join(t.__name__ for t in typing.get_args(a)))
-        elif typing.get_origin(a) is typing.Literal:
-            names.append("one of " + ", ".join(map(str, typing.get_args(a))))
-        else:
-            names.append({"str": "text", "bool": "a boolean (true/false)", "int": "an integer",
-                          "float": "a number"}.get(getattr(a, "__name__", str(a)), getattr(a, "__name__", str(a))))
-    shown = " or ".join(names) + (f" {_range(hint)}" if _range(hint) else "")
-    return shown + (" (or null)" if _optional(hint) else "")
 
 
 def _refuse_renamed(cls: type, keys, source: str) -> None:

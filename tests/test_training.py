@@ -21,7 +21,7 @@ from lmdisp.train.run import run_train
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(model="random:tiny-gpt2", dataset="builtin", context_length=32, batch_size=4, grad_accum=1,
             lr=1e-3, gradient_checkpointing=False, condensation_every=0, logging_steps=1, save_steps=1000,
-            warmup_ratio=0.0)
+            warmup_ratio=0.0, train_tokens=4096)
 TINY_FLAGS = ["--model", "random:tiny-gpt2", "--dataset", "builtin", "--context-length", "32", "--batch-size", "4",
               "--grad-accum", "1", "--no-gradient-checkpointing", "--condensation-every", "0"]
 

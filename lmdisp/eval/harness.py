@@ -152,7 +152,6 @@ def report_labels(cfg: EvaluateConfig, target: ModelTarget, seed: int) -> dict[s
 
 
 def eval_batch_size(batch_size: Any, device_type: str) -> Any:
-    """lm-eval's batch size: as given, else `auto` (its own search) on a GPU, a fixed size on a CPU."""
     return batch_size if batch_size is not None else ("auto" if device_type == "cuda" else CPU_BATCH_SIZE)
 
 
