@@ -36,7 +36,7 @@ def _run(config, sets, flags, list_tasks) -> None:
         return
     cfg = load_evaluate_config(config, flags, sets, config_option="--config/--preset")
     stage = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
-    if cfg.checkpoints == "all":
+    if cfg.checkpoints in ("all", "trained"):
         from lmdisp.eval.checkpoints import run_evaluate_checkpoints
 
         runs = run_evaluate_checkpoints(cfg, stage=stage)

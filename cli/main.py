@@ -24,12 +24,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from lmdisp.cli import evaluate, measure, prepare, report, train
+    from lmdisp.cli import evaluate, measure, paper, posttrain, prepare, report, train
 
-    commands = {"measure": measure.measure, **train.COMMANDS, "prepare": prepare.prepare,
-                "evaluate": evaluate.evaluate, "report": report.report}
+    commands = {"measure": measure.measure, **train.COMMANDS, **posttrain.COMMANDS, "prepare": prepare.prepare,
+                "evaluate": evaluate.evaluate, "report": report.report, "paper": paper.paper}
     for name, fn in commands.items():
-        app.command(name, cls=Command, epilog=fn.lmdisp_epilog or None)(fn)
+        app.command(name, cls=Command, epilog=getattr(fn, "lmdisp_epilog", None) or None)(fn)
+    paper.attach(app)  # `lmdisp paper` runs the other commands in-process
 
 
 _register()

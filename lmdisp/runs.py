@@ -44,7 +44,11 @@ def slugify(text: str, max_len: int = 60) -> str:
     return (text or "run")[:max_len]
 
 
-def _atomic_write(path: Path, write) -> Path:
+def _atomic_write(path: Path, write, need: int | None = None) -> Path:
+    """Write through a temporary sibling renamed into place: a failed or killed write leaves
+    the previous file (or none). Lack of space is one line (`lmdisp.space`), naming `need`."""
+    from lmdisp.space import is_no_space, no_space
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -53,8 +57,11 @@ def _atomic_write(path: Path, write) -> Path:
             write(fh)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; results are ordinary files
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        written = Path(tmp).stat().st_size if Path(tmp).exists() else 0
         Path(tmp).unlink(missing_ok=True)
+        if is_no_space(exc):
+            raise no_space(exc, path, need or written + 1) from None
         raise
     return path
 
@@ -64,7 +71,8 @@ os.umask(_UMASK)
 
 
 def write_text(path: Path, text: str) -> Path:
-    return _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+    data = text.encode("utf-8")
+    return _atomic_write(path, lambda fh: fh.write(data), need=len(data))
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -91,7 +99,8 @@ def save_figure(fig, path: Path, dpi: int = 150) -> Path:
 def save_npz(path: Path, **arrays) -> Path:
     import numpy as np
 
-    return _atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+    need = sum(np.asarray(a).nbytes for a in arrays.values())  # at most: compressed, it takes less
+    return _atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays), need=need)
 
 
 def _markdown(df) -> str:

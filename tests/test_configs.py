@@ -1,5 +1,5 @@
-"""Every shipped paper config carries the authors' values (FIDELITY.md E1, E2, T1, T2, A1-A3, M3,
-P1, P2, F7): read through the same loader the commands use, and the Makefile's choices read
+"""Every shipped paper config carries the authors' values (docs/fidelity.md T11, E4, L4, B2, B4, M11,
+P1-P12, F1): read through the same loader the commands use, and the Makefile's choices read
 with `make -n` (a dry run: nothing is executed)."""
 
 import re
@@ -21,28 +21,28 @@ FEW_SHOT = {"arc_easy", "arc_challenge", "medmcqa", "mmlu"}
 def test_midtrain_configs_carry_the_authors_per_model_values(path):
     cfg = load_config(TrainConfig, path)
     qwen3 = path.name.startswith("qwen3")
-    # T1, T2: the authors' Qwen3 clamp and NEFTune alpha, in the configs whose loss reads them
+    # L4, B2: the authors' Qwen3 clamp and NEFTune alpha, in the configs whose loss reads them
     assert cfg.clamp == (0.25 if qwen3 and cfg.loss in ("dispersion", "orthogonalization") else 0.1)
     assert cfg.noise_alpha == (5.0 if qwen3 and cfg.loss == "noisy-embedding" else 1.0)
     assert cfg.context_length == (4096 if qwen3 else 1024)
-    assert cfg.eval_points == 5                               # E1: floor(T/5)+1 checkpoints, all kept
+    assert cfg.eval_points == 5                               # T11: floor(T/5)+1 checkpoints, all kept
     assert cfg.world_tokens_per_step(1) == 131_072 and cfg.train_tokens == 200_000_000
     assert cfg.global_batch == (32 if qwen3 else 128) and cfg.max_steps(8) == 1526   # fidelity T1-T3
     assert cfg.packing == "per-1000"                          # fidelity D2
     if qwen3 and cfg.has_regularizer:                             # fidelity W2: midtrain_qwen3.py's default
         assert cfg.lambda_disp == (0.1 if "lambda0.1" in path.name else 1.0)
     assert (cfg.lr, cfg.warmup_ratio, cfg.warmup_steps, cfg.min_lr_ratio) == (5e-5, 0.2, 0, 0.0)
-    if cfg.loss == "active-forgetting":                       # A1-A3
+    if cfg.loss == "active-forgetting":                       # B3, B4
         assert (cfg.forget_schedule, cfg.forget_lr, cfg.forget_warmup, cfg.forget_every) == ("authors", 5e-5,
                                                                                              0.08, 1000)
-    if "l2-repel" in path.name:                               # L1: the authors' code
+    if "l2-repel" in path.name:                               # L6: the authors' code
         assert cfg.loss == "l2-repel"
 
 
 def test_eval_presets_per_base_model():
     gpt2, qwen3 = load_evaluate_config("paper"), load_evaluate_config("paper-qwen3")
     assert list(gpt2.tasks) == list(qwen3.tasks) and len(gpt2.tasks) == 10
-    assert (gpt2.limit, qwen3.limit) == (500, 200)            # E2
+    assert (gpt2.limit, qwen3.limit) == (500, 200)            # E3, E4
     for cfg, shots in ((gpt2, 1), (qwen3, 5)):
         for task, settings in cfg.tasks.items():
             assert settings["num_fewshot"] == (shots if task in FEW_SHOT else 0), task
@@ -67,7 +67,7 @@ def test_table5_pretraining_recipe():
     assert (cfg.loss, cfg.clamp, cfg.max_tokens) == ("dispersion", 0.01, 256)
 
 
-@pytest.mark.parametrize("width", [384, 768, 1536, 3072])
+@pytest.mark.parametrize("width", [64, 256, 384, 768, 1024, 1536, 3072, 4096])
 def test_figure3_recipe_is_the_authors_script_defaults(width):
     path = REPO / "configs" / "pretrain" / f"gpt2-mlp{width}.yaml"
     cfg = load_config(TrainConfig, path, fixed={"init": "scratch"})
@@ -89,10 +89,15 @@ def test_table_targets_pick_the_preset_from_model(model, preset):
     assert "--checkpoints all" in out and "--select final" in out
 
 
-def test_every_figure_target_measures_in_float32():
-    joined = " ".join(_dry_run("fig2", "fig4", "fig5", "fig7", "figS2").split("\\\n"))  # join continued lines
-    calls = [c for c in re.split(r"\n(?=\S)", joined) if "lmdisp measure" in c]
-    assert len(calls) == 5
-    assert all("--dtype float32" in c for c in calls), calls
-    fig7 = [c for c in calls if "fig7" in c][0]
-    assert "--repetitions 10" in fig7 and "--max-length 1024" in fig7
+def test_every_figure_target_is_the_paper_plan_and_measures_in_float32():
+    """make figX is a thin wrapper over `lmdisp paper --only figX` (one source: the plan)."""
+    from lmdisp.paper import build_plan
+
+    for fig in ("fig2", "figS2", "fig3", "fig4", "fig5", "fig7"):
+        assert re.search(rf"lmdisp paper .*--scale full --only {fig}\b", _dry_run(fig)), fig
+    plan = build_plan("full")
+    calls = [j.argv for j in plan.jobs.values() if j.kind == "measure"]
+    assert calls and all(a[a.index("--dtype") + 1] == "float32" for a in calls)
+    fig7 = [j.argv for j in plan.jobs.values() if j.kind == "measure" and "fig7" in j.artefacts]
+    assert len(fig7) == 2 and all(a[a.index("--repetitions") + 1] == "10" and
+                                  a[a.index("--max-length") + 1] == "1024" for a in fig7)

@@ -203,7 +203,7 @@ def test_hub_revision_spec(monkeypatch):
 
 
 def test_dtype_defaults_to_float32_and_auto_is_the_checkpoints_own(tmp_path, tiny_tokenizer):
-    """The paper measures in float32 (FIDELITY.md M3); `--dtype auto` keeps a bf16 checkpoint bf16."""
+    """The paper measures in float32 (docs/fidelity.md M11); `--dtype auto` keeps a bf16 checkpoint bf16."""
     import torch
     from transformers import GPT2Config, GPT2Model
 

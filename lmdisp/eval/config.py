@@ -31,9 +31,10 @@ class EvaluateConfig:
                         "(--list-tasks PATTERN prints the names lm-eval knows).",
                         short="-t", panel=_WHAT)
     preset: str | None = option(None, "The named preset or YAML the config came from.", cli="fixed")
-    checkpoints: Literal["final", "all"] = option("final", "final: a training run's final/ model | all: every saved checkpoint of "
-                              "the run, one evaluation each (<output>/step-N) labelled with its training step, "
-                              "for `report --select`.", panel=_WHAT)
+    checkpoints: Literal["final", "all", "trained"] = option(
+        "final", "final: a training run's final/ model | all: its starting model (step 0) and every saved "
+        "checkpoint, one evaluation each (<output>/step-N) labelled with its training step, for `report --select` | "
+        "trained: the checkpoints without step 0.", panel=_WHAT)
     include_path: list[str] | None = option(None, "Folder(s) of your own task YAMLs (local data files: the way "
                                             "to run offline).", panel=_WHAT)
     num_fewshot: Optional[NonNegativeInt] = option(None, "Shots for every task (None: the preset's per-task value, else the "

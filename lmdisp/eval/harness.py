@@ -42,7 +42,7 @@ from typing import Any, Callable
 from lmdisp.config import require
 from lmdisp.errors import ConfigError, DataError, ModelLoadError, RunDirError
 from lmdisp.eval.config import EvaluateConfig, is_preset, load_evaluate_config
-from lmdisp.eval.results import EvaluateRun, write_evaluation
+from lmdisp.eval.results import EvaluateRun, load_json, set_aside_damaged_requests, write_evaluation
 from lmdisp.eval.tasks import broken_task_yaml
 from lmdisp.runs import LOCK_NAME, LOG_FILE, RunDir, read_training_run, training_run_of, write_json
 
@@ -299,19 +299,19 @@ def _unfinished(output: str | None) -> bool:
 
 def _resumable_run(cfg: EvaluateConfig, target: ModelTarget, identity: dict) -> tuple[RunDir, bool]:
     """The run folder: `--output` holding only the request cache of a killed evaluation of the
-    same model is continued; anything else goes through `RunDir.create` (new or empty)."""
-    import json
-
+    same model is continued (a request cache cut mid-write moved aside first); anything else goes
+    through `RunDir.create` (new or empty)."""
     out = Path(cfg.output) if cfg.output else None
     if _unfinished(cfg.output):
         try:
-            old = json.loads((out / CACHE_DIR / "identity.json").read_text())
+            old = load_json(out / CACHE_DIR / "identity.json")
         except (OSError, ValueError):
             old = None
         if old != identity:
             raise RunDirError(f"{out} holds the request cache of an unfinished evaluation of another model or "
                               f"setting ({old}); use a new --output")
-        return RunDir.resume(out, "evaluate"), True
+        run = RunDir.resume(out, "evaluate")
+        return run, set_aside_damaged_requests(out / CACHE_DIR)
     return RunDir.create("evaluate", target.spec, root=cfg.results_dir, output=cfg.output), False
 
 

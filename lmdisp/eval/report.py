@@ -56,7 +56,8 @@ class ReportConfig:
     plots: bool = option(True, "Write the bar chart of the averages.", panel=OUTPUT_PANEL)
     select: Selection = option("final", "Which evaluation of a run and seed makes the row: final (its last checkpoint, "
                          "lmdisp's default) | best (the best average over the table's tasks among its "
-                         "checkpoints: the authors' selection, made on the test data itself).", panel=_TABLE)
+                         "checkpoints, step 0 included: the authors' selection, made on the test data itself) | "
+                         "best-trained (the same without step 0).", panel=_TABLE)
 
     RENAMED: ClassVar[dict[str, str]] = {"plot": "plots"}  # old name -> new: a one-line hint
 
@@ -247,8 +248,9 @@ def _rank_and_test(table, idx, tasks, higher, reference, notes) -> None:
         ranks = [complete[t].rank(ascending=not higher[t], method="average") for t in tasks]
         table.loc[complete.index, "rank"] = np.mean(ranks, axis=0)
     refs = block[block["method"] == reference]
-    loose = block[block["method"].str.partition(" (")[0] == reference]
-    if refs.empty and len(loose) == 1:  # e.g. Qwen3's `dispersion (lambda=1.0)` row (docs/fidelity.md W2)
+    loss = block["method"].str.partition(" (")[0]
+    loose = block[(loss == reference) | loss.str.startswith(reference + "-")]
+    if refs.empty and len(loose) == 1:  # Qwen3's `dispersion (lambda=1.0)`, Table 5's `dispersion-torchtitan (...)`
         refs, reference = loose, loose["method"].iloc[0]
     base = block["base_model"].iloc[0]
     if refs.empty:
@@ -315,7 +317,9 @@ def caption(long, tasks: list[str], reference: str, select: str = "final") -> st
 SELECT_NOTE = {
     "final": "Step: the checkpoint evaluated per seed (final: the run's final model).",
     "best": "Step: per seed, the checkpoint with the best average over these tasks (the authors' selection, "
-            "made on the test data itself; an optimistic estimate).",
+            "made on the test data itself; an optimistic estimate). Step 0 is the starting model.",
+    "best-trained": "Step: per seed, the trained checkpoint with the best average over these tasks (step 0 "
+                    "left out; made on the test data itself, an optimistic estimate).",
 }
 
 

@@ -140,3 +140,29 @@ def read_tasks_csv(folder: Path):
     if not pd.api.types.is_numeric_dtype(tasks["value"]):
         raise DataError(f"{folder}: damaged tasks.csv (non-numeric `value`)")
     return tasks
+
+
+def load_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def set_aside_damaged_requests(cache: Path) -> bool:
+    """Move aside lm-eval request-cache databases (`requests_rank<i>.db`) that SQLite finds
+    damaged (a file cut mid-write): their answers are asked again, never read. True."""
+    import logging
+    import sqlite3
+    from contextlib import closing
+
+    from lmdisp.integrity import move_aside
+
+    for db in sorted(Path(cache).glob("requests*.db")):
+        try:
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+                status = con.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            status = str(exc)
+        if status != "ok":
+            aside = move_aside(db)
+            logging.getLogger("lmdisp").warning("request cache %s is damaged (%s): moved aside to %s; its answers "
+                                                "are asked again", db, status, aside.name)
+    return True
