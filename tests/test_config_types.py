@@ -26,9 +26,9 @@ def help_of(run_cli, monkeypatch):
                            "infonce-cos | noisy-embedding | active-forgetting]"),
     ("midtrain", "--location", "[all|early_half|late_half|last]"),
     ("pretrain", "--precision", "[auto|bf16|fp16|fp32]"),
-    ("report", "--select", "[final|best]"),
+    ("report", "--select", "[final|best|best-trained]"),
     ("evaluate", "--backend", "[hf|vllm]"),
-    ("evaluate", "--checkpoints", "[final|all]"),
+    ("evaluate", "--checkpoints", "[final|all|trained]"),
     ("measure", "--dtype", "[auto|float32|bfloat16|float16]"),
 ])
 def test_help_lists_the_choices(help_of, command, option, listed):
@@ -47,7 +47,7 @@ def test_help_shows_defaults_plainly_and_help_is_not_a_bool(help_of):
 
 
 @pytest.mark.parametrize("args, needles", [
-    (["report", "x", "--select", "worst"], ["--select 'worst': choose one of final, best"]),
+    (["report", "x", "--select", "worst"], ["--select 'worst': choose one of final, best, best-trained"]),
     (["evaluate", "--tasks", "arc_easy", "--backend", "jax"], ["--backend 'jax': choose one of hf, vllm"]),
     (["midtrain", *TRAIN, "--precision", "fp8"], ["--precision 'fp8': choose one of auto, bf16, fp16, fp32"]),
     (["midtrain", *TRAIN, "--set", "forget_schedule=weekly"], ["--set forget_schedule='weekly'", "authors, cycle"]),
