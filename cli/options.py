@@ -169,7 +169,8 @@ def config_command(cls: type, command: str, doc: str, run: Callable[..., None], 
                                               "repeatable.", rich_help_panel=_CONFIG_PANEL)]),
         inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
             bool, typer.Option("--verbose", "-v", help="Also show the libraries' notices and progress bars "
-                               "(always kept in lmdisp.log in the run folder).", rich_help_panel=_CONFIG_PANEL)]),
+                               "(always kept in lmdisp.log in the run folder).", metavar="",
+                               rich_help_panel=_CONFIG_PANEL)]),
         *extra, *_renamed(cls, command),
     ]
     extra_names = [p.name for p in extra]

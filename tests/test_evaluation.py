@@ -215,7 +215,7 @@ def test_evaluate_in_training_restores_mode_and_rng(preset, task_dir, tmp_path):
 
     from lmdisp.models import load_model
 
-    run = _fake_training_run(tmp_path / "run", None, loss="ce", seed=5)
+    run = _fake_training_run(tmp_path / "run", None, loss="ce", seed=5, lambda_disp=0.1)
     loaded = load_model("random:tiny-gpt2", lm_head=True, device="cpu")
     loaded.model.train()
     torch.manual_seed(123)

@@ -203,7 +203,7 @@ def test_best_chooses_over_steps_0_to_T_and_best_trained_leaves_step_0_out(tmp_p
     per_seed = {"dispersion": {1: {0: 50.0, 306: 45.0, 1526: 44.0}, 2: {0: 40.0, 612: 46.0, 1526: 45.0}}}
     _checkpoint_runs(tmp_path / "evals", per_seed)
     fake_run(tmp_path / "evals" / "base", "gpt2", "base", 1, {t: 30.0 for t in TASKS})
-    run = run_report(ReportConfig(runs=[str(tmp_path / "evals")], output=str(tmp_path / "r"), plot=False,
+    run = run_report(ReportConfig(runs=[str(tmp_path / "evals")], output=str(tmp_path / "r"), plots=False,
                                   select=select))
     v = run.values.set_index("method")
     assert v.loc["dispersion", "steps"] == ",".join(str(picks[s]) for s in (1, 2))
@@ -219,7 +219,7 @@ def test_the_reference_is_found_by_its_loss_name_when_one_row_has_it(tmp_path, m
     for m, values in (("ce", (40.0, 41.0, 42.0)), (method, (45.0, 46.0, 47.0))):
         for seed, v in enumerate(values, 1):
             fake_run(root / f"{m}-{seed}", "Qwen/Qwen3-0.6B", m, seed, {t: v for t in TASKS})
-    run = run_report(ReportConfig(runs=[str(root)], output=str(tmp_path / "r"), plot=False))
+    run = run_report(ReportConfig(runs=[str(root)], output=str(tmp_path / "r"), plots=False))
     v = run.values.set_index("method")
     assert v.loc[method, "significance"] == "ref." and v.loc["ce", "significance"] != "—"
     assert v.loc["ce", "p_value"] == pytest.approx(ttest_ind([41.0, 40.0, 42.0], [45.0, 46.0, 47.0]).pvalue)

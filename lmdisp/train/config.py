@@ -52,7 +52,7 @@ LOSS_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 TAU_MIN = 1e-6
 
-_MODEL, _LOSS, _OPT, _LOG, _RUN = MODEL_PANEL, "Loss", "Budget and optimiser", "Logging and evaluation", OUTPUT_PANEL
+_MODEL, _LOSS, _OPT, _LOG, _RUN = MODEL_PANEL, "Loss", "Optimiser", "Logging and evaluation", OUTPUT_PANEL
 _DISTILL = ("distill",)
 
 

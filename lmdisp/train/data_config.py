@@ -18,7 +18,7 @@ import annotated_types as at
 from lmdisp.config import MODEL_PANEL, NonNegativeInt, PositiveInt, option, require, validate
 from lmdisp.errors import ConfigError
 
-_MODEL, _DATA, _OPT = MODEL_PANEL, "Data", "Budget and optimiser"
+_MODEL, _DATA, _OPT = MODEL_PANEL, "Data", "Budget"
 # How records become blocks (`lmdisp.train.shards`): one continuous token stream (transformers'
 # run_clm), or the authors' HF scripts' packing per batch of 1000 records, each batch's tail
 # dropped (docs/fidelity.md D2). Separators: none, or each record wrapped in the tokenizer's
