@@ -148,7 +148,7 @@ def test_gguf_file_argument(run_cli, tmp_path, monkeypatch):
      "matches no module"),
     (["random:tiny-gpt2", "--compare"], "--compare needs exactly two models"),
     (["--bootstrap", "-1"], "--bootstrap -1: must be >= 0"),
-    (["--output", "/nonexistent/parent/run"], "parent folder does not exist"),
+    (["--output", ""], "empty folder name"),
     (["--dataset", "imdb"], "cannot load dataset"),
     (["./no/such/folder"], "neither a model folder"),
     (["missing.gguf"], "GGUF file not found"),

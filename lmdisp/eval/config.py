@@ -17,6 +17,7 @@ from lmdisp.config import (DEVICE_PANEL, MODEL_PANEL, OUTPUT_PANEL, Dtype, NonNe
                            load_config, option, read_yaml, require, resolve_config, validate)
 from lmdisp.errors import ConfigError
 from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN
+from lmdisp.runs import check_output_option
 
 Backend = Literal["hf", "vllm"]
 _TASK_KEYS = {"num_fewshot", "metric"}
@@ -86,10 +87,7 @@ class EvaluateConfig:
                 "--backend vllm needs the `vllm` package (pip install vllm); or use --backend hf")
         require(re.fullmatch(DEVICE_PATTERN, self.device) is not None,
                 f"--device {self.device!r}: choose auto, cpu, cuda, cuda:N or mps")
-        if self.output is not None:
-            parent = Path(self.output).expanduser().resolve().parent
-            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}" if not parent.exists()
-                    else f"--output: its parent {parent} is a file, not a folder")
+        check_output_option(self.output)
 
 
 def normalize_tasks(tasks: Any) -> dict[str, dict[str, Any]]:

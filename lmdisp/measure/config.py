@@ -13,6 +13,7 @@ import annotated_types as at
 from lmdisp.config import (DEVICE_PANEL, MODEL_PANEL, OUTPUT_PANEL, Dtype, NonNegativeInt, OpenUnit, PositiveInt,
                            option, require, validate)
 from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN
+from lmdisp.runs import check_output_option
 
 _DATA, _PROTO, _MODEL, _DEVICE, _OUT = "Text", "Protocol", MODEL_PANEL, DEVICE_PANEL, OUTPUT_PANEL
 _SITE = "Sites and positions"
@@ -86,7 +87,4 @@ class MeasureConfig:
                 f"--device {self.device!r}: choose auto, cpu, cuda, cuda:N or mps")
         bad = sorted(set(self.metrics) - set(METRICS))
         require(not bad, f"--metrics: unknown {', '.join(bad)}; choose from {', '.join(METRICS)} or all")
-        if self.output is not None:
-            parent = Path(self.output).expanduser().resolve().parent
-            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}" if not parent.exists()
-                    else f"--output: its parent {parent} is a file, not a folder")
+        check_output_option(self.output)

@@ -21,6 +21,7 @@ from lmdisp.config import (MODEL_PANEL, OUTPUT_PANEL, Dtype, Fraction, NonNegati
                            OpenUnit, Positive, PositiveInt, Probability, option, require, shown)
 from lmdisp.errors import ConfigError
 from lmdisp.train.data_config import DataConfig, parse_tokens, train_blocks  # noqa: F401 - re-exported
+from lmdisp.runs import check_output_option
 
 
 def canonical_loss(name: Any) -> Any:
@@ -163,12 +164,9 @@ class TrainConfig(DataConfig):
     def __post_init__(self):
         super().__post_init__()  # every field's type, choices and range; below: cross-field rules
         self._check_global_batch()
+        check_output_option(self.output)
         self.resume = self.resume or bool(self.resume_from)
         require(not self.resume or self.output, "--resume needs --output: the run folder to continue")
-        if self.output:
-            parent = Path(self.output).expanduser().resolve().parent
-            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}" if not parent.exists()
-                    else f"--output: its parent {parent} is a file, not a folder")
         self._check_loss_options()
         self._check_tau()
         self.report_to = check_report_to(self.report_to)

@@ -23,7 +23,8 @@ from lmdisp.runs import RunDir, peak_memory, save_figure, write_json
 from lmdisp.train.config import TrainConfig
 from lmdisp.train.data_config import DataConfig
 from lmdisp.train.machine import check_machine
-from lmdisp.train.folder import check_output, final_losses, prepare_run_dir, resume_point, train_labels
+from lmdisp.train.folder import (check_output, final_losses, prepare_run_dir, resume_point, stopped_message,
+                                 train_labels)
 from lmdisp.train import ranks
 from lmdisp.train.callbacks import StopOnSigterm
 from lmdisp.train.trainer import DispersionTrainer
@@ -263,9 +264,9 @@ def _train(cfg, command, state, run_dir, fresh, tokenizer, train, heldout, max_s
             raise ranks.lost(everyone, state.process_index, exc, trainer.args.ddp_timeout,
                              Path(trainer.args.output_dir), resume_cmd) from None
         raise
-    except KeyboardInterrupt:
-        raise Interrupted(f"{command} stopped at step {trainer.state.global_step}; continue with: {resume_cmd}") \
-            from None
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated keeps its exit code)
+        stopped = type(exc) if isinstance(exc, Interrupted) else Interrupted
+        raise stopped(stopped_message(command, run_dir, trainer.state.global_step), output=run_dir) from None
     finally:  # a failed run (NaN, Ctrl-C) must not leave the terminal inside a live progress bar
         for cb in trainer.callback_handler.callbacks:
             if hasattr(cb, "close"):
