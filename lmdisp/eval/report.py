@@ -244,6 +244,9 @@ def _rank_and_test(table, idx, tasks, higher, reference, notes) -> None:
         ranks = [complete[t].rank(ascending=not higher[t], method="average") for t in tasks]
         table.loc[complete.index, "rank"] = np.mean(ranks, axis=0)
     refs = block[block["method"] == reference]
+    loose = block[block["method"].str.partition(" (")[0] == reference]
+    if refs.empty and len(loose) == 1:  # e.g. Qwen3's `dispersion (lambda=1.0)` row (docs/fidelity.md W2)
+        refs, reference = loose, loose["method"].iloc[0]
     base = block["base_model"].iloc[0]
     if refs.empty:
         notes.append(f"{base}: no `{reference}` row to t-test against (choose one with --reference)")

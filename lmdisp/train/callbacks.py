@@ -44,7 +44,11 @@ class JsonlLogger(TrainerCallback):
             _truncate_after(self.path, state.global_step, lambda ln: json.loads(ln).get("step", 0))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and logs:
+        from lmdisp.train.telemetry import is_telemetry_only
+
+        # telemetry records (condensation/..., heldout/...) repeat what this file and
+        # condensation.csv already hold in their own records
+        if state.is_world_process_zero and logs and not is_telemetry_only(logs):
             record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs,
                       "time": round(time.time(), 3)}
             with self.path.open("a") as fh:
@@ -57,7 +61,11 @@ class CondensationTracker(TrainerCallback):
     next-token loss and perplexity (exp of the loss), appended to `metrics.jsonl` as
     `{"step", "heldout_loss", "heldout_perplexity"}` records. The loss is the mean over all
     predicted tokens of the batch (every block has the same length, so the mean of the
-    per-piece means weighted by their sizes)."""
+    per-piece means weighted by their sizes). The same numbers go through the Trainer's log
+    (`condensation/layer_NN`, `heldout/loss`, `heldout/perplexity`) when the trainer has
+    attached its `telemetry` (`lmdisp.train.telemetry`)."""
+
+    telemetry = None
 
     def __init__(self, path: Path, batch: dict[str, torch.Tensor], every: int, metrics: Path | None = None):
         self.path, self.batch, self.every = Path(path), batch, every
@@ -66,6 +74,10 @@ class CondensationTracker(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if state.is_world_process_zero:
             _truncate_after(self.path, state.global_step, lambda ln: int(ln.split(",")[0]))
+            if self.telemetry is not None and self.path.is_file():  # a resumed run's heatmap keeps its past
+                for line in self.path.read_text().splitlines()[1:]:
+                    step, layer, _, value = line.split(",")
+                    self.telemetry.trace.setdefault(int(step), []).append(float(value))
         if state.global_step == 0:
             self._snapshot(args, state, model)
 
@@ -95,23 +107,31 @@ class CondensationTracker(TrainerCallback):
         if not state.is_world_process_zero:
             return
         m = acc.result().layer_means
+        heldout = None
+        if "labels" in self.batch:
+            loss = loss_sum / total
+            heldout = {"loss": round(loss, 6), "perplexity": round(math.exp(min(loss, 700.0)), 4)}
+        if self.telemetry is not None:
+            self.telemetry.condensation(state.global_step, m, heldout)
         new = not self.path.is_file()
         with self.path.open("a") as fh:
             if new:
                 fh.write("step,layer,layer_fraction,mean_cos\n")
             for layer, value in enumerate(m):
                 fh.write(f"{state.global_step},{layer},{layer / max(len(m) - 1, 1):.6g},{value:.8g}\n")
-        if self.metrics is not None and "labels" in self.batch:
-            loss = loss_sum / total
-            record = {"step": state.global_step, "heldout_loss": round(loss, 6),
-                      "heldout_perplexity": round(math.exp(min(loss, 700.0)), 4), "time": round(time.time(), 3)}
+        if self.metrics is not None and heldout is not None:
+            record = {"step": state.global_step, "heldout_loss": heldout["loss"],
+                      "heldout_perplexity": heldout["perplexity"], "time": round(time.time(), 3)}
             with self.metrics.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
 
 
 class EvalHook(TrainerCallback):
     """Benchmark evaluation at the start, every `every` steps and at the end, through
-    `lmdisp.eval` (the `evaluate` command's module), labelled with the run's report labels."""
+    `lmdisp.eval` (the `evaluate` command's module), labelled with the run's report labels;
+    the scores also go through the Trainer's log as `benchmark/<task>/<metric>`."""
+
+    telemetry = None
 
     def __init__(self, every: int, tasks: str | None, run_dir: Path, labels: dict | None = None, **overrides):
         self.every, self.tasks, self.run_dir, self.labels = every, tasks, Path(run_dir), labels or {}
@@ -123,8 +143,12 @@ class EvalHook(TrainerCallback):
             return
         from lmdisp.eval.harness import evaluate_in_training
 
-        evaluate_in_training(model, tokenizer, self.tasks, self.run_dir / "evals" / when, labels=self.labels,
-                             **self.overrides)
+        run = evaluate_in_training(model, tokenizer, self.tasks, self.run_dir / "evals" / when,
+                                   labels=self.labels, **self.overrides)
+        if self.telemetry is not None:
+            from lmdisp.train.telemetry import benchmark_metrics
+
+            self.telemetry.emit(benchmark_metrics(run))
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         if self.available and self.tasks and _sharded():
@@ -140,11 +164,16 @@ class EvalHook(TrainerCallback):
             self._maybe(state, model, processing_class, "step-0")
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
-            self._maybe(state, model, processing_class, f"step-{state.global_step}")
+        # The last step's evaluation runs here, not at train end: the integrations close their
+        # runs in their own on_train_end, before this callback's, and the scores would miss them.
+        step = state.global_step
+        if (self.every and step % self.every == 0) or step == state.max_steps:
+            self._maybe(state, model, processing_class, f"step-{step}")
+            self._evaluated = step
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        self._maybe(state, model, processing_class, f"step-{state.global_step}")
+        if getattr(self, "_evaluated", None) != state.global_step:  # stopped before max_steps
+            self._maybe(state, model, processing_class, f"step-{state.global_step}")
 
 
 def _sharded() -> bool:

@@ -35,6 +35,12 @@ def loss_choices() -> tuple[str, ...]:
     return (*BASELINES, *regularizers())
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 FORGET_SCHEDULES = ("authors", "cycle")
+# How records become blocks (`lmdisp.train.shards`): one continuous token stream (transformers'
+# run_clm), or the authors' HF scripts' packing per batch of 1000 records, each batch's tail
+# dropped (docs/fidelity.md D2). Separators: none, or each record wrapped in the tokenizer's
+# BOS (where it has one) and EOS, as TorchTitan's loader does (docs/fidelity.md P5).
+PACKINGS = ("continuous", "per-1000")
+DOC_TOKENS = ("none", "bos-eos")
 
 _DATA, _LOSS, _OPT, _BASE, _LOG, _RUN = ("Model and data", "Loss", "Budget and optimiser", "Baselines",
                                          "Logging and evaluation", "Run folder")
@@ -92,12 +98,17 @@ class TrainConfig:
     text_field: str | None = option(None, "Text column of a hub/local dataset.", panel=_DATA)
     subset: str | None = option(None, "Hub dataset config name.", cli="set")
     split: str = option("train", "Dataset split.", cli="set")
+    packing: str = option("continuous", "How records become blocks: continuous (one token stream; a record may "
+                          "straddle two blocks) | per-1000 (the authors' HF scripts: packed per batch of 1000 "
+                          "records, each batch's tail dropped).", cli="set")
+    doc_tokens: str = option("none", "Tokens around each record: none | bos-eos (the tokenizer's BOS, where it has "
+                             "one, and EOS, as the authors' TorchTitan loader).", cli="set")
     tokenizer: str | None = option(None, "Tokenizer to use instead of the model's own.", cli="set")
     teacher: str | None = option(None, "The teacher model (same tokenizer as the student).", panel=_DATA,
                                  commands=_DISTILL)
     # -- the loss
-    loss: str = option("ce", "ce | dispersion | decorrelation | l2-repel (the authors' code: i = j "
-                       "included) | l2-repel-paper (the paper's i != j) | orthogonalization | infonce-cos | "
+    loss: str = option("ce", "ce | dispersion | dispersion-torchtitan (Table 5's TorchTitan copy: plain "
+                       "clamp, epsilons 1e-4) | decorrelation | l2-repel (the authors' code: i = j included) | l2-repel-paper (the paper's i != j) | orthogonalization | infonce-cos | "
                        "noisy-embedding | active-forgetting.", panel=_LOSS)
     lambda_disp: float = option(0.1, "Regulariser weight (Table 4's best: 0.1).", panel=_LOSS)
     tau: float = option(1.0, "Temperature of the regulariser (Table 4's best: 1.0).", panel=_LOSS)
@@ -112,10 +123,18 @@ class TrainConfig:
     train_tokens: int | str = option("200M", "Token budget: 200M, 1.5B, 50k; steps = tokens / (context x global "
                                      "batch).", panel=_OPT)
     context_length: int = option(1024, "Tokens per packed block (GPT-2: 1024, Qwen3: 4096).", panel=_OPT)
-    lr: float = option(5e-5, "Peak learning rate, before sqrt(world size) scaling.", panel=_OPT)
-    scale_lr: bool = option(True, "Scale the LR by sqrt(world size), as the paper does.", cli="set")
-    batch_size: int = option(32, "Sequences per device per micro-step (paper GPT-2: 32).", panel=_OPT)
-    grad_accum: int = option(4, "Gradient accumulation steps (paper GPT-2: 4).", panel=_OPT)
+    lr: float = option(5e-5, "Peak learning rate (with global_batch 0 and scale_lr: before sqrt(world size) "
+                       "scaling).", panel=_OPT)
+    scale_lr: bool = option(True, "With global_batch 0: scale the LR by sqrt(world size), the authors' code's rule "
+                            "for a batch that grows with the GPU count.", cli="set")
+    global_batch: int = option(0, "Sequences per optimiser step over all processes (paper presets: GPT-2 128, "
+                               "Qwen3 32). > 0: the same steps, LR and tokens per step on any number of GPUs "
+                               "(batch_size x grad_accum is its split on one process; on N the micro-batch and "
+                               "accumulation adapt). 0: batch_size x grad_accum per process.", cli="set")
+    batch_size: int = option(32, "Sequences per device per micro-step (paper GPT-2: 32); with global_batch, the "
+                             "largest micro-batch used.", panel=_OPT)
+    grad_accum: int = option(4, "Gradient accumulation steps (paper GPT-2: 4); with global_batch, those of one "
+                             "process.", panel=_OPT)
     weight_decay: float = option(0.1, "AdamW weight decay (biases and norms excluded).", cli="set")
     adam_beta1: float = option(0.9, "AdamW beta1.", cli="set")
     adam_beta2: float = option(0.95, "AdamW beta2.", cli="set")
@@ -193,6 +212,10 @@ class TrainConfig:
         require(self.train_tokens > 0, f"--train-tokens must be > 0 (got {self.train_tokens})")
         require(self.context_length >= 2, f"--context-length must be >= 2 (got {self.context_length})")
         require(self.batch_size >= 1 and self.grad_accum >= 1, "--batch-size and --grad-accum must be >= 1")
+        require(self.packing in PACKINGS, f"{name('packing')}{self.packing}: choose one of {', '.join(PACKINGS)}")
+        require(self.doc_tokens in DOC_TOKENS,
+                f"{name('doc_tokens')}{self.doc_tokens}: choose one of {', '.join(DOC_TOKENS)}")
+        self._check_global_batch()
         require(self.lr > 0, f"--lr must be > 0 (got {self.lr})")
         require(0 <= self.warmup_ratio < 1, f"{name('warmup_ratio')}{self.warmup_ratio}: must be in [0, 1)")
         require(self.precision in PRECISIONS, f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
@@ -226,6 +249,17 @@ class TrainConfig:
         self._check_tau()
         self.report_to = check_report_to(self.report_to)
 
+    def _check_global_batch(self) -> None:
+        """With a fixed global batch, batch_size x grad_accum is its split on one process (fidelity T1)."""
+        g = self.global_batch
+        require(g >= 0, f"{option_name(TrainConfig, 'global_batch')}{g}: must be >= 0")
+        if g and self.batch_size * self.grad_accum != g:
+            fix = (f"pass --grad-accum {g // self.batch_size}" if g % self.batch_size == 0 else
+                   f"pass a --batch-size dividing {g} and --grad-accum {g} / that")
+            raise ConfigError(f"--batch-size {self.batch_size} x --grad-accum {self.grad_accum} = "
+                              f"{self.batch_size * self.grad_accum} sequences per step, but global_batch is {g}: "
+                              f"{fix}, or --set global_batch=0 for per-process batches")
+
     def _check_tau(self) -> None:
         """The regularisers are log-sum-exps of -distance / tau: finite in float32 for any tau
         >= TAU_MIN (checked down to 1e-12), but their value and gradient scale as 1 / tau, so
@@ -243,24 +277,65 @@ class TrainConfig:
         """The `lmdisp.train.losses` name of the active regulariser (None for the baselines)."""
         return regularizers().get(self.loss)
 
+    def batch_plan(self, world_size: int) -> tuple[int, int]:
+        """(sequences per device per micro-step, accumulation steps) on `world_size` processes.
+        With global_batch G: G / world sequences per process per step, in the largest micro-batch
+        <= batch_size that divides it (fidelity T1); refused when the world does not divide G."""
+        g = self.global_batch
+        if not g:
+            return self.batch_size, self.grad_accum
+        per_rank, rest = divmod(g, world_size)
+        if rest:
+            options = ", ".join(str(n) for n in range(1, g + 1) if g % n == 0)
+            raise ConfigError(f"global_batch {g} sequences cannot be split evenly over {world_size} processes: "
+                              f"run on {options} processes, or --set global_batch=0 for per-process batches "
+                              "(tokens per step then grow with the process count)")
+        micro = max(d for d in range(1, min(self.batch_size, per_rank) + 1) if per_rank % d == 0)
+        return micro, per_rank // micro
+
     def world_tokens_per_step(self, world_size: int) -> int:
-        return self.context_length * self.batch_size * self.grad_accum * world_size
+        micro, accum = self.batch_plan(world_size)
+        return self.context_length * micro * accum * world_size
 
     def max_steps(self, world_size: int) -> int:
+        """ceil(train_tokens / tokens per step), as the authors count T (`midtrain_gpt2.py`; fidelity T3)."""
         per_step = self.world_tokens_per_step(world_size)
+        micro, accum = self.batch_plan(world_size)
         require(self.train_tokens >= per_step,
                 f"--train-tokens {self.train_tokens} is less than one optimiser step "
-                f"({per_step} tokens = context {self.context_length} x batch {self.batch_size} x "
-                f"accumulation {self.grad_accum} x {world_size} process(es))")
-        return self.train_tokens // per_step
+                f"({per_step} tokens = context {self.context_length} x batch {micro} x "
+                f"accumulation {accum} x {world_size} process(es))")
+        return -(-self.train_tokens // per_step)
+
+    def train_blocks(self) -> int:
+        """Training blocks the budget reads: train_tokens / context_length, or with a global
+        batch every block of the ceil(tokens / step) steps (fidelity T3)."""
+        return train_blocks(self)
 
     def eval_interval(self, max_steps: int) -> int:
         """The authors' periodic evaluation interval floor(T/K) + 1 (0 when eval_points is off)."""
         return max_steps // self.eval_points + 1 if self.eval_points else 0
 
     def scaled_lr(self, world_size: int) -> float:
-        """The paper's rule: the learning rate grows with the square root of the world size."""
-        return self.lr * math.sqrt(world_size) if self.scale_lr else self.lr
+        """The LR on `world_size` processes: fixed with a global batch (fidelity T1), else the
+        authors' code's rule when scale_lr is on: x sqrt(world size)."""
+        return self.lr * math.sqrt(world_size) if self.scale_lr and not self.global_batch else self.lr
+
+    def batch_record(self, world: int) -> dict:
+        """What the manifest records about the optimisation on `world` processes (fidelity T1)."""
+        micro, accum = self.batch_plan(world)
+        return {"world_size": world, "global_batch": micro * accum * world, "per_device_batch": micro,
+                "grad_accum": accum, "tokens_per_step": self.world_tokens_per_step(world),
+                "max_steps": self.max_steps(world), "learning_rate": self.scaled_lr(world),
+                "learning_rate_rule": self.lr_rule(world)}
+
+    def lr_rule(self, world_size: int) -> str:
+        """How `scaled_lr` was obtained, for the manifest."""
+        if self.global_batch:
+            return f"lr {self.lr}, fixed: global batch {self.global_batch} sequences on any world size"
+        if self.scale_lr:
+            return f"lr {self.lr} x sqrt(world size {world_size})"
+        return f"lr {self.lr}, not scaled (scale_lr off)"
 
     def method_label(self) -> str:
         """The report label: the loss plus the settings that differ from the defaults,
@@ -282,8 +357,16 @@ class TrainConfig:
 # `lmdisp prepare`: the data fields of a training run, to build its token shards on their own
 # (e.g. on a CPU node before the GPU job). Same names, defaults and help as TrainConfig's, so
 # a training config YAML can be passed as it is (its other keys are refused).
-PREPARE_FIELDS = ("model", "tokenizer", "dataset", "text_field", "subset", "split", "train_tokens",
-                  "context_length", "condensation_sequences", "num_proc", "cache_dir", "trust_remote_code")
+PREPARE_FIELDS = ("model", "tokenizer", "dataset", "text_field", "subset", "split", "packing", "doc_tokens",
+                  "train_tokens", "global_batch", "context_length", "condensation_sequences", "num_proc", "cache_dir", "trust_remote_code")
+
+
+def train_blocks(cfg) -> int:
+    """`TrainConfig.train_blocks` for any config with the data fields (PrepareConfig too)."""
+    if cfg.global_batch:
+        per_step = cfg.global_batch * cfg.context_length
+        return -(-cfg.train_tokens // per_step) * cfg.global_batch
+    return max(1, cfg.train_tokens // cfg.context_length)
 
 
 def _prepare_post_init(self) -> None:
@@ -291,6 +374,9 @@ def _prepare_post_init(self) -> None:
     require(self.train_tokens > 0, f"--train-tokens must be > 0 (got {self.train_tokens})")
     require(self.context_length >= 2, f"--context-length must be >= 2 (got {self.context_length})")
     require(self.condensation_sequences >= 0, "condensation_sequences must be >= 0")
+    require(self.global_batch >= 0, "global_batch must be >= 0")
+    require(self.packing in PACKINGS, f"packing {self.packing!r}: choose one of {', '.join(PACKINGS)}")
+    require(self.doc_tokens in DOC_TOKENS, f"doc_tokens {self.doc_tokens!r}: choose one of {', '.join(DOC_TOKENS)}")
 
 
 def _prepare_config() -> type:

@@ -76,8 +76,7 @@ def prepare_run_dir(cfg: TrainConfig, command: str, state, resuming: bool) -> tu
             name = f"{Path(cfg.model).name or cfg.model}-{cfg.loss}-seed{cfg.seed}"
             path = RunDir.create(command, name, root=cfg.results_dir, output=cfg.output).path
             RunDir(path, command).write_manifest(as_dict(cfg), seed=cfg.seed, status="running",
-                                                 labels=train_labels(cfg), world_size=state.num_processes,
-                                                 learning_rate=cfg.scaled_lr(state.num_processes))
+                                                 labels=train_labels(cfg), **cfg.batch_record(state.num_processes))
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 

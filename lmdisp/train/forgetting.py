@@ -106,7 +106,10 @@ def forgetting_scheduler(trainer, optimizer, num_training_steps: int):
 
 class ActiveForgetting(TrainerCallback):
     """Every `every` steps, re-initialise the input embeddings from N(0, 0.02) and clear their
-    optimiser state. Seeded by (seed, step), so a resumed run resets alike."""
+    optimiser state. Seeded by (seed, step), so a resumed run resets alike. With the
+    trainer's telemetry attached, each reset logs `forgetting/resets` (the count so far)."""
+
+    telemetry = None
 
     def __init__(self, every: int, seed: int, std: float = 0.02):
         self.every, self.seed, self.std = every, seed, std
@@ -121,3 +124,5 @@ class ActiveForgetting(TrainerCallback):
             weight.copy_((torch.randn(weight.shape, generator=gen) * self.std).to(weight))
         if optimizer is not None:
             optimizer.state.pop(weight, None)
+        if self.telemetry is not None:
+            self.telemetry.emit({"forgetting/resets": step // self.every})

@@ -160,6 +160,25 @@ def dispersion(h, mask=None, *, tau: float = 1.0, clamp: float = 0.1, log_mean: 
     return _mean_over_sequences(per_seq, t.valid)
 
 
+TT_EPS = 1e-4  # the TorchTitan copy's epsilon: in the normalisation and inside the log-sum-exp
+
+
+@register("dispersion_torchtitan")
+def dispersion_torchtitan(h, mask=None, *, tau: float = 1.0, clamp: float = 0.01):
+    """The dispersion loss as the authors' TorchTitan copy computes it for Table 5
+    (docs/fidelity.md P6), per sequence over its real tokens i != j:
+        z_i / (||z_i|| + 1e-4);  D_ij = arccos(clamp(cos_ij, -1 + clamp, 1 - clamp)) / pi
+        L = log sum_{i != j} exp(-D_ij / tau + 1e-4) - log(n (n - 1))
+    The clamp is a plain one (zero gradient outside the band), unlike `dispersion`'s
+    straight-through clip; their band is 1e-2 (bf16 rounds 1 - 1e-4 to 1)."""
+    _check(tau=tau, clamp=clamp)
+    t = _tokens(h, mask)
+    zhat = t.z / (t.z.norm(dim=-1, keepdim=True) + TT_EPS)
+    cos = (zhat @ zhat.transpose(1, 2)).clamp(-1.0 + clamp, 1.0 - clamp)
+    per_seq = _pair_logsumexp(-torch.arccos(cos) / math.pi / tau + TT_EPS, t.pairs, t.valid)
+    return _mean_over_sequences(per_seq - _log_count(t.n * (t.n - 1), per_seq.dtype), t.valid)
+
+
 @register("decorrelation")
 def decorrelation(h, mask=None):
     """Each real token vector is standardised over its d features,

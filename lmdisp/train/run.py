@@ -57,12 +57,14 @@ def build_data(cfg: TrainConfig, tokenizer, progress=None):
 
 def prepare_data(cfg, tokenizer, progress=None):
     """(shards, held-out blocks, training blocks) for a config with TrainConfig's data fields."""
-    from lmdisp.train.shards import prepare_shards, resolve_source
+    from lmdisp.train.config import train_blocks
+    from lmdisp.train.shards import Packing, prepare_shards, resolve_source
 
     src = resolve_source(cfg.dataset, text_field=cfg.text_field, split=cfg.split, subset=cfg.subset)
-    held, n_train = cfg.condensation_sequences, max(1, cfg.train_tokens // cfg.context_length)
+    held, n_train = cfg.condensation_sequences, train_blocks(cfg)
     shards = prepare_shards(src, tokenizer, cfg.context_length, held + n_train, cache_dir=cfg.cache_dir,
-                            progress=progress, num_proc=cfg.num_proc)
+                            progress=progress, num_proc=cfg.num_proc,
+                            packing=Packing(cfg.packing, cfg.doc_tokens))
     n = shards.n_blocks
     if n < held + n_train:  # the whole corpus is shorter than the budget: epochs over it
         held = min(held, n // 10)
@@ -91,10 +93,11 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_si
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    micro, accum = cfg.batch_plan(world_size)
     kwargs = dict(
         output_dir=str(run_dir / "checkpoints"),
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accum,
         learning_rate=cfg.scaled_lr(world_size),
         weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
         max_grad_norm=cfg.max_grad_norm,
@@ -176,6 +179,9 @@ def build_trainer(cfg: TrainConfig, tokenizer, train, args, callbacks: list):
         trainer = DistillTrainer(teacher=teacher, **kwargs)
     else:
         trainer = DispersionTrainer(**kwargs)
+    from lmdisp.train.telemetry import tensorboard_dir
+
+    tensorboard_dir(trainer, Path(args.output_dir).parent / "tensorboard")
     # Logs go to metrics.jsonl (and the CLI's bar): a library does not print the Trainer's dicts.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -287,9 +293,7 @@ def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer,
         save_figure(condensation_trace(pd.read_csv(trace), title=f"{cfg.model} · {cfg.loss}"),
                     run_dir / "condensation.png")
     world, data = trainer.args.world_size, trainer.train_dataset
-    rule = f"lr {cfg.lr} x sqrt(world size {world})" if cfg.scale_lr else f"lr {cfg.lr}, not scaled (scale_lr off)"
-    extra = {"steps": trainer.state.global_step, "world_size": world,
-             "learning_rate": trainer.args.learning_rate, "learning_rate_rule": rule,
+    extra = {"steps": trainer.state.global_step, **cfg.batch_record(world),
              **final_losses(run_dir / "metrics.jsonl"), "memory": mem,
              "data": {"token_file": str(data.path), "first_block": data.start, "train_blocks": len(data),
                       "context_length": data.context_length},

@@ -4,14 +4,16 @@ The corpus is read record by record (`lmdisp.train.records`: hub datasets with
 `streaming=True`, local .txt/.jsonl/.json/.parquet files line by line or row group by row
 group, or the builtin corpus), blank records are dropped, each record is tokenised with no special tokens, and the
 token stream is cut into blocks of `context_length` tokens with no separator between records
-(transformers' `run_clm` packing; a record may straddle two blocks). Writing stops as soon
+(transformers' `run_clm` packing; a record may straddle two blocks). Two options (`Packing`):
+the authors' packing per batch of 1000 records with each batch's tail dropped, and BOS/EOS
+around each record. Writing stops as soon
 as the blocks needed are there, so the time to the first step grows with the budget, not
 with the corpus. Tokens are stored as raw `uint16` when the vocabulary fits (< 65,536 ids),
 else `uint32`: 2 or 4 bytes per token kept, nothing else (the attention mask is all ones
 and the labels are the inputs, so neither is stored).
 
 Block k of a cache is a pure function of (source, subset, split, text field, tokenizer,
-context length, filter): a longer build is a superset of a shorter one. So a cache is
+context length, filter, packing): a longer build is a superset of a shorter one. So a cache is
 keyed by those and reused by every run whose budget it covers: every method and seed reads
 bit-identical blocks. The first `held` blocks are held out (condensation tracking); training
 reads blocks `held .. held + n` as a map-style dataset, which the Trainer's sampler
@@ -47,7 +49,35 @@ FILTER = "drop-blank-records"  # the only record filter: empty or whitespace-onl
 TOKENS = "tokens.bin"
 INDEX = "index.json"
 BATCH_CHARS = 1 << 20            # text handed to the tokenizer per call (about 1 MB)
+AUTHORS_BATCH = 1000             # records per `datasets.map` batch in the authors' packing (its default)
 Progress = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class Packing:
+    """How records become blocks. `mode`: `continuous` (one token stream, leftovers carried
+    into the next block) or `per-1000` (the authors' HF scripts, `midtrain_gpt2.py`
+    `group_texts` under `datasets.map(batched=True)`: each batch of 1000 records is packed on
+    its own and its tail dropped; docs/fidelity.md D2). `doc_tokens`: `none` or `bos-eos`
+    (each record wrapped in the tokenizer's BOS, where it has one, and EOS, as the authors'
+    TorchTitan loader; docs/fidelity.md P5)."""
+
+    mode: str = "continuous"
+    doc_tokens: str = "none"
+
+    def identity(self) -> dict:
+        """The cache-key entries: none for the defaults, so existing caches stay valid."""
+        return {**({"packing": self.mode} if self.mode != "continuous" else {}),
+                **({"doc_tokens": self.doc_tokens} if self.doc_tokens != "none" else {})}
+
+    def wrap(self, tokenizer) -> tuple[list[int], list[int]]:
+        """(ids before, ids after) each record."""
+        if self.doc_tokens == "none":
+            return [], []
+        bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        if eos is None:
+            raise DataError("doc_tokens bos-eos: the tokenizer has no EOS token; use doc_tokens none")
+        return ([bos] if bos is not None else []), [eos]
 
 
 def _batches(records: Iterator[str]) -> Iterator[list[str]]:
@@ -86,19 +116,35 @@ def _init_worker(tokenizer) -> None:
     _WORKER_TOKENIZER = tokenizer
 
 
-def _encode(texts: list[str], tokenizer=None, dtype=np.uint32) -> np.ndarray:
+def _record_groups(records: Iterator[str], size: int = AUTHORS_BATCH) -> Iterator[list[str]]:
+    """Lists of exactly `size` records (the last one shorter): the authors' map batches."""
+    batch = []
+    for text in records:
+        batch.append(text)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _encode(texts: list[str], tokenizer=None, dtype=np.uint32, wrap=((), ())) -> np.ndarray:
     tok = tokenizer if tokenizer is not None else _WORKER_TOKENIZER
     ids = tok(texts, add_special_tokens=False)["input_ids"]
+    before, after = wrap
+    if before or after:
+        ids = [[*before, *seq, *after] for seq in ids]
     return np.concatenate([np.asarray(seq, dtype=dtype) for seq in ids]) if ids else np.empty(0, dtype)
 
 
-def _encoded(batches: Iterator[list[str]], tokenizer, dtype, num_proc: int | None) -> Iterator[tuple[int, np.ndarray]]:
+def _encoded(batches: Iterator[list[str]], tokenizer, dtype, num_proc: int | None,
+             wrap=((), ())) -> Iterator[tuple[int, np.ndarray]]:
     """(records, tokens) per batch, in order. `num_proc > 1`: a pool of tokenizer processes
     with a bounded window of batches in flight (a plain `imap` would read the whole corpus
     ahead); otherwise the fast tokenizer's own threads encode each batch."""
     if not num_proc or num_proc <= 1:
         for batch in batches:
-            yield len(batch), _encode(batch, tokenizer, dtype)
+            yield len(batch), _encode(batch, tokenizer, dtype, wrap)
         return
     import multiprocessing as mp
     from collections import deque
@@ -107,7 +153,7 @@ def _encoded(batches: Iterator[list[str]], tokenizer, dtype, num_proc: int | Non
     with ctx.Pool(num_proc, initializer=_init_worker, initargs=(tokenizer,)) as pool:
         window: deque = deque()
         for batch in batches:
-            window.append((len(batch), pool.apply_async(_encode, (batch, None, dtype))))
+            window.append((len(batch), pool.apply_async(_encode, (batch, None, dtype, wrap))))
             if len(window) >= 2 * num_proc:
                 n, res = window.popleft()
                 yield n, res.get()
@@ -124,10 +170,10 @@ def shard_root(cache_dir: str | None = None) -> Path:
     return Path(cache_dir).expanduser() if cache_dir else lmdisp_cache() / "tokens"
 
 
-def cache_key(src: Source, tokenizer, context_length: int) -> tuple[str, dict]:
+def cache_key(src: Source, tokenizer, context_length: int, packing: Packing = Packing()) -> tuple[str, dict]:
     """The cache folder's name and the identity it hashes."""
     ident = {"format": FORMAT, "source": src.identity(), "tokenizer": tokenizer_identity(tokenizer),
-             "context_length": context_length, "filter": FILTER}
+             "context_length": context_length, "filter": FILTER, **packing.identity()}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     slug = "".join(c if c.isalnum() or c in "-._" else "-" for c in Path(src.spec).name or src.spec)[:40]
     return f"{slug}-ctx{context_length}-{digest}", ident
@@ -168,10 +214,11 @@ def find_shards(folder: Path, need: int) -> Shards | None:
 
 
 def prepare_shards(src: Source, tokenizer, context_length: int, need: int, *, cache_dir: str | None = None,
-                   progress: Progress | None = None, num_proc: int | None = None) -> Shards:
+                   progress: Progress | None = None, num_proc: int | None = None,
+                   packing: Packing = Packing()) -> Shards:
     """The shards holding the first `need` blocks of `src` (or all it has): found in the
     cache, or built now under the key's lock (see the module docstring)."""
-    name, ident = cache_key(src, tokenizer, context_length)
+    name, ident = cache_key(src, tokenizer, context_length, packing)
     folder = shard_root(cache_dir) / name
     found = find_shards(folder, need)
     if found:
@@ -184,7 +231,7 @@ def prepare_shards(src: Source, tokenizer, context_length: int, need: int, *, ca
                 return found
             for stale in folder.glob(".tmp-*"):  # left by a killed build: we hold the lock, so it is dead
                 shutil.rmtree(stale, ignore_errors=True)
-            return _build(src, tokenizer, context_length, need, folder, ident, progress, num_proc)
+            return _build(src, tokenizer, context_length, need, folder, ident, progress, num_proc, packing)
     except Exception:
         if {p.name for p in folder.iterdir()} <= {".lock"}:  # a refused source leaves no cache folder
             shutil.rmtree(folder, ignore_errors=True)
@@ -205,20 +252,22 @@ def _locked(path: Path):
 
 
 def _build(src: Source, tokenizer, ctx: int, need: int, folder: Path, ident: dict,
-           progress: Progress | None, num_proc: int | None) -> Shards:
+           progress: Progress | None, num_proc: int | None, packing: Packing = Packing()) -> Shards:
     from contextlib import closing
 
     dtype = token_dtype(tokenizer)
+    per_batch = packing.mode == "per-1000"
+    groups = (_record_groups if per_batch else _batches)(iter_records(src))
     tmp = folder / f".tmp-{os.getpid()}-{time.time_ns()}"
     tmp.mkdir(parents=True)
     started, records, read, written = time.perf_counter(), 0, 0, 0
     carry = np.empty(0, dtype)
     try:
         with open(tmp / TOKENS, "wb") as fh, \
-                closing(_encoded(_batches(iter_records(src)), tokenizer, dtype, num_proc)) as stream:
+                closing(_encoded(groups, tokenizer, dtype, num_proc, packing.wrap(tokenizer))) as stream:
             for n, ids in stream:
                 records, read = records + n, read + len(ids)
-                buf = np.concatenate([carry, ids])
+                buf = ids if per_batch else np.concatenate([carry, ids])  # per-1000: each batch's tail dropped
                 full = min(len(buf) // ctx, need - written)
                 fh.write(buf[: full * ctx].tobytes())
                 written, carry = written + full, buf[full * ctx:]

@@ -41,6 +41,9 @@ class DispersionTrainer(Trainer):
         self._micro = (-1, 0)                         # (global step, micro-batch) for the subsample seed
         self._train_start = self._last_log_time = time.perf_counter()
         self._last_logged_step = 0
+        from lmdisp.train.telemetry import attach
+
+        attach(self)  # the integrations see grouped names; lmdisp's callbacks log through it
 
     # -- the loss ---------------------------------------------------------------------
 
@@ -83,6 +86,7 @@ class DispersionTrainer(Trainer):
     def _loss_options(self) -> dict[str, float]:
         cfg = self.run_config
         opts = {"dispersion": {"tau": cfg.tau, "clamp": cfg.clamp}, "l2_repel": {"tau": cfg.tau},
+                "dispersion_torchtitan": {"tau": cfg.tau, "clamp": cfg.clamp},
                 "l2_repel_paper": {"tau": cfg.tau},
                 "orthogonalization": {"clamp": cfg.clamp}, "infonce_cos": {"tau": cfg.tau}}
         return opts.get(cfg.regularizer, {})

@@ -1,0 +1,90 @@
+"""Telemetry through the Trainer's log, read back from real integrations (offline, no mocks):
+TensorBoard's event files with tensorboard's own reader, MLflow's local file store with
+MLflow's client. Every value must equal the run folder's own files."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from lmdisp.train.config import TrainConfig
+from lmdisp.train.run import run_train
+from lmdisp.train.telemetry import grouped_names, heatmap_image, is_telemetry_only, layer_name
+
+TINY = dict(model="random:tiny-gpt2", dataset="builtin", context_length=32, batch_size=4, grad_accum=1,
+            lr=1e-3, gradient_checkpointing=False, logging_steps=1, save_steps=1000, warmup_ratio=0.0)
+
+
+def test_names_are_grouped_and_stable():
+    logs = {"loss": 1.0, "ce": 0.9, "reg": 2.0, "tokens_per_s": 5.0, "eval_loss": 3.0, "learning_rate": 1e-3,
+            "condensation/layer_03": 0.5, "rewards/acc/mean": 1.0}
+    assert grouped_names(logs) == {"train/loss": 1.0, "train/ce": 0.9, "train/regularizer": 2.0,
+                                   "train/tokens_per_s": 5.0, "eval/loss": 3.0, "train/learning_rate": 1e-3,
+                                   "condensation/layer_03": 0.5, "rewards/acc/mean": 1.0}
+    assert layer_name(7, 13) == "condensation/layer_07" and layer_name(7, 120) == "condensation/layer_007"
+    assert is_telemetry_only({"heldout/loss": 1.0, "epoch": 0.5}) and not is_telemetry_only({"loss": 1.0})
+
+
+def test_heatmap_rows_are_layers_and_columns_steps():
+    img = heatmap_image({0: [0.0, 1.0], 5: [1.0, 0.0]}, cell=2)
+    assert img.shape == (4, 4, 3) and img.dtype.name == "uint8"
+    # layer 1 (top row) at step 0 is 1.0 (viridis yellow), layer 0 (bottom) at step 0 is 0.0 (purple)
+    assert img[0, 0, 0] > 200 and img[3, 0, 2] > img[3, 0, 1]
+    assert (img[0, 0] == img[3, 3]).all() and (img[3, 0] == img[0, 3]).all()
+
+
+def _tensorboard(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    scalars = {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
+    return scalars, {tag: [e.step for e in acc.Images(tag)] for tag in acc.Tags()["images"]}
+
+
+def _mlflow(store):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store.as_uri())
+    exp = client.get_experiment_by_name("lmdisp-test")
+    (run,) = client.search_runs([exp.experiment_id])
+    return {k: {m.step: m.value for m in client.get_metric_history(run.info.run_id, k)} for k in run.data.metrics}
+
+
+def test_tensorboard_and_mlflow_get_every_number_the_files_hold(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("mlflow")
+    store = tmp_path / "mlruns"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.as_uri())
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "lmdisp-test")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the local file store (mlflow 3: maintenance mode)
+    run = run_train(TrainConfig(**TINY, loss="dispersion", train_tokens=4 * 128, condensation_every=2,
+                                condensation_sequences=4, report_to="tensorboard,mlflow",
+                                output=str(tmp_path / "run")))
+    trace = pd.read_csv(run.path / "condensation.csv")
+    records = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
+    train_logs = {r["step"]: r for r in records if "ce" in r}
+    heldout = {r["step"]: r for r in records if "heldout_loss" in r}
+    assert not any(any("/" in k for k in r) for r in records)  # the file is as it was
+    scalars, images = _tensorboard(run.path / "tensorboard")
+    metrics = _mlflow(store)
+    for got in (scalars, metrics):
+        for row in trace.itertuples():
+            assert got[layer_name(row.layer, 5)][row.step] == pytest.approx(row.mean_cos, rel=1e-6)
+        for step, r in heldout.items():
+            assert got["heldout/loss"][step] == pytest.approx(r["heldout_loss"], rel=1e-6)
+            assert got["heldout/perplexity"][step] == pytest.approx(r["heldout_perplexity"], rel=1e-6)
+        for step, r in train_logs.items():
+            assert got["train/ce"][step] == pytest.approx(r["ce"], rel=1e-6)
+            assert got["train/regularizer"][step] == pytest.approx(r["reg"], rel=1e-6)
+            assert got["train/loss"][step] == pytest.approx(r["loss"], rel=1e-6)
+            assert got["train/tokens_per_s"][step] == pytest.approx(r["tokens_per_s"], rel=1e-6)
+    assert images == {"condensation/heatmap": [0, 2, 4]}
+
+
+def test_active_forgetting_resets_reach_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    run = run_train(TrainConfig(**TINY, loss="active-forgetting", forget_every=2, train_tokens=5 * 128,
+                                condensation_every=0, report_to="tensorboard", output=str(tmp_path / "run")))
+    scalars, _ = _tensorboard(run.path / "tensorboard")
+    assert scalars["forgetting/resets"] == {2: 1.0, 4: 2.0}
