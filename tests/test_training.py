@@ -32,6 +32,26 @@ def tiny(tmp_path, **kw):
     return TrainConfig(**{**TINY, "output": str(tmp_path / "run"), **kw})
 
 
+def test_the_trainer_internals_lmdisp_relies_on_still_exist():
+    """`TRAINER_INTERNALS` lists every private Trainer member lmdisp overrides or reads: each
+    is still there (a method, a class attribute or set in the Trainer's own code), with the
+    signature lmdisp overrides, and the floor in pyproject.toml is the version they were checked against."""
+    import inspect
+    import re
+
+    from transformers import Trainer
+
+    from lmdisp.train.trainer import TRAINER_INTERNALS, TRAINER_INTERNALS_CHECKED
+
+    source = inspect.getsource(Trainer)
+    for name in TRAINER_INTERNALS:
+        assert hasattr(Trainer, name) or re.search(rf"self\.{name}\s*=", source), name
+    assert list(inspect.signature(Trainer._save_checkpoint).parameters) == ["self", "model", "trial"]
+    assert "self.loss_is_scaled_for_ga" in inspect.getsource(Trainer.training_step)
+    floor = re.search(r'"transformers>=([\d.]+)"', (REPO / "pyproject.toml").read_text()).group(1)
+    assert TRAINER_INTERNALS_CHECKED.startswith(floor)
+
+
 def test_parse_tokens():
     assert parse_tokens("200M") == 200_000_000 and parse_tokens("1.5B") == 1_500_000_000
     assert parse_tokens("50k") == 50_000 and parse_tokens(1000) == 1000
