@@ -2,7 +2,7 @@
 #   make demo    measure the bundled SmolLM2-135M (offline) and write results/measure/...
 #   make test    run the offline test suite
 #   make toy     ce vs dispersion mid-training of a tiny model, offline (Figure 7 direction; README block)
-#   make bench   speed and memory of `measure` vs the authors' package (results/bench/)
+#   make bench   speed and memory of `measure` vs the authors' package (results/bench/; README=1: README too)
 #   make geometry  where SmolLM2 condenses: sites, first token, isotropy views, extras' cost (offline)
 #   make bench-gpu   the GPU benchmark (measure, training, evaluation) on one card
 #   make bench-shards  time to the first training step with token shards, cache size
@@ -20,6 +20,9 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 VENV_FLAGS ?=   # --system-site-packages: use the torch/transformers a GPU node already has
 REPS ?= 100
+# Benchmarks write results/bench/ only; README=1 also replaces their README blocks
+# (e.g. `make bench README=1`), so a trial run never rewrites the README.
+BENCH_README := $(if $(filter 1 yes true,$(README)),--readme)
 TOYDIR ?= results/toy/$(shell date +%Y%m%d-%H%M%S)
 # Training steps launch through LAUNCH: one process per visible GPU (torchrun, DDP) when more
 # than one is visible (CUDA_VISIBLE_DEVICES, else nvidia-smi), a plain process otherwise. The
@@ -64,23 +67,23 @@ test-fast: install
 	$(OFFLINE) $(BIN)/python -m pytest -x -m "not slow"
 
 bench: install
-	$(OFFLINE) $(BIN)/python bench/measure_speed.py --repetitions $(REPS)
+	$(OFFLINE) $(BIN)/python bench/measure_speed.py --repetitions $(REPS) $(BENCH_README)
 
 # Sites (residual/attn/mlp), first-token effect and isotropy views of the bundled SmolLM2-135M,
 # offline; writes results/bench/geometry.{png,md,json} and the README block `geometry`.
 GEOREPS ?= 8
 geometry: install
-	$(OFFLINE) $(BIN)/python bench/geometry.py --repetitions $(GEOREPS)
+	$(OFFLINE) $(BIN)/python bench/geometry.py --repetitions $(GEOREPS) $(BENCH_README)
 
 bench-train: install
-	$(OFFLINE) $(BIN)/python bench/train_step.py
+	$(OFFLINE) $(BIN)/python bench/train_step.py $(BENCH_README)
 
 # The GPU benchmark (one card, under 8 minutes on an H100): measure, training, evaluation.
 # Air-gapped node with torch/transformers/accelerate/peft only: run `make wheels` where there
 # is network, copy the checkout, then on the node
 #   PIP_NO_INDEX=1 PIP_FIND_LINKS=$PWD/wheels make bench-gpu VENV_FLAGS=--system-site-packages
 bench-gpu: install
-	$(OFFLINE) $(BIN)/python bench/gpu.py
+	$(OFFLINE) $(BIN)/python bench/gpu.py $(BENCH_README)
 
 WHEELS ?= wheels
 wheels:
@@ -88,7 +91,7 @@ wheels:
 
 # Token shards: time to the first step on a generated 200 MB corpus, cache size, reuse.
 bench-shards: install
-	$(OFFLINE) $(BIN)/python bench/shards.py
+	$(OFFLINE) $(BIN)/python bench/shards.py $(BENCH_README)
 
 # Figure 7 at toy scale, offline: the same tiny model mid-trained with ce and with
 # dispersion, then both measured.
@@ -98,7 +101,7 @@ toy: install
 	$(OFFLINE) $(LMDISP) midtrain --config configs/midtrain/tiny-dispersion.yaml --output $(TOYDIR)/dispersion
 	$(OFFLINE) $(LMDISP) measure $(TOYDIR)/ce/final $(TOYDIR)/dispersion/final --dataset builtin \
 		--max-length 64 --min-words 128 --max-words 160 --output $(TOYDIR)/measure
-	$(OFFLINE) $(BIN)/python bench/toy_result.py $(TOYDIR)    # fills the README's toy block
+	$(OFFLINE) $(BIN)/python bench/toy_result.py $(TOYDIR) $(BENCH_README)   # README=1: the README's toy block
 
 # Every figure target measures in float32, as the authors did (also measure's default).
 FIG_DTYPE ?= float32
@@ -211,7 +214,7 @@ table4: install
 
 # Evaluation throughput at batch size 1 (the authors') vs lmdisp's default, same model and task.
 bench-eval: install
-	$(OFFLINE) $(BIN)/python bench/eval_speed.py
+	$(OFFLINE) $(BIN)/python bench/eval_speed.py $(BENCH_README)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
