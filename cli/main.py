@@ -21,12 +21,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from lmdisp.cli import evaluate, measure, prepare, report, train
+    from lmdisp.cli import evaluate, measure, paper, posttrain, prepare, report, train
 
-    commands = {"measure": measure.measure, **train.COMMANDS, "prepare": prepare.prepare,
-                "evaluate": evaluate.evaluate, "report": report.report}
+    commands = {"measure": measure.measure, **train.COMMANDS, **posttrain.COMMANDS, "prepare": prepare.prepare,
+                "evaluate": evaluate.evaluate, "report": report.report, "paper": paper.paper}
     for name, fn in commands.items():
-        app.command(name, epilog=fn.lmdisp_epilog or None)(fn)
+        app.command(name, epilog=getattr(fn, "lmdisp_epilog", None) or None)(fn)
+    paper.attach(app)  # `lmdisp paper` runs the other commands in-process
 
 
 _register()
@@ -48,7 +49,7 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt as exc:  # lmdisp.errors.Interrupted says how to continue
         typer.secho(f"interrupted: {exc}" if str(exc) else "interrupted", fg="red", err=True)
-        sys.exit(130)
+        sys.exit(getattr(exc, "exit_code", 130))  # 143 after SIGTERM (lmdisp.errors.Terminated)
 
 
 if __name__ == "__main__":

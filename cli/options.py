@@ -111,11 +111,14 @@ def config_command(cls: type, command: str, doc: str, run: Callable[..., None], 
                 if key in kwargs and not kwargs[key]:
                     kwargs[key] = None
         flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in kwargs.items() if v is not None}
+        from lmdisp.preempt import sigterm_raises
+
         try:
-            run(config=config, sets=sets, flags=flags, **extras)
+            with sigterm_raises():  # SIGTERM (a scheduler's notice) stops like Ctrl-C, exit 143
+                run(config=config, sets=sets, flags=flags, **extras)
         except KeyboardInterrupt as exc:  # Typer would exit 130 silently; lmdisp.errors.Interrupted says more
             typer.secho(f"interrupted: {exc}" if str(exc) else "interrupted", fg="red", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(getattr(exc, "exit_code", 130)) from None
 
     cmd.__signature__ = inspect.Signature([*params, *common])
     cmd.__doc__ = doc

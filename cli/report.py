@@ -27,7 +27,8 @@ def _print(run) -> None:
 
     from lmdisp.eval.report import formatted
 
-    label = {"final": "final checkpoints", "best": "best checkpoint per seed (authors' test-set selection)"}
+    label = {"final": "final checkpoints", "best": "best checkpoint per seed (authors' test-set selection)",
+             "best-trained": "best trained checkpoint per seed (test-set selection, step 0 left out)"}
     table = Table(title=f"Evaluation summary · {label[run.select]}",
                   caption="mean ± std over seeds (%); best of each block in bold")
     for col in run.display.columns:

@@ -247,8 +247,8 @@ def training_progress():
                 self.bar.update(self.task, completed=state.global_step)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if self.bar and logs and "ce" in logs:
-                terms = "  ".join(f"{k} {logs[k]:.4f}" for k in ("ce", "reg", "kd") if k in logs)
+            if self.bar and logs and ("ce" in logs or "objective" in logs):  # midtrain / sft, dpo, grpo
+                terms = "  ".join(f"{k} {logs[k]:.4f}" for k in ("ce", "objective", "reg", "kd") if k in logs)
                 info = f"{terms}  lr {logs.get('learning_rate', 0):.2e}  {logs.get('tokens_per_s', 0):.0f} tok/s"
                 self.bar.update(self.task, info=info)
 

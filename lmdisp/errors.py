@@ -28,3 +28,14 @@ class RunDirError(LmdispError):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during a run; the message says what was kept and how to continue."""
+
+
+class Terminated(Interrupted):
+    """SIGTERM (a scheduler's notice before it kills the job, `lmdisp.preempt`): what was
+    kept and how to continue; the CLI exits with `exit_code` (128 + SIGTERM)."""
+
+    exit_code = 143
+
+
+class DiskFull(LmdispError):
+    """A write failed for lack of space (or a file-size limit); nothing half-written is kept."""

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from lmdisp import locks
 from lmdisp.errors import RunDirError
 
 LOG_FILE = "lmdisp.log"  # the libraries' notices, written by the CLI (lmdisp.cli.ui.RunLog)
+LOCK_NAME = locks.LOCK_NAME  # held by the one process writing the folder (lmdisp.locks)
 
 # Packages whose versions go into every manifest: the ones that change numbers.
 _TRACKED_PACKAGES = (
@@ -181,7 +183,9 @@ class RunDir:
             path = Path(output).expanduser()
             if not path.parent.exists():
                 raise RunDirError(f"output folder's parent does not exist: {path.parent}")
-            if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            if path.is_dir():
+                locks.check_free(path)  # another process writing there: name it
+            if path.exists() and (not path.is_dir() or _holds_files(path)):
                 raise RunDirError(f"output folder already holds results, refusing to overwrite: {path}")
             ensure_writable(path)
         else:
@@ -200,6 +204,10 @@ class RunDir:
         if output is not None:
             path = Path(output).expanduser()
             _mkdir(path, exist_ok=True)
+            locks.acquire(path, command)
+            if _holds_files(path):  # another run filled it since `check`
+                locks.release(path)
+                raise RunDirError(f"output folder already holds results, refusing to overwrite: {path}")
             return cls(path, command).announce()
         base = Path(root).expanduser() / command
         _mkdir(base, parents=True, exist_ok=True)
@@ -208,10 +216,27 @@ class RunDir:
             path = base / (f"{stamp}_{slugify(name)}" + (f"-{i + 1}" if i else ""))
             try:
                 _mkdir(path)
+                locks.acquire(path, command)
                 return cls(path, command).announce()
             except FileExistsError:
                 continue
         raise RunDirError(f"could not find a free run folder name under {base}")
+
+    @classmethod
+    def resume(cls, path: Path | str, command: str) -> "RunDir":
+        """An existing run folder this process continues: its lock taken (`lmdisp.locks`)."""
+        locks.acquire(path, command)
+        return cls(Path(path), command).announce()
+
+    @staticmethod
+    def check_free(path: Path | str | None) -> None:
+        """RunDirError naming the process that holds `path`'s lock, if another one does."""
+        if path is not None:
+            locks.check_free(Path(path).expanduser())
+
+    def release(self) -> None:
+        """Let another process write into the folder (`lmdisp.locks.release`)."""
+        locks.release(self.path)
 
     def announce(self) -> "RunDir":
         """Log the folder (`extra={"run_folder": ...}`): the CLI then keeps its log file in it."""
@@ -224,7 +249,8 @@ class RunDir:
         import shutil
 
         names = {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
-        if names <= {LOG_FILE, *keep}:
+        self.release()
+        if names <= {LOG_FILE, locks.LOCK_NAME, *keep}:
             shutil.rmtree(self.path, ignore_errors=True)
 
     def file(self, *parts: str) -> Path:
@@ -246,6 +272,11 @@ class RunDir:
             **extra,
         }
         return write_json(self.path / "manifest.json", data)
+
+
+def _holds_files(path: Path) -> bool:
+    """Anything in the folder but its lock file."""
+    return any(p.name != locks.LOCK_NAME for p in path.iterdir())
 
 
 def _mkdir(path: Path, **kwargs) -> None:

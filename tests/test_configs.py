@@ -66,7 +66,7 @@ def test_table5_pretraining_recipe():
     assert (cfg.loss, cfg.clamp, cfg.max_tokens) == ("dispersion", 0.01, 256)
 
 
-@pytest.mark.parametrize("width", [384, 768, 1536, 3072])
+@pytest.mark.parametrize("width", [64, 256, 384, 768, 1024, 1536, 3072, 4096])
 def test_figure3_recipe_is_the_authors_script_defaults(width):
     path = REPO / "configs" / "pretrain" / f"gpt2-mlp{width}.yaml"
     cfg = load_config(TrainConfig, path, fixed={"init": "scratch"})
@@ -88,10 +88,15 @@ def test_table_targets_pick_the_preset_from_model(model, preset):
     assert "--checkpoints all" in out and "--select final" in out
 
 
-def test_every_figure_target_measures_in_float32():
-    joined = " ".join(_dry_run("fig2", "fig4", "fig5", "fig7", "figS2").split("\\\n"))  # join continued lines
-    calls = [c for c in re.split(r"\n(?=\S)", joined) if "lmdisp measure" in c]
-    assert len(calls) == 5
-    assert all("--dtype float32" in c for c in calls), calls
-    fig7 = [c for c in calls if "fig7" in c][0]
-    assert "--repetitions 10" in fig7 and "--max-length 1024" in fig7
+def test_every_figure_target_is_the_paper_plan_and_measures_in_float32():
+    """make figX is a thin wrapper over `lmdisp paper --only figX` (one source: the plan)."""
+    from lmdisp.paper import build_plan
+
+    for fig in ("fig2", "figS2", "fig3", "fig4", "fig5", "fig7"):
+        assert re.search(rf"lmdisp paper .*--scale full --only {fig}\b", _dry_run(fig)), fig
+    plan = build_plan("full")
+    calls = [j.argv for j in plan.jobs.values() if j.kind == "measure"]
+    assert calls and all(a[a.index("--dtype") + 1] == "float32" for a in calls)
+    fig7 = [j.argv for j in plan.jobs.values() if j.kind == "measure" and "fig7" in j.artefacts]
+    assert len(fig7) == 2 and all(a[a.index("--repetitions") + 1] == "10" and
+                                  a[a.index("--max-length") + 1] == "1024" for a in fig7)

@@ -334,14 +334,25 @@ def test_checkpoints_all_evaluates_every_kept_checkpoint(run_cli, task_dir, tmp_
     args = ["--tasks", "toy_mc", "--include-path", task_dir, "--limit", "6"]
     res = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "all", *args, "--output", tmp_path / "ev")
     assert res.code == 0, res.err
-    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["lmdisp.log", "step-3", "step-5"]
-    manifests = {s: json.loads((tmp_path / "ev" / f"step-{s}" / "manifest.json").read_text()) for s in (3, 5)}
-    assert [manifests[s]["training_step"] for s in (3, 5)] == [3, 5]
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["lmdisp.log", "step-0", "step-3", "step-5"]
+    manifests = {s: json.loads((tmp_path / "ev" / f"step-{s}" / "manifest.json").read_text()) for s in (0, 3, 5)}
+    assert [manifests[s]["training_step"] for s in (0, 3, 5)] == [0, 3, 5]
     assert all(m["labels"]["method"] == "ce" and m["labels"]["seed"] == 1 for m in manifests.values())
+    assert all(m["labels"]["base_model"] == "random:tiny-gpt2" for m in manifests.values())
+    assert (manifests[0]["model"], manifests[0]["seed"]) == ("random:tiny-gpt2", 1)
     final = run_cli("evaluate", "--model", tmp_path / "run", *args, "--output", tmp_path / "final")
     assert final.code == 0, final.err
     scores = [pd.read_csv(tmp_path / d / "tasks.csv")["value"].tolist() for d in ("ev/step-5", "final")]
     assert scores[0] == scores[1]
+    # Step 0 is the starting model at the run's seed (fidelity E6): the same scores as evaluating it directly.
+    start = run_cli("evaluate", "--model", "random:tiny-gpt2", "--seed", "1", *args, "--output", tmp_path / "start")
+    assert start.code == 0, start.err
+    assert pd.read_csv(tmp_path / "ev" / "step-0" / "tasks.csv")["value"].tolist() == \
+        pd.read_csv(tmp_path / "start" / "tasks.csv")["value"].tolist()
+    trained = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "trained", *args,
+                      "--output", tmp_path / "tr")
+    assert trained.code == 0 and sorted(p.name for p in (tmp_path / "tr").iterdir()) == ["lmdisp.log", "step-3",
+                                                                                          "step-5"]
     again = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "all", *args, "--output", tmp_path / "ev")
     assert again.code == 0 and "0 checkpoint(s) evaluated" in " ".join(again.out.split())  # done: skipped
     bad = run_cli("evaluate", "--model", tmp_path / "run" / "final", "--checkpoints", "all", *args)

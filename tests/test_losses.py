@@ -126,8 +126,9 @@ def test_value_matches_loop_reference(name):
             assert got.item() == pytest.approx(want, rel=1e-5, abs=1e-5), (d, opts)
 
 
-def test_registry_holds_the_six_losses():
-    assert sorted(LOSSES) == sorted(NAMES)
+def test_registry_holds_the_seven_losses():
+    # dispersion_torchtitan (Table 5's variant) is checked in tests/test_loss_torchtitan.py
+    assert sorted(LOSSES) == sorted([*NAMES, "dispersion_torchtitan"])
     for name in NAMES:
         assert get_loss(name) is LOSSES[name]
 
@@ -382,7 +383,7 @@ def test_regularizer_calls_loss_once_and_skips_embeddings(monkeypatch):
 
 
 def test_unknown_names_and_options_raise_config_error():
-    with pytest.raises(ConfigError, match="valid: decorrelation, dispersion, infonce_cos"):
+    with pytest.raises(ConfigError, match="valid: decorrelation, dispersion, dispersion_torchtitan, infonce_cos"):
         get_loss("disperse")
     h, mask = batch()
     with pytest.raises(ConfigError, match="valid: clamp, log_mean, tau"):

@@ -193,3 +193,18 @@ def test_select_final_or_best_checkpoint_per_seed(tmp_path, run_cli, select):
     assert ("best checkpoint per seed" in res.out) == (select == "best")
     bad = run_cli("report", tmp_path / "evals", "--select", "median")
     assert bad.code == 2 and "--select" in bad.err
+
+
+@pytest.mark.parametrize("select, picks", [("best", {1: 0, 2: 612}), ("best-trained", {1: 306, 2: 612}),
+                                           ("final", {1: 1526, 2: 1526})])
+def test_best_chooses_over_steps_0_to_T_and_best_trained_leaves_step_0_out(tmp_path, select, picks):
+    """The authors' GPT-2 maximum includes the evaluation at the start (docs/fidelity.md E6); their
+    Qwen3 rows evidently did not (E7): `best-trained`. A base row (no step) is unaffected."""
+    per_seed = {"dispersion": {1: {0: 50.0, 306: 45.0, 1526: 44.0}, 2: {0: 40.0, 612: 46.0, 1526: 45.0}}}
+    _checkpoint_runs(tmp_path / "evals", per_seed)
+    fake_run(tmp_path / "evals" / "base", "gpt2", "base", 1, {t: 30.0 for t in TASKS})
+    run = run_report(ReportConfig(runs=[str(tmp_path / "evals")], output=str(tmp_path / "r"), plot=False,
+                                  select=select))
+    v = run.values.set_index("method")
+    assert v.loc["dispersion", "steps"] == ",".join(str(picks[s]) for s in (1, 2))
+    assert v.loc["base", "average"] == pytest.approx(30.0)

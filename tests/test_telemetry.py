@@ -65,6 +65,7 @@ def test_tensorboard_and_mlflow_get_every_number_the_files_hold(tmp_path, monkey
     records = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
     train_logs = {r["step"]: r for r in records if "ce" in r}
     heldout = {r["step"]: r for r in records if "heldout_loss" in r}
+    assert sorted(train_logs) == [1, 2, 3, 4]  # telemetry records cancel none of the Trainer's own logs
     assert not any(any("/" in k for k in r) for r in records)  # the file is as it was
     scalars, images = _tensorboard(run.path / "tensorboard")
     metrics = _mlflow(store)
@@ -88,3 +89,4 @@ def test_active_forgetting_resets_reach_tensorboard(tmp_path):
                                 condensation_every=0, report_to="tensorboard", output=str(tmp_path / "run")))
     scalars, _ = _tensorboard(run.path / "tensorboard")
     assert scalars["forgetting/resets"] == {2: 1.0, 4: 2.0}
+    assert sorted(scalars["train/ce"]) == [1, 2, 3, 4, 5]

@@ -18,7 +18,7 @@ from lmdisp.errors import ConfigError
 from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN, DTYPES
 
 BACKENDS = ("hf", "vllm")
-CHECKPOINTS = ("final", "all")
+CHECKPOINTS = ("final", "all", "trained")
 _TASK_KEYS = {"num_fewshot", "metric"}
 _WHAT, _HOW, _MODEL, _OUT = "Model and tasks", "Protocol", "Device", "Outputs"
 
@@ -31,9 +31,10 @@ class EvaluateConfig:
                         "or `list:PATTERN` (a glob) prints the names lm-eval knows.",
                         short="-t", panel=_WHAT)
     preset: str | None = option(None, "The named preset or YAML the config came from.", cli="fixed")
-    checkpoints: str = option("final", "final: a training run's final/ model | all: every saved checkpoint of "
-                              "the run, one evaluation each (<output>/step-N) labelled with its training step, "
-                              "for `report --select`.", panel=_WHAT)
+    checkpoints: str = option("final", "final: a training run's final/ model | all: its starting model (step 0) "
+                              "and every saved checkpoint, one evaluation each (<output>/step-N) labelled with "
+                              "its training step, for `report --select` | trained: the checkpoints without step 0.",
+                              panel=_WHAT)
     include_path: list[str] | None = option(None, "Folder(s) of your own task YAMLs (local data files: the way "
                                             "to run offline).", panel=_WHAT)
     num_fewshot: int | None = option(None, "Shots for every task (None: the preset's per-task value, else the "

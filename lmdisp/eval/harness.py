@@ -44,7 +44,7 @@ from lmdisp.errors import ConfigError, DataError, ModelLoadError, RunDirError
 from lmdisp.eval.config import EvaluateConfig, is_preset, load_evaluate_config
 from lmdisp.eval.results import EvaluateRun, write_evaluation
 from lmdisp.eval.tasks import broken_task_yaml
-from lmdisp.runs import LOG_FILE, RunDir, read_training_run, training_run_of, write_json
+from lmdisp.runs import LOCK_NAME, LOG_FILE, RunDir, read_training_run, training_run_of, write_json
 
 CPU_BATCH_SIZE = 8       # batching helps on a CPU too (bench/eval_speed.py); "auto" probes GPU memory
 DEFAULT_SEED = 1         # a model that is not a training run; the paper's seeds are 1, 2, 3
@@ -248,6 +248,7 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
 
     if not _unfinished(cfg.output):  # before any work: no result lost (a killed run's cache is resumed)
         RunDir.check("evaluate", root=cfg.results_dir, output=cfg.output)
+    RunDir.check_free(cfg.output)  # a killed evaluation's folder: refused while another process writes it
     resolve_device(cfg.device)
     target = resolve_model(cfg.model)
     check_model(target.load, trust_remote_code=cfg.trust_remote_code)
@@ -310,7 +311,7 @@ def cache_identity(cfg: EvaluateConfig, target: ModelTarget) -> dict[str, Any]:
 def _unfinished(output: str | None) -> bool:
     """`--output` holds only the request cache (and log) of a killed evaluation."""
     out = Path(output).expanduser() if output else None
-    return out is not None and out.is_dir() and {p.name for p in out.iterdir()} - {LOG_FILE} == {CACHE_DIR}
+    return out is not None and out.is_dir() and {p.name for p in out.iterdir()} - {LOG_FILE, LOCK_NAME} == {CACHE_DIR}
 
 
 def _resumable_run(cfg: EvaluateConfig, target: ModelTarget, identity: dict) -> tuple[RunDir, bool]:
@@ -327,7 +328,7 @@ def _resumable_run(cfg: EvaluateConfig, target: ModelTarget, identity: dict) -> 
         if old != identity:
             raise RunDirError(f"{out} holds the request cache of an unfinished evaluation of another model or "
                               f"setting ({old}); use a new --output")
-        return RunDir(out, "evaluate").announce(), True
+        return RunDir.resume(out, "evaluate"), True
     return RunDir.create("evaluate", target.spec, root=cfg.results_dir, output=cfg.output), False
 
 

@@ -54,7 +54,8 @@ class ReportConfig:
     plot: bool = option(True, "Write the bar chart of the averages.")
     select: str = option("final", "Which evaluation of a run and seed makes the row: final (its last checkpoint, "
                          "lmdisp's default) | best (the best average over the table's tasks among its "
-                         "checkpoints: the authors' selection, made on the test data itself).")
+                         "checkpoints, step 0 included: the authors' selection, made on the test data itself) | "
+                         "best-trained (the same without step 0).")
 
     def __post_init__(self):
         if isinstance(self.runs, (str, Path)):
@@ -312,7 +313,9 @@ def caption(long, tasks: list[str], reference: str, select: str = "final") -> st
 SELECT_NOTE = {
     "final": "Step: the checkpoint evaluated per seed (final: the run's final model).",
     "best": "Step: per seed, the checkpoint with the best average over these tasks (the authors' selection, "
-            "made on the test data itself; an optimistic estimate).",
+            "made on the test data itself; an optimistic estimate). Step 0 is the starting model.",
+    "best-trained": "Step: per seed, the trained checkpoint with the best average over these tasks (step 0 "
+                    "left out; made on the test data itself, an optimistic estimate).",
 }
 
 
@@ -390,4 +393,5 @@ def run_report(cfg: ReportConfig) -> ReportRun:
     if cfg.plot and table["average"].notna().any():
         save_figure(bar_chart(table), run.path / "averages.png")
     run.write_manifest(as_dict(cfg), runs=[str(f) for f in folders], tasks=tasks, notes=notes)
+    run.release()
     return ReportRun(run.path, values, display, notes, tasks, table, cfg.select)

@@ -103,6 +103,7 @@ def write_evaluation(run: RunDir, raw: dict, plan: dict[str, dict], cfg: Any, **
     extra["batch_sizes_used"] = used or None
     run.write_manifest(as_dict(cfg), **extra)
     manifest = json.loads((run.path / "manifest.json").read_text())
+    run.release()  # complete: another process may read or continue it now
     return EvaluateRun(run.path, table, metrics, manifest)
 
 

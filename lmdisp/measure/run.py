@@ -254,6 +254,7 @@ def run_measure(cfg: MeasureConfig, progress: Progress | None = None,
         if compare is not None:
             save_figure(cka_plot(compare, *cfg.models), run.path / "cka.png")
     run.write_manifest(as_dict(cfg), corpus=corpus, memory=mem)
+    run.release()
     return MeasureRun(run.path, done, table, compare)
 
 

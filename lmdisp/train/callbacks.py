@@ -172,6 +172,10 @@ class EvalHook(TrainerCallback):
             self._evaluated = step
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        from lmdisp import preempt
+
+        if preempt.stopping():  # SIGTERM: the checkpoint is what counts in the grace left
+            return
         if getattr(self, "_evaluated", None) != state.global_step:  # stopped before max_steps
             self._maybe(state, model, processing_class, f"step-{state.global_step}")
 
@@ -185,3 +189,21 @@ def _sharded() -> bool:
         return PartialState().distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     except (ImportError, ValueError):
         return False
+
+
+class StopOnSigterm(TrainerCallback):
+    """At the end of the step in which SIGTERM arrived (on any process: `lmdisp.preempt`):
+    save a checkpoint and stop training."""
+
+    def __init__(self):
+        self.stopped_at: int | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        from lmdisp import preempt
+
+        if self.stopped_at is None and preempt.agreed(args):
+            self.stopped_at = state.global_step
+            preempt.stop_at(state.global_step)
+            control.should_save = True
+            control.should_training_stop = True
+        return control

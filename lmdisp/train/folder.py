@@ -39,6 +39,7 @@ def check_output(cfg: TrainConfig, command: str) -> bool:
                                                 out if out is not None else cfg.results_dir)
             cfg.resume = False
         return False
+    RunDir.check_free(out)  # another process writing this run: refused first, naming it
     try:
         old = yaml.safe_load((out / "config.yaml").read_text()) or {}
         manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmdisp.config import as_dict
-from lmdisp.errors import ConfigError, DataError, Interrupted
+from lmdisp import locks, preempt
+from lmdisp.errors import ConfigError, DataError, Interrupted, Terminated
 from lmdisp.runs import RunDir, peak_memory, save_figure, write_json
 from lmdisp.train.config import TrainConfig
 from lmdisp.train.folder import check_output, final_losses, prepare_run_dir, resume_point, train_labels
+from lmdisp.train.callbacks import StopOnSigterm
 from lmdisp.train.trainer import DispersionTrainer
 
 @dataclass
@@ -202,24 +204,48 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
     tokenizer = load_tokenizer(cfg.tokenizer or default_tokenizer(cfg.model), trust_remote_code=cfg.trust_remote_code)
     for spec in filter(None, (cfg.model, cfg.teacher)):
         check_vocabulary(spec, tokenizer, trust_remote_code=cfg.trust_remote_code)
-    train, heldout = build_data(cfg, tokenizer, data_progress)   # refuses an empty corpus, before the model loads
-    run_dir, fresh = prepare_run_dir(cfg, command, state, resuming)
+    if resuming and state.is_main_process:
+        locks.acquire(cfg.output, command)    # one writer: a second run into this folder is refused now
     try:
-        trainer, resume = _trainer(cfg, run_dir, state, tokenizer, train, heldout, max_steps, world, callbacks)
+        train, heldout = build_data(cfg, tokenizer, data_progress)   # refuses an empty corpus, before the model loads
+        run_dir, fresh = prepare_run_dir(cfg, command, state, resuming)
+        try:
+            return _train(cfg, command, state, run_dir, fresh, tokenizer, train, heldout, max_steps, callbacks,
+                          started)
+        finally:
+            if state.is_main_process:
+                locks.release(run_dir)
+    finally:
+        if cfg.output and state.is_main_process:
+            locks.release(cfg.output)
+
+
+def _train(cfg, command, state, run_dir, fresh, tokenizer, train, heldout, max_steps, callbacks, started):
+    try:
+        trainer, resume = _trainer(cfg, run_dir, state, tokenizer, train, heldout, max_steps, state.num_processes,
+                                   callbacks)
     except BaseException:
         if fresh and state.is_main_process:  # refused before its first step: leave no folder behind
             RunDir(run_dir, command).discard_if_empty(keep=("config.yaml", "manifest.json"))
         raise
+    if state.is_main_process:
+        locks.acquire(run_dir, command)       # re-entrant: held since the folder was made or checked
+    stop = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopOnSigterm))
+    resume_cmd = f"lmdisp {command} --config {run_dir / 'config.yaml'} --output {run_dir} --resume"
     try:
-        with peak_memory() as mem:
+        with peak_memory() as mem, preempt.graceful():
             trainer.train(resume_from_checkpoint=resume)
     except KeyboardInterrupt:
-        raise Interrupted(f"{command} stopped at step {trainer.state.global_step}; continue with: lmdisp {command} "
-                          f"--config {run_dir / 'config.yaml'} --output {run_dir} --resume") from None
+        raise Interrupted(f"{command} stopped at step {trainer.state.global_step}; continue with: {resume_cmd}") \
+            from None
     finally:  # a failed run (NaN, Ctrl-C) must not leave the terminal inside a live progress bar
         for cb in trainer.callback_handler.callbacks:
             if hasattr(cb, "close"):
                 cb.close()
+    if stop.stopped_at is not None and trainer.state.global_step < max_steps:
+        ckpt = Path(trainer.args.output_dir) / f"checkpoint-{stop.stopped_at}"
+        raise Terminated(f"{command} stopped by SIGTERM at step {stop.stopped_at} of {max_steps}; checkpoint "
+                         f"saved in {ckpt}; continue with: {resume_cmd}")
     final = _save_final(cfg, run_dir, state, trainer, tokenizer)
     if state.is_main_process:
         _finish(cfg, run_dir, started, mem, trainer, command)
@@ -232,7 +258,7 @@ def _trainer(cfg, run_dir, state, tokenizer, train, heldout, max_steps, world, c
     """The trainer (`build_trainer`) and the checkpoint to resume from."""
     args = training_arguments(cfg, run_dir, max_steps, world)
     resume = resume_point(run_dir, state, cfg.resume_from) if cfg.resume else None
-    callbacks = [*_callbacks(cfg, run_dir, heldout, max_steps), *callbacks]
+    callbacks = [*_callbacks(cfg, run_dir, heldout, max_steps), StopOnSigterm(), *callbacks]
     return build_trainer(cfg, tokenizer, train, args, callbacks), resume
 
 

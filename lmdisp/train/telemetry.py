@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 # lmdisp's flat log keys (kept in metrics.jsonl) -> their grouped names in the integrations
-RENAMES = {"ce": "train/ce", "reg": "train/regularizer", "kd": "train/kd", "tokens_per_s": "train/tokens_per_s"}
+RENAMES = {"ce": "train/ce", "reg": "train/regularizer", "kd": "train/kd", "tokens_per_s": "train/tokens_per_s",
+           "objective": "train/objective"}
 # groups only telemetry records carry: metrics.jsonl keeps its own records for these
 TELEMETRY_GROUPS = ("condensation/", "heldout/", "forgetting/", "benchmark/")
 HEATMAP = "condensation/heatmap"
@@ -105,8 +106,13 @@ class Telemetry:
         trainer's own `log` override would merge its pending metrics into this record)."""
         from transformers import Trainer
 
-        if metrics:
-            Trainer.log(self.trainer, dict(metrics))
+        if not metrics:
+            return
+        # The callback handler's on_log clears `should_log`; a record emitted from on_step_end
+        # must not cancel the Trainer's own log of that step.
+        should_log = self.trainer.control.should_log
+        Trainer.log(self.trainer, dict(metrics))
+        self.trainer.control.should_log = should_log
 
     def condensation(self, step: int, layer_means, heldout: dict[str, float] | None = None) -> None:
         """A held-out snapshot: one scalar per layer, the held-out loss, and the heatmap."""

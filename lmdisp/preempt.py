@@ -1,0 +1,89 @@
+"""SIGTERM: what a scheduler sends before it kills a job (Slurm: at the time limit, on
+preemption or `scancel`, then SIGKILL after its `KillWait`, 30 s by default).
+
+Outside a training loop SIGTERM is turned into `lmdisp.errors.Terminated` (a
+`KeyboardInterrupt`, so every command's Ctrl-C path keeps what it finished and says so),
+and the CLI exits with 143 (128 + SIGTERM, what a process killed by SIGTERM reports).
+Inside `trainer.train()` it only sets a flag: `lmdisp.train.callbacks.StopOnSigterm` then, at the end of the
+optimiser step under way, has the Trainer write a checkpoint and stop, and `run_train`
+raises `Terminated` naming the checkpoint and the command that continues the run. Under
+`torchrun` the processes agree on the step to stop at (one all-reduce per step), so the
+checkpoint is complete on every rank. The grace this needs is one optimiser step plus one
+checkpoint save; with Slurm, `--signal=TERM@120` (or `B:TERM@120` with a batch script)
+sends the signal earlier than the time limit.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+
+from lmdisp.errors import Terminated
+
+_requested: list[int] = []  # signals received while in flag mode
+_stopping: list[int] = []   # the step at which the processes agreed to stop
+
+
+def requested() -> bool:
+    """True once a SIGTERM arrived inside `graceful()`."""
+    return bool(_requested)
+
+
+def stopping() -> bool:
+    """True once `StopOnSigterm` has stopped the training loop (callbacks skip end-of-run work)."""
+    return bool(_stopping)
+
+
+def _raise(signum, frame):
+    raise Terminated("stopped by SIGTERM")
+
+
+def _flag(signum, frame):
+    _requested.append(signum)
+
+
+def _install(handler):
+    if threading.current_thread() is not threading.main_thread():
+        return None  # only the main thread may set handlers; leave the process's own alone
+    return signal.signal(signal.SIGTERM, handler)
+
+
+@contextmanager
+def sigterm_raises():
+    """SIGTERM raises `Terminated` in the main thread for the duration (the CLI's default)."""
+    old = _install(_raise)
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+@contextmanager
+def graceful():
+    """SIGTERM only sets `requested()` for the duration (a training loop that stops itself)."""
+    _requested.clear()
+    _stopping.clear()
+    old = _install(_flag)
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def agreed(args) -> bool:
+    """Has any process of the job been asked to stop? (one all-reduce when distributed)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and args.world_size > 1):
+        return requested()
+    flag = torch.tensor([1.0 if requested() else 0.0], device=args.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def stop_at(step: int) -> None:
+    _stopping.append(step)

@@ -1,0 +1,158 @@
+"""`lmdisp paper`: the plan (every scale builds, names only configs and options that exist, one
+source with the make targets), its resumable state, and the CLI's dry run. Fast: nothing runs."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lmdisp.paper import build_plan, job_hash
+from lmdisp.paper.plan import SCALES, Job, Plan, config_files, placeholders, shipped_path
+from lmdisp.paper.state import job_state, mark_done, prepare_folder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fill(arg: str) -> list[str]:
+    if arg.startswith("{ckpts:"):
+        return ["/tmp/run/checkpoints/checkpoint-1", "/tmp/run/final"]
+    return [re.sub(r"\{[^{}]+\}", "/tmp/x", arg)]
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_every_job_parses_with_its_command_and_names_existing_configs(scale):
+    """Each lmdisp command line parses with the real CLI (an unknown option or command fails),
+    every --set key is a field of that command's config, every config file exists."""
+    import typer.main
+
+    from lmdisp.cli.main import app
+    from lmdisp.eval.config import EvaluateConfig
+    from lmdisp.measure.config import MeasureConfig
+    from lmdisp.paper.steps import parser
+    from lmdisp.train.config import TrainConfig
+
+    group = typer.main.get_command(app)
+    fields = {"measure": MeasureConfig, "evaluate": EvaluateConfig, "midtrain": TrainConfig,
+              "pretrain": TrainConfig, "distill": TrainConfig}
+    plan = build_plan(scale)
+    for job in plan.jobs.values():
+        args = [a for arg in job.args for a in _fill(arg)]
+        if job.argv[0] == "lmdisp.paper.steps":
+            parser().parse_args(args)
+            continue
+        cmd = group.get_command(None, job.argv[0])
+        assert cmd is not None, job.id
+        cmd.make_context(job.argv[0], list(args[1:]))  # raises on an unknown option
+        for i, a in enumerate(args):
+            if a == "--set":
+                key = args[i + 1].split("=")[0]
+                assert key in fields[job.argv[0]].__dataclass_fields__, (job.id, key)
+            if a.startswith("configs/"):
+                assert shipped_path(a).is_file(), (job.id, a)
+
+
+def test_full_plan_covers_the_paper_at_its_scope():
+    plan = build_plan("full")
+    assert plan.artefacts() == ["fig2", "figS2", "fig3", "fig4", "fig5", "fig7", "table2", "table3", "table4",
+                                "table5"]
+    measured = lambda jid: [a for a in plan.jobs[jid].argv if not a.startswith("--") and "/" in a or a.startswith("gpt2")]  # noqa: E731
+    fam = {j.id: j for j in plan.jobs.values() if j.id.startswith("fig2/measure-")}
+    assert sorted(fam) == ["fig2/measure-bloom", "fig2/measure-gpt2", "fig2/measure-qwen1", "fig2/measure-qwen25",
+                           "fig2/measure-qwen3"]
+    assert "Qwen/Qwen3-32B" in fam["fig2/measure-qwen3"].argv and "--trust-remote-code" in fam["fig2/measure-qwen1"].argv
+    assert {j.argv[j.argv.index("--dataset") + 1] for j in plan.jobs.values() if "figS2" in j.artefacts
+            and j.kind == "measure"} == {"wikipedia", "pubmed", "imdb", "squad"}
+    assert all("gpt2-xl" in plan.jobs[f"figS2/measure-{c}"].argv for c in ("pubmed", "squad"))
+    olmo = [a for a in plan.jobs["fig4/measure"].argv if a.startswith("allenai/Olmo-3-1025-7B@")]
+    assert len(olmo) == 13 and olmo[0].endswith("@stage1-step0") and olmo[-1].endswith("@main")
+    assert len(measured("fig5/measure")) == 8
+    widths = [j.argv[j.argv.index("--config") + 1] for j in plan.jobs.values() if j.id.startswith("fig3/pretrain")]
+    assert widths == [f"configs/pretrain/gpt2-mlp{w}.yaml" for w in (64, 256, 1024, 4096)]
+    assert plan.jobs["fig3/measure"].argv[plan.jobs["fig3/measure"].argv.index("--max-length") + 1] == "1024"
+    assert set(plan.jobs["fig7/measure-dispersion"].deps) == {"table4/gpt2/dispersion-lambda1.0-seed1"}
+    assert plan.jobs["table2/gpt2/ce-seed1"].gpu_hours == 1.122  # the paper's own A100 hours
+    assert plan.jobs["table2/gpt2/dispersion-seed2"].gpu_hours == 1.176
+    assert plan.jobs["table2/gpt2/eval-ce-seed1"].cost_source.startswith("estimate")
+
+
+@pytest.mark.parametrize("table", ["table2", "table3", "table4"])
+def test_table_jobs_name_the_same_configs_as_the_make_targets(table):
+    """One source: `make plan TABLE=...` (what `make table2` trains) and the paper plan agree."""
+    plan = build_plan("full")
+    for model in (["gpt2", "gpt2-medium", "qwen3-0.6b", "qwen3-1.7b"] if table == "table2" else ["gpt2"]):
+        out = subprocess.run(["make", "-s", "-C", str(REPO), "plan", f"TABLE={table}", f"MODEL={model}"],
+                             capture_output=True, text=True, check=True).stdout
+        make = {(c, s) for c, s in re.findall(r"--config (\S+) --seed (\d+)", out)}
+        mine = {(j.argv[j.argv.index("--config") + 1], j.argv[j.argv.index("--seed") + 1])
+                for j in plan.jobs.values() if table in j.artefacts and j.kind == "train"
+                and j.id.split("/")[1] == model}
+        assert make and make == mine, (model, make ^ mine)
+
+
+def test_selection_takes_dependencies_and_refuses_unknown_names():
+    plan = build_plan("full")
+    ids = [j.id for j in plan.select(["fig7"])]
+    assert ids.index("table2/gpt2/ce-seed1") < ids.index("fig7/measure-ce") < ids.index("fig7/figure")
+    assert not any(i.startswith("table3/") for i in ids)
+    from lmdisp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--only fig9: not an artefact.*fig7"):
+        plan.select(["fig9"])
+
+
+def _tiny_plan(root: Path, config: Path, resumable: bool = False) -> Plan:
+    jobs = [Job("a", "train" if resumable else "measure",
+                ["midtrain" if resumable else "measure", "--config", str(config), "--output", "{out}"], ["fig3"]),
+            Job("b", "figure", ["lmdisp.paper.steps", "figure", "widths", "--output", "{out}", "{dep:a}"], ["fig3"],
+                ["a"])]
+    return Plan("smoke", root, {j.id: j for j in jobs})
+
+
+def test_state_skips_complete_jobs_sets_changed_ones_aside_and_resumes_training(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: 1\n")
+    plan = _tiny_plan(tmp_path / "plan", config)
+    a = plan.jobs["a"]
+    assert job_state(plan, a).status == "new" and config in config_files(a.argv)
+    state = job_state(plan, a)
+    prepare_folder(plan, state)
+    plan.output(a).mkdir()  # the command makes its --output folder
+    (plan.output(a) / "result.txt").write_text("old")
+    assert job_state(plan, a).status == "aside"  # started, never finished, not resumable
+    mark_done(plan, state, 1.0, {})
+    assert job_state(plan, a).status == "done"
+    before = job_hash(a)
+    config.write_text("lr: 2\n")  # the config changed on disk: the hash changes, the job reruns
+    assert job_hash(a) != before
+    changed = job_state(plan, a)
+    assert changed.status == "aside" and "config changed" in changed.note
+    prepare_folder(plan, changed)
+    kept = list((tmp_path / "plan").glob("a.old-*"))
+    assert len(kept) == 1 and (kept[0] / "result.txt").read_text() == "old"
+    assert not plan.output(a).exists() or not any(plan.output(a).iterdir())  # never mixed
+    train = _tiny_plan(tmp_path / "train", config, resumable=True)
+    st = job_state(train, train.jobs["a"])
+    prepare_folder(train, st)
+    (train.output("a") / "checkpoints").mkdir(parents=True)
+    assert job_state(train, train.jobs["a"]).status == "resume"
+
+
+def test_placeholders_must_name_dependencies(tmp_path):
+    from lmdisp.errors import ConfigError
+
+    assert placeholders(["{dep:a}/final", "x", "{ckpts:b}"]) == ["dep:a", "ckpts:b"]
+    with pytest.raises(ConfigError, match="not one of its dependencies"):
+        Plan("smoke", tmp_path, {"a": Job("a", "figure", ["measure", "{dep:z}"], ["fig3"])})
+
+
+def test_dry_run_prints_every_job_with_command_dependencies_and_cost(run_cli, tmp_path):
+    res = run_cli("paper", "--scale", "full", "--only", "fig7", "--dry-run", "--output", tmp_path)
+    assert res.code == 0, res.err
+    assert "lmdisp midtrain --config configs/midtrain/gpt2-dispersion-lambda1.0.yaml --seed 1" in res.out
+    assert "needs: table2/gpt2/ce-seed1" in res.out
+    assert "1.122 GPU-h (paper Table 2 (A100 hours))" in res.out
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing
+    bad = run_cli("paper", "--scale", "huge", "--dry-run")
+    assert bad.code == 2 and "--scale huge: choose one of full, mini, smoke" in bad.err
+    assert "Traceback" not in bad.err
