@@ -1,7 +1,8 @@
 # lmdisp: every target installs what it needs first (into .venv) and works offline.
 #   make demo    measure the bundled SmolLM2-135M (offline) and write results/measure/...
 #   make test    run the offline test suite
-#   make toy     ce vs dispersion mid-training of a tiny model, offline (Figure 7 direction; README block)
+#   make toy     ce vs dispersion mid-training of a tiny model, offline (Figure 7 direction; README=1: README block)
+#   make posttrain  SFT / GRPO with and without dispersion: condensation before/after, task metric (README=1: README block)
 #   make bench   speed and memory of `measure` vs the authors' package (results/bench/; README=1: README too)
 #   make geometry  where SmolLM2 condenses: sites, first token, isotropy views, extras' cost (offline)
 #   make bench-gpu   the GPU benchmark (measure, training, evaluation) on one card
@@ -32,7 +33,7 @@ NGPUS  ?= $(shell if [ -n "$$CUDA_VISIBLE_DEVICES" ]; then echo "$$CUDA_VISIBLE_
                   else nvidia-smi -L 2>/dev/null | grep -c '^GPU'; fi)
 LAUNCH ?= $(if $(filter-out 0 1,$(NGPUS)),$(BIN)/torchrun --nproc_per_node $(NGPUS) -m lmdisp,$(LMDISP))
 
-.PHONY: install demo toy test test-fast bench geometry bench-train bench-eval bench-gpu bench-shards wheels fig2 fig3 fig4 fig5 fig7 figS2 table2 table3 table4 plan paper paper-plan clean
+.PHONY: install demo toy posttrain test test-fast bench geometry bench-train bench-eval bench-gpu bench-shards wheels fig2 fig3 fig4 fig5 fig7 figS2 table2 table3 table4 plan paper paper-plan bench-paper browser clean
 
 install: $(VENV)/.installed
 
@@ -59,8 +60,13 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(OFFLINE) $(LMDISP) measure smollm2-135m random:smollm2-135m --dataset builtin --repetitions 20 --metrics all
 
-test: install
-	$(OFFLINE) $(BIN)/python -m pytest -x --durations=10
+test: install browser
+	$(OFFLINE) LMDISP_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -x --durations=10
+
+# The report's browser test needs headless Chromium (Debian's `chromium`): installed when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 test-fast: install
 	$(OFFLINE) $(BIN)/python -m pytest -x -m "not slow"
@@ -69,10 +75,17 @@ bench: install
 	$(OFFLINE) $(BIN)/python bench/measure_speed.py --repetitions $(REPS) $(BENCH_README)
 
 # Sites (residual/attn/mlp), first-token effect and isotropy views of the bundled SmolLM2-135M,
-# offline; writes results/bench/geometry.{png,md,json} and the README block `geometry`.
+# offline; writes results/bench/geometry.{png,md,json} (README=1: and the README block `geometry`).
 GEOREPS ?= 8
 geometry: install
 	$(OFFLINE) $(BIN)/python bench/geometry.py --repetitions $(GEOREPS) $(BENCH_README)
+
+# The open question at small scale: a tiny GPT-2 pre-trained first (POSTTRAIN_MODEL=smollm2-135m: the
+# bundled SmolLM2-135M-Instruct), SFT (ce, dispersion; 2 seeds) and a short GRPO run, each measured
+# on the same texts; results/bench/posttrain.* (README=1: the README block `posttrain`), runs in results/posttrain/.
+POSTTRAIN_MODEL ?= tiny
+posttrain: install
+	$(OFFLINE) $(BIN)/python bench/posttrain.py --model $(POSTTRAIN_MODEL) $(BENCH_README)
 
 bench-train: install
 	$(OFFLINE) $(BIN)/python bench/train_step.py $(BENCH_README)
@@ -114,7 +127,11 @@ PAPER_FLAGS ?=
 PAPER := $(LMDISP) paper --executor $(PAPER_EXECUTOR) $(PAPER_FLAGS)
 
 paper: install
-	$(if $(filter-out full,$(SCALE)),$(OFFLINE)) $(PAPER) --scale $(SCALE)
+	$(if $(filter-out full,$(SCALE)),$(OFFLINE)) $(PAPER) --scale $(SCALE) --readme README.md
+
+# Wall time per job of the mini plan, with the machine's load (results/bench/paper_mini.*; README=1: README block).
+bench-paper: install
+	$(OFFLINE) $(BIN)/python bench/paper_mini.py $(BENCH_README)
 
 paper-plan: install
 	$(LMDISP) paper --scale $(SCALE) --dry-run $(PAPER_FLAGS)

@@ -1,4 +1,4 @@
-"""The measured effect of one deliberate difference (docs/fidelity.md, T3): gradient
+"""The measured effect of one deliberate difference (docs/fidelity.md T9): gradient
 accumulation scaling.
 
 lmdisp's loss gives the true mean gradient over the accumulated batch. The authors' training

@@ -1,4 +1,4 @@
-"""The measured effect of one deliberate difference (docs/fidelity.md, L2): lmdisp draws the
+"""The measured effect of one deliberate difference (docs/fidelity.md L10): lmdisp draws the
 256-token subsample once per sequence and shares it across the selected layers; the authors'
 `DispersionLoss` draws one `randperm` per call, i.e. per layer, shared by every sequence.
 

@@ -27,7 +27,12 @@ class RunDirError(LmdispError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a run; the message says what was kept and how to continue."""
+    """Ctrl-C during a run; the message says what was kept and how to continue. `output`: the
+    folder that `--output` must name to continue (the CLI turns it into the exact command)."""
+
+    def __init__(self, message: str = "", output=None):
+        super().__init__(message)
+        self.output = output
 
 
 class Terminated(Interrupted):

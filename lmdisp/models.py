@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmdisp import integrity
 from lmdisp.errors import ConfigError, ModelLoadError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -377,11 +378,10 @@ def _json_config(path: Path):
 
 def gguf_to_folder(gguf: Path) -> Path:
     """De-quantise a GGUF file once and keep a safetensors copy in the cache."""
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{gguf.resolve()}:{(st := gguf.stat()).st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
     target = cache_dir() / "gguf" / f"{gguf.stem}-{key}"
-    if (target / "config.json").is_file():
-        return target
+    if (target / "config.json").is_file() and integrity.usable(target, "converted GGUF cache"):
+        return target  # its files match the sizes and checksums recorded when it was converted
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -389,20 +389,20 @@ def gguf_to_folder(gguf: Path) -> Path:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except Exception as exc:  # gguf raises many types for a file that is not a model
         raise ModelLoadError(f"{gguf} is not a loadable GGUF model: {_first_line(exc)}") from None
-    # The weights are plain float tensors now; drop the quantiser so they can be saved.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # the weights are plain float tensors now: no quantiser, so they can be saved
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        for part in (model, tok):
+            part.save_pretrained(tmp)
+        integrity.record(tmp)  # sizes and checksums: a damaged copy is found before it is loaded
         os.replace(tmp, target)
-    except OSError:
+    except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (target / "config.json").is_file():  # another process may have won the race
-            raise
+            raise integrity.space_error(exc, target, st.st_size * 4) or exc
     return target
 
 

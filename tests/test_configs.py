@@ -1,5 +1,5 @@
-"""Every shipped paper config carries the authors' values (FIDELITY.md E1, E2, T1, T2, A1-A3, M3,
-P1, P2, F7): read through the same loader the commands use, and the Makefile's choices read
+"""Every shipped paper config carries the authors' values (docs/fidelity.md T11, E4, L4, B2, B4, M11,
+P1-P12, F1): read through the same loader the commands use, and the Makefile's choices read
 with `make -n` (a dry run: nothing is executed)."""
 
 import re
@@ -21,27 +21,27 @@ FEW_SHOT = {"arc_easy", "arc_challenge", "medmcqa", "mmlu"}
 def test_midtrain_configs_carry_the_authors_per_model_values(path):
     cfg = load_config(TrainConfig, path)
     qwen3 = path.name.startswith("qwen3")
-    assert cfg.clamp == (0.25 if qwen3 else 0.1)              # T1
-    assert cfg.noise_alpha == (5.0 if qwen3 else 1.0)         # T2
+    assert cfg.clamp == (0.25 if qwen3 else 0.1)              # L4
+    assert cfg.noise_alpha == (5.0 if qwen3 else 1.0)         # B2
     assert cfg.context_length == (4096 if qwen3 else 1024)
-    assert cfg.eval_points == 5                               # E1: floor(T/5)+1 checkpoints, all kept
+    assert cfg.eval_points == 5                               # T11: floor(T/5)+1 checkpoints, all kept
     assert cfg.world_tokens_per_step(1) == 131_072 and cfg.train_tokens == 200_000_000
     assert cfg.global_batch == (32 if qwen3 else 128) and cfg.max_steps(8) == 1526   # fidelity T1-T3
     assert cfg.packing == "per-1000"                          # fidelity D2
     if qwen3 and cfg.regularizer:                             # fidelity W2: midtrain_qwen3.py's default
         assert cfg.lambda_disp == (0.1 if "lambda0.1" in path.name else 1.0)
     assert (cfg.lr, cfg.warmup_ratio, cfg.warmup_steps, cfg.min_lr_ratio) == (5e-5, 0.2, 0, 0.0)
-    if cfg.loss == "active-forgetting":                       # A1-A3
+    if cfg.loss == "active-forgetting":                       # B3, B4
         assert (cfg.forget_schedule, cfg.forget_lr, cfg.forget_warmup, cfg.forget_every) == ("authors", 5e-5,
                                                                                              0.08, 1000)
-    if "l2-repel" in path.name:                               # L1: the authors' code
+    if "l2-repel" in path.name:                               # L6: the authors' code
         assert cfg.loss == "l2-repel"
 
 
 def test_eval_presets_per_base_model():
     gpt2, qwen3 = load_evaluate_config("paper"), load_evaluate_config("paper-qwen3")
     assert list(gpt2.tasks) == list(qwen3.tasks) and len(gpt2.tasks) == 10
-    assert (gpt2.limit, qwen3.limit) == (500, 200)            # E2
+    assert (gpt2.limit, qwen3.limit) == (500, 200)            # E3, E4
     for cfg, shots in ((gpt2, 1), (qwen3, 5)):
         for task, settings in cfg.tasks.items():
             assert settings["num_fewshot"] == (shots if task in FEW_SHOT else 0), task

@@ -354,7 +354,8 @@ def test_checkpoints_all_evaluates_every_kept_checkpoint(run_cli, task_dir, tmp_
     assert trained.code == 0 and sorted(p.name for p in (tmp_path / "tr").iterdir()) == ["lmdisp.log", "step-3",
                                                                                           "step-5"]
     again = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "all", *args, "--output", tmp_path / "ev")
-    assert again.code == 0 and "0 checkpoint(s) evaluated" in " ".join(again.out.split())  # done: skipped
+    assert again.code == 0 and f"all 3 checkpoint(s) already evaluated in {tmp_path / 'ev'} (steps 0, 3, 5); nothing " \
+        "to do" in " ".join(again.out.split())  # done: skipped, and said so
     bad = run_cli("evaluate", "--model", tmp_path / "run" / "final", "--checkpoints", "all", *args)
     assert bad.code == 2 and "not a training run folder" in bad.err and "Traceback" not in bad.err
     typo = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "all", "--tasks", "toy_mcc",

@@ -3,6 +3,7 @@ cache, a full disk, a dying rank. Each one: what the user sees, and that nothing
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -203,6 +204,279 @@ def test_sigterm_stops_measure_keeping_the_models_it_finished(tmp_path, run_cli,
     assert (out / "random-tiny-gpt2" / "summary.json").is_file()  # the finished model is kept
     assert not (out / "random-tiny-llama").exists() and not (out / locks.LOCK_NAME).exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+# ----------------------------------------------------------------------------- a damaged cache
+
+def _corpus(tmp_path, n=400):
+    import random
+
+    rng = random.Random(0)
+    words = ["alpha", "beta", "gamma", "delta", "condensation", "dispersion", "layer", "token", "the", "of"]
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps({"text": " ".join(rng.choice(words) for _ in range(40))}) + "\n"
+                            for _ in range(n)))
+    return path
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit-flipped"])
+def test_a_damaged_token_shard_is_moved_aside_and_rebuilt(tmp_path, tiny_tokenizer, caplog, damage):
+    from lmdisp.train.shards import TOKENS, prepare_shards, resolve_source
+
+    src, cache = resolve_source(str(_corpus(tmp_path))), tmp_path / "cache"
+    first = prepare_shards(src, tiny_tokenizer, 32, 60, cache_dir=cache)
+    expected = first.blocks(0, first.n_blocks)[:]["input_ids"].clone()
+    tokens = first.path / TOKENS
+    data = bytearray(tokens.read_bytes())
+    if damage == "truncated":
+        tokens.write_bytes(data[: len(data) // 3])  # what a disk-full copy or a cut rsync leaves
+    else:
+        data[len(data) // 2] ^= 0x10                # same size, one bit different
+        tokens.write_bytes(bytes(data))
+    again = prepare_shards(src, tiny_tokenizer, 32, 60, cache_dir=cache)
+    assert again.built and again.path == first.path
+    assert torch.equal(again.blocks(0, again.n_blocks)[:]["input_ids"], expected)
+    what = "has 1280 bytes, 3840 were written" if damage == "truncated" else \
+        "does not match the checksum recorded when it was written"
+    assert f"token cache {first.path} is damaged (tokens.bin {what}): moved aside to .damaged-" in caplog.text
+    assert len(list(first.path.parent.glob(".damaged-blocks-60-*"))) == 1
+
+
+_BUILD = """
+import sys, time
+from lmdisp.models import load_tokenizer
+from lmdisp.train.shards import prepare_shards, resolve_source
+def slow(report):
+    time.sleep(2)     # a long build: the other process starts meanwhile
+s = prepare_shards(resolve_source(sys.argv[1]), load_tokenizer("tiny-bpe"), 32, 60, cache_dir=sys.argv[2], progress=slow)
+print(s.path, s.built, s.blocks(0, s.n_blocks)[:]["input_ids"].sum().item())
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_building_the_same_shards_make_one_cache_and_both_read_it(tmp_path):
+    corpus, cache = _corpus(tmp_path), tmp_path / "cache"
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILD, str(corpus), str(cache)], env=ENV, cwd=REPO,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs[0][0] == outs[1][0] and outs[0][2] == outs[1][2]  # one folder, the same tokens read
+    assert sorted(o[1] for o in outs) == ["False", "True"]        # one built it, the other waited and read it
+    (folder,) = {Path(o[0]).parent for o in outs}
+    assert [p.name for p in folder.iterdir() if not p.name.startswith(".")] == ["blocks-60"]
+
+
+def _checkpoints(run, steps):
+    """A run folder with complete, recorded checkpoints at `steps` (as `save_checkpoint` leaves them)."""
+    from lmdisp import integrity
+
+    for step in steps:
+        ckpt = run / "checkpoints" / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "model.safetensors").write_bytes(os.urandom(4096))
+        (ckpt / "optimizer.pt").write_bytes(os.urandom(8192))
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        integrity.record(ckpt)
+    return run / "checkpoints"
+
+
+class _OneProcess:
+    is_main_process = True
+
+    def wait_for_everyone(self):
+        pass
+
+
+def test_a_checkpoint_with_a_missing_shard_is_moved_aside_and_the_one_before_is_used(tmp_path, caplog):
+    from lmdisp.train.folder import resume_point
+
+    ckpts = _checkpoints(tmp_path / "run", [4, 8])
+    (ckpts / "checkpoint-8" / "model.safetensors").unlink()
+    assert resume_point(tmp_path / "run", _OneProcess()) == str(ckpts / "checkpoint-4")
+    assert f"{ckpts / 'checkpoint-8'} is damaged (model.safetensors is missing): moved aside, resuming from the " \
+           "checkpoint before it" in caplog.text
+    assert [p.name.split("-1")[0] for p in ckpts.iterdir()] != [] and list(ckpts.glob(".damaged-checkpoint-8-*"))
+
+
+def test_a_named_damaged_checkpoint_is_refused_in_one_line(tmp_path, run_cli):
+    from lmdisp.train.folder import chosen_checkpoint
+
+    ckpts = _checkpoints(tmp_path / "run", [4])
+    data = bytearray((ckpts / "checkpoint-4" / "optimizer.pt").read_bytes())
+    data[100] ^= 1
+    (ckpts / "checkpoint-4" / "optimizer.pt").write_bytes(bytes(data))
+    with pytest.raises(RunDirError, match=r"resume_from=checkpoint-4: .*checkpoint-4 is damaged \(optimizer.pt does "
+                                          r"not match the checksum recorded when it was written\); choose another"):
+        chosen_checkpoint(tmp_path / "run", "checkpoint-4")
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+def test_a_checkpoint_save_without_space_is_removed_and_the_one_before_kept(tmp_path, monkeypatch):
+    import errno
+
+    from lmdisp import integrity
+    from lmdisp.errors import DiskFull
+
+    real = torch.save
+
+    def full_at_step_8(obj, f, *a, **k):  # the disk fills while checkpoint-8's optimiser state is written
+        if "checkpoint-8" in str(f) and "optimizer" in str(f):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", full_at_step_8)
+    with pytest.raises(DiskFull) as err:
+        run_train(_cfg(tmp_path / "run", save_steps=4))
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert str(err.value).startswith(f"cannot write {ckpts / 'checkpoint-8'}: no space left on the device; it "
+                                     "needs about ")
+    assert str(err.value).endswith("nothing half-written was kept; the last complete checkpoint is checkpoint-4; "
+                                   "free space and continue with --resume")
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-4"]
+    assert integrity.verify(ckpts / "checkpoint-4") is None and (ckpts / "checkpoint-4" / integrity.RECORD).is_file()
+    assert not (tmp_path / "run" / locks.LOCK_NAME).exists()
+
+
+_LIMITED = """
+import resource, sys
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from lmdisp.cli.main import main
+sys.argv = ["lmdisp", *sys.argv[2:]]
+main()
+"""
+
+
+def _limited(limit, *args):
+    """`lmdisp ARGS` with a real file-size limit (RLIMIT_FSIZE: a write past it fails with EFBIG)."""
+    return subprocess.run([sys.executable, "-c", _LIMITED, str(limit), *map(str, args)], env=ENV, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_real_file_size_limit_gives_one_line_and_leaves_nothing_half_written(tmp_path):
+    corpus = _corpus(tmp_path, n=2000)
+    res = _limited(20_000, "prepare", "--model", "random:tiny-gpt2", "--dataset", corpus, "--context-length", "32",
+                   "--train-tokens", "40k", "--set", f"cache_dir={tmp_path / 'cache'}")
+    assert res.returncode == 2, res.stderr[-2000:]
+    (line,) = res.stderr.strip().splitlines()
+    assert re.fullmatch(rf"error: cannot write {tmp_path / 'cache'}/c.jsonl-ctx32-[0-9a-f]+: the file-size limit "
+                        r"\(ulimit -f\) was reached; it needs about 80.5 KB; nothing half-written was kept; free space "
+                        "there or choose another cache_dir", line), line
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.name != ".lock"]
+    out = tmp_path / "m"
+    res = _limited(100_000, "measure", "random:tiny-gpt2", "--dataset", "builtin", "--repetitions", "2",
+                   "--max-length", "128", "--no-plots", "--save-matrices", "--output", out)
+    assert res.returncode == 2, res.stderr[-2000:]
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot write {out / 'random-tiny-gpt2' / 'matrices.npz'}: the file-size limit")
+    assert not list(out.rglob("matrices.npz")) and not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_a_request_cache_cut_mid_write_is_moved_aside_and_asked_again(tmp_path, caplog):
+    import shutil
+
+    from bench.eval_speed import write_task
+    from lmdisp.eval.config import EvaluateConfig
+    from lmdisp.eval.harness import CACHE_DIR, run_evaluate
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    write_task(tasks, 6)
+
+    def cfg(out):
+        return EvaluateConfig(model="random:tiny-gpt2", tasks="bench_mc", include_path=[str(tasks)], batch_size=1,
+                              device="cpu", seed=1, output=str(out))
+
+    full = run_evaluate(cfg(tmp_path / "full"))
+    cut = tmp_path / "cut"  # a killed evaluation's folder: only its request cache, the database cut short
+    shutil.copytree(tmp_path / "full" / CACHE_DIR, cut / CACHE_DIR)
+    (db,) = (cut / CACHE_DIR).glob("requests*.db")
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+    again = run_evaluate(cfg(cut))
+    assert f"request cache {db} is damaged (database disk image is malformed): moved aside to .damaged-" in caplog.text
+    cols = ["task", "metric", "value", "n"]
+    assert again.table[cols].equals(full.table[cols])
+    assert len(list((cut / CACHE_DIR).glob(".damaged-requests*"))) == 1
+
+
+def test_a_truncated_converted_gguf_cache_is_converted_again(tmp_path, tiny_gpt2_dir, monkeypatch, caplog):
+    import transformers
+
+    from lmdisp import integrity
+    from lmdisp.models import gguf_to_folder
+
+    conversions = []
+    real_model, real_tok = transformers.AutoModelForCausalLM.from_pretrained, transformers.AutoTokenizer.from_pretrained
+
+    def model(path, gguf_file=None, **kw):  # de-quantising: the tiny GPT-2 stands in for the GGUF's weights
+        conversions.append(gguf_file)
+        return real_model(str(tiny_gpt2_dir))
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda p, gguf_file=None, **k: real_tok(
+        str(tiny_gpt2_dir)))
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(64))
+    folder = gguf_to_folder(gguf)
+    assert gguf_to_folder(gguf) == folder and len(conversions) == 1  # reused while intact
+    weights = folder / "model.safetensors"
+    size = weights.stat().st_size
+    weights.write_bytes(weights.read_bytes()[: size // 2])          # a copy cut short
+    assert gguf_to_folder(gguf) == folder and len(conversions) == 2
+    assert f"converted GGUF cache {folder} is damaged (model.safetensors has {size // 2} bytes, {size} were " \
+           f"written): moved aside to .damaged-{folder.name}-" in caplog.text
+    assert integrity.verify(folder) is None and weights.stat().st_size == size
+
+
+# ----------------------------------------------------------------------------- a dying rank
+
+def _torchrun(out, *extra):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lmdisp", "midtrain",
+            *FLAGS[:6], "--batch-size", "2", *FLAGS[8:], "--train-tokens", str(40 * 128), "--save-steps", "20",
+            "--logging-steps", "5", "--output", str(out), *extra]
+
+
+def _rank_pid(launcher: int, rank: str) -> int:
+    for child in subprocess.run(["pgrep", "-P", str(launcher)], capture_output=True, text=True).stdout.split():
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in environ:
+            return int(child)
+    raise AssertionError("no such rank")
+
+
+@pytest.mark.slow
+def test_a_dying_rank_stops_the_other_in_one_line_and_resume_reaches_the_same_weights(tmp_path):
+    import socket
+
+    from lmdisp import integrity
+
+    full = subprocess.run(_torchrun(tmp_path / "full"), env=ENV, cwd=REPO, capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr[-3000:]
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_torchrun(out), env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    record = out / "checkpoints" / "checkpoint-20" / integrity.RECORD
+    deadline = time.time() + 300
+    while not record.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    victim = _rank_pid(proc.pid, "1")
+    os.kill(victim, signal.SIGKILL)
+    killed = time.time()
+    _, err = proc.communicate(timeout=120)
+    assert time.time() - killed < 60 and proc.returncode != 0
+    assert not (out / "final").exists(), "the run finished before the rank was killed"
+    ours = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert ours == [f"error: rank 1 (pid {victim} on host {socket.gethostname()}) died; rank 0 stopped too "
+                    f"(collective timeout 1800 s); the last complete checkpoint is {record.parent}; continue, under "
+                    f"the same launcher, with: lmdisp midtrain --config {out / 'config.yaml'} --output {out} "
+                    "--resume"], err[-3000:]
+    assert integrity.verify(record.parent) is None
+    resumed = subprocess.run(_torchrun(out, "--resume"), env=ENV, cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _same(_weights(out), _weights(tmp_path / "full"))
 
 
 _FORKED_UNDER_THE_FLAG = """

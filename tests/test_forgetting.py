@@ -1,5 +1,5 @@
 """Active forgetting's learning rates: the scheduler `DispersionTrainer` builds, stepped like the
-Trainer steps it, against a direct computation of every optimiser step's LR (FIDELITY.md A1-A3).
+Trainer steps it, against a direct computation of every optimiser step's LR (docs/fidelity.md B4).
 
 Direct computation, for optimiser step g = 1..T (T total steps, K the reset interval, peak P):
 - authors: e = (g * floor(T / K)) mod T, W = floor(0.08 T), lr = P * (e / W if e < W else
@@ -61,7 +61,7 @@ def test_authors_schedule_equals_direct_computation(T, K):
 
 
 def test_authors_schedule_properties_in_the_gpt2_setting():
-    """FIDELITY.md A3: GPT-2 at one GPU (T = 1526, K = 1000): after the reset at step 1000 the
+    """docs/fidelity.md B4: GPT-2 at one GPU (T = 1526, K = 1000): after the reset at step 1000 the
     embedding LR never restarts its warm-up and stays <= 1.9e-5; T < K: it is 0 throughout."""
     emb, _ = stepped_lrs(1526, forget_every=1000)
     assert max(emb[1000:]) <= 1.9e-5 and emb[1000] == pytest.approx(PEAK * (1526 - 1001) / (1526 - 122))  # step 1001

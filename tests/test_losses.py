@@ -241,7 +241,7 @@ def test_identical_tokens_still_get_pushed_apart(name):
 
 
 def test_l2_repel_authors_version_is_the_norm_penalty_at_real_scales():
-    """FIDELITY.md L1: with ||z_i - z_j||^2 >> tau the diagonal's exp(0) = 1 terms swamp the
+    """docs/fidelity.md L6: with ||z_i - z_j||^2 >> tau the diagonal's exp(0) = 1 terms swamp the
     off-diagonal ones, so the authors' loss and its gradient equal log(n) + 0.1 mean(z^2)'s;
     the paper's version keeps a repulsion gradient far larger than the norm term's."""
     h = (torch.randn(2, 16, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 30)

@@ -1,6 +1,6 @@
 """Parity of `--dataset` sampling with the authors' package: lmdisp's texts, tokenised inputs
 and mean matrices equal those of `embedding_condensation.get_random_long_text` /
-`measure_embedding_condensation(dataset=...)` on the same corpus (FIDELITY.md, M1).
+`measure_embedding_condensation(dataset=...)` on the same corpus (docs/fidelity.md M3).
 
 The authors' sampling loop is run unchanged from the installed package, with two stand-ins
 (monkeypatched inside `embedding_condensation` only):

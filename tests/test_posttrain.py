@@ -262,7 +262,15 @@ def test_sft_resume_after_sigkill_reaches_the_same_weights(chat_model, tmp_path)
     args = _sft_args(chat_model, data, "--max-steps", "8", "--save-steps", "2", "--condensation-every", "0")
     cmd = lambda out, *more: [sys.executable, "-m", "lmdisp", *args, "--output", str(out), *more]  # noqa: E731
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    subprocess.run(cmd(tmp_path / "full"), check=True, env=env, capture_output=True)
+    from lmdisp.config import load_config
+    from lmdisp.train.posttrain_config import PostTrainConfig
+    from lmdisp.train.posttrain_run import run_posttrain
+
+    # the reference run in-process (one interpreter start less), with the settings of `args`
+    run_posttrain(load_config(PostTrainConfig, None, ["condensation_sequences=2", "heldout_length=32"], {
+        "model": str(chat_model), "dataset": str(data), "loss": "dispersion", "lambda_disp": 0.5, "batch_size": 4,
+        "logging_steps": 1, "lr": 1e-3, "max_steps": 8, "save_steps": 2, "condensation_every": 0,
+        "output": str(tmp_path / "full")}, fixed={"objective": "sft"}))
     proc = subprocess.Popen(cmd(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = tmp_path / "killed" / "checkpoints" / "checkpoint-4" / "trainer_state.json"
     deadline = time.time() + 300
@@ -279,3 +287,18 @@ def test_sft_resume_after_sigkill_reaches_the_same_weights(chat_model, tmp_path)
     steps = [json.loads(x)["step"] for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
              if "reg" in x]
     assert steps == list(range(1, 9))  # none lost, none logged twice
+
+
+def test_rule_rewards_and_their_refusals():
+    from lmdisp.errors import ConfigError
+    from lmdisp.train.rewards import reward_functions
+
+    answer, length, regex = reward_functions("answer,length:4,regex:^The")
+    said = ["The answer is 68.", "23 + 45 = 68", "68 is not it, 67", [{"role": "assistant", "content": "It is 68"}]]
+    assert answer(said, answer=["68"] * 4) == [1.0, 1.0, 0.0, 1.0]
+    assert length(["one two three four", "one two"]) == [0.0, -0.5]
+    assert regex(["The end", "the end"]) == [1.0, 0.0]
+    for bad, message in [("lenght:3", "use answer, length:N"), ("length:0", "use answer"), ("regex:(", "not a regular"),
+                         ("", "at least one")]:
+        with pytest.raises(ConfigError, match=message):
+            reward_functions(bad)

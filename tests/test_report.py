@@ -208,3 +208,18 @@ def test_best_chooses_over_steps_0_to_T_and_best_trained_leaves_step_0_out(tmp_p
     v = run.values.set_index("method")
     assert v.loc["dispersion", "steps"] == ",".join(str(picks[s]) for s in (1, 2))
     assert v.loc["base", "average"] == pytest.approx(30.0)
+
+
+@pytest.mark.parametrize("method", ["dispersion (lambda=1.0)", "dispersion-torchtitan (lambda=1.0)"])
+def test_the_reference_is_found_by_its_loss_name_when_one_row_has_it(tmp_path, method):
+    """Qwen3's dispersion row carries lambda 1.0 and Table 5's is dispersion-torchtitan
+    (docs/fidelity.md W2, P6): `--reference dispersion` still finds the one such row."""
+    root = tmp_path / "evals"
+    root.mkdir()
+    for m, values in (("ce", (40.0, 41.0, 42.0)), (method, (45.0, 46.0, 47.0))):
+        for seed, v in enumerate(values, 1):
+            fake_run(root / f"{m}-{seed}", "Qwen/Qwen3-0.6B", m, seed, {t: v for t in TASKS})
+    run = run_report(ReportConfig(runs=[str(root)], output=str(tmp_path / "r"), plot=False))
+    v = run.values.set_index("method")
+    assert v.loc[method, "significance"] == "ref." and v.loc["ce", "significance"] != "—"
+    assert v.loc["ce", "p_value"] == pytest.approx(ttest_ind([41.0, 40.0, 42.0], [45.0, 46.0, 47.0]).pvalue)

@@ -16,6 +16,7 @@ from typing import Any
 
 from lmdisp.config import as_dict
 from lmdisp.errors import DataError
+from lmdisp.jsontext import json_text
 from lmdisp.runs import RunDir, slugify, write_json, write_table, write_text
 
 # The metric a task reports when neither the preset nor the task list names one.
@@ -94,7 +95,7 @@ def write_evaluation(run: RunDir, raw: dict, plan: dict[str, dict], cfg: Any, **
     samples = raw.pop("samples", None) or {}
     for task, items in samples.items():
         write_text(run.path / "samples" / f"{slugify(task)}.jsonl",
-                   "".join(json.dumps(s, default=str) + "\n" for s in items))
+                   "".join(json_text(s) + "\n" for s in items))
     write_json(run.path / "lm_eval_results.json", raw)  # first: kept even if a metric is missing below
     table, metrics = flatten(raw, plan, cfg.limit)
     write_table(table, run.path / "tasks", float_format="%.10g")
@@ -140,3 +141,29 @@ def read_tasks_csv(folder: Path):
     if not pd.api.types.is_numeric_dtype(tasks["value"]):
         raise DataError(f"{folder}: damaged tasks.csv (non-numeric `value`)")
     return tasks
+
+
+def load_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def set_aside_damaged_requests(cache: Path) -> bool:
+    """Move aside lm-eval request-cache databases (`requests_rank<i>.db`) that SQLite finds
+    damaged (a file cut mid-write): their answers are asked again, never read. True."""
+    import logging
+    import sqlite3
+    from contextlib import closing
+
+    from lmdisp.integrity import move_aside
+
+    for db in sorted(Path(cache).glob("requests*.db")):
+        try:
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+                status = con.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            status = str(exc)
+        if status != "ok":
+            aside = move_aside(db)
+            logging.getLogger("lmdisp").warning("request cache %s is damaged (%s): moved aside to %s; its answers "
+                                                "are asked again", db, status, aside.name)
+    return True

@@ -92,13 +92,16 @@ def train_labels(cfg: TrainConfig) -> dict:
 
 def resume_point(run_dir: Path, state, chosen: str | None = None) -> str | None:
     """The checkpoint to resume from: `chosen` (a `checkpoint-N` of this run, or a path to
-    one), else the newest complete one. The Trainer writes `trainer_state.json` last, so a
+    one), else the newest usable one. The Trainer writes `trainer_state.json` last, so a
     checkpoint without a readable one was cut short by a kill: the main process moves it
-    aside (`.incomplete-checkpoint-N`) and the run resumes from the one before. None (with
-    a notice) when the run has no checkpoint yet: it starts again from step 0."""
-    import json
+    aside (`.incomplete-checkpoint-N`) and the run resumes from the one before; so does a
+    checkpoint whose files differ from the sizes and checksums recorded when it was written
+    (`.damaged-checkpoint-N`, with a warning). None (with a notice) when the run has no
+    checkpoint yet: it starts again from step 0."""
     import logging
     import re
+
+    from lmdisp.train.checkpoints import problem
 
     folder = run_dir / "checkpoints"
     if chosen:
@@ -107,18 +110,49 @@ def resume_point(run_dir: Path, state, chosen: str | None = None) -> str | None:
     if folder.is_dir():
         ckpts = [p for p in folder.iterdir() if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir()]
         for ckpt in sorted(ckpts, key=lambda p: int(p.name.split("-")[1]), reverse=True):
-            try:
-                json.loads((ckpt / "trainer_state.json").read_text())
+            wrong = problem(ckpt)
+            if wrong is None:
                 found = str(ckpt)
                 break
-            except (OSError, ValueError):
-                if state.is_main_process:
-                    ckpt.rename(ckpt.with_name(f".incomplete-{ckpt.name}-{int(time.time())}"))
+            if state.is_main_process:
+                cut = "trainer_state.json" in wrong
+                ckpt.rename(ckpt.with_name(f".{'incomplete' if cut else 'damaged'}-{ckpt.name}-{int(time.time())}"))
+                if not cut:
+                    logging.getLogger("lmdisp").warning("%s is damaged (%s): moved aside, resuming from the "
+                                                        "checkpoint before it", ckpt, wrong)
     state.wait_for_everyone()
     if found is None and state.is_main_process:
         logging.getLogger("lmdisp").warning("%s has no complete checkpoint yet: starting it again from step 0",
                                             run_dir)
+    elif state.is_main_process:
+        logging.getLogger("lmdisp").warning("--resume: continuing %s from step %s (%s)", run_dir,
+                                            Path(found).name.split("-")[1], found)
     return found
+
+
+def last_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+    """(step, folder) of the newest complete checkpoint of a run (`trainer_state.json` is
+    written last), or None; reads only."""
+    import re
+
+    folder = Path(run_dir) / "checkpoints"
+    found = [(int(m.group(1)), c) for c in (folder.iterdir() if folder.is_dir() else [])
+             if (m := re.fullmatch(r"checkpoint-(\d+)", c.name)) and (c / "trainer_state.json").is_file()]
+    return max(found, default=None)
+
+
+def stopped_message(command: str, run_dir: Path, step: int) -> str:
+    """After Ctrl-C: the step reached, the checkpoint --resume continues from, and the command."""
+    last = last_checkpoint(run_dir)
+    if last is None:
+        kept = "no checkpoint was saved yet, so --resume starts it again from step 0"
+    elif last[0] >= step:
+        kept = f"its last checkpoint is that step ({last[1]})"
+    else:
+        again = f"step {step}" if step == last[0] + 1 else f"steps {last[0] + 1}-{step}"
+        kept = f"its last checkpoint is step {last[0]} ({last[1]}): --resume continues from there ({again} again)"
+    return (f"{command} stopped at step {step}; {kept}; continue with: lmdisp {command} --config "
+            f"{run_dir / 'config.yaml'} --output {run_dir} --resume")
 
 
 def final_losses(metrics: Path) -> dict:
@@ -143,15 +177,17 @@ def final_losses(metrics: Path) -> dict:
 
 
 def chosen_checkpoint(run_dir: Path, chosen: str) -> Path:
-    """`resume_from`: a `checkpoint-N` of the run, or a path to one; it must be complete."""
-    import json
+    """`resume_from`: a `checkpoint-N` of the run, or a path to one; it must be complete and
+    match the sizes and checksums recorded when it was written."""
+    from lmdisp.train.checkpoints import problem
 
     folder = run_dir / "checkpoints"
     ckpt = Path(chosen).expanduser() if Path(chosen).expanduser().is_dir() else folder / chosen
-    try:
-        json.loads((ckpt / "trainer_state.json").read_text())
-    except (OSError, ValueError):
+    if not (ckpt / "trainer_state.json").is_file():
         have = sorted(p.name for p in folder.glob("checkpoint-*")) if folder.is_dir() else []
         raise RunDirError(f"--set resume_from={chosen}: not a complete checkpoint of {run_dir} (it has "
-                          f"{', '.join(have) or 'none'})") from None
+                          f"{', '.join(have) or 'none'})")
+    wrong = problem(ckpt)
+    if wrong:
+        raise RunDirError(f"--set resume_from={chosen}: {ckpt} is damaged ({wrong}); choose another checkpoint")
     return ckpt

@@ -62,7 +62,7 @@ class Regularizer:
         if self.tokens not in TOKEN_CHOICES:
             raise ConfigError(f"reg_tokens {self.tokens!r}: choose one of {', '.join(TOKEN_CHOICES)}")
         if not self.weight >= 0:
-            raise ConfigError(f"--lambda-disp must be >= 0 (got {self.weight})")
+            raise ConfigError(f"--lambda must be >= 0 (got {self.weight})")
 
     def options(self) -> dict[str, float]:
         """tau and clamp, for the losses that take them (any registered loss works)."""

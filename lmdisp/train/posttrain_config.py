@@ -62,7 +62,7 @@ class PostTrainConfig:
     # -- DPO and GRPO
     beta: float | None = option(None, "DPO: preference temperature (TRL: 0.1); GRPO: KL weight (TRL: 0).",
                                 panel=_RL)
-    reward: str = option("answer", "GRPO rewards, comma list: answer (first number == the `answer` column), "
+    reward: str = option("answer", "GRPO rewards, comma list: answer (last number == the `answer` column), "
                          "length:N (-|words - N| / N), regex:PATTERN (1 if it matches).", panel=_RL)
     num_generations: int = option(4, "GRPO: completions per prompt.", panel=_RL, commands=_GRPO)
     max_completion_length: int = option(32, "GRPO: tokens generated per completion.", panel=_RL,

@@ -2,7 +2,8 @@
 `fn(completions, **columns) -> list[float]`; a completion is a string, or a list of chat
 messages whose last one is the model's).
 
-    answer        1.0 when the first number in the completion equals the row's `answer` column
+    answer        1.0 when the last number in the completion equals the row's `answer` column
+                  (`23 + 45 = 68` and `The answer is 68.` both count)
     length:N      -|words - N| / N: 0 at exactly N words
     regex:PAT     1.0 when the completion matches PAT (re.search)
 """
@@ -25,15 +26,15 @@ def completion_text(completion) -> str:
     return str(completion)
 
 
-def first_number(text: str) -> str | None:
-    found = _NUMBER.search(text)
-    return found.group(0) if found else None
+def last_number(text: str) -> str | None:
+    found = _NUMBER.findall(text)
+    return found[-1] if found else None
 
 
 def answer_reward(completions, answer=None, **_) -> list[float]:
     if answer is None:
         raise ConfigError("reward `answer` needs an `answer` column in the dataset")
-    return [float(first_number(completion_text(c)) == str(a).strip()) for c, a in zip(completions, answer)]
+    return [float(last_number(completion_text(c)) == str(a).strip()) for c, a in zip(completions, answer)]
 
 
 def _length(target: int) -> Callable:

@@ -21,7 +21,9 @@ from lmdisp import locks, preempt
 from lmdisp.errors import ConfigError, DataError, Interrupted, Terminated
 from lmdisp.runs import RunDir, peak_memory, save_figure, write_json
 from lmdisp.train.config import TrainConfig
-from lmdisp.train.folder import check_output, final_losses, prepare_run_dir, resume_point, train_labels
+from lmdisp.train.folder import (check_output, final_losses, prepare_run_dir, resume_point, stopped_message,
+                                 train_labels)
+from lmdisp.train import ranks
 from lmdisp.train.callbacks import StopOnSigterm
 from lmdisp.train.trainer import DispersionTrainer
 
@@ -40,10 +42,18 @@ def _use_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
-def _dist_state():
+COLLECTIVE_TIMEOUT_S = 1800  # transformers' ddp_timeout default; trainer_args: {ddp_timeout: N} changes it
+
+
+def _dist_state(cfg: TrainConfig | None = None):
+    """The process group, with the collective timeout set: a rank that waits longer than this
+    on the others (one died without its socket closing) fails instead of hanging."""
+    import datetime
+
     from accelerate import PartialState
 
-    return PartialState(cpu=_use_cpu())
+    seconds = int((cfg.trainer_args if cfg else {}).get("ddp_timeout", COLLECTIVE_TIMEOUT_S))
+    return PartialState(cpu=_use_cpu(), timeout=datetime.timedelta(seconds=seconds))
 
 
 def build_data(cfg: TrainConfig, tokenizer, progress=None):
@@ -190,7 +200,7 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
     started = time.time()
     if cfg.init == "scratch" and not cfg.model.startswith("random:"):
         cfg.model = f"random:{cfg.model}"  # pre-training: the spec names a config, weights start fresh
-    state = _dist_state()
+    state = _dist_state(cfg)
     world = state.num_processes
     max_steps = cfg.max_steps(world)          # refuses a budget below one step
     if (command == "distill") != bool(cfg.teacher):
@@ -232,12 +242,18 @@ def _train(cfg, command, state, run_dir, fresh, tokenizer, train, heldout, max_s
         locks.acquire(run_dir, command)       # re-entrant: held since the folder was made or checked
     stop = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopOnSigterm))
     resume_cmd = f"lmdisp {command} --config {run_dir / 'config.yaml'} --output {run_dir} --resume"
+    everyone = ranks.peers(state)
     try:
         with peak_memory() as mem, preempt.graceful():
             trainer.train(resume_from_checkpoint=resume)
-    except KeyboardInterrupt:
-        raise Interrupted(f"{command} stopped at step {trainer.state.global_step}; continue with: {resume_cmd}") \
-            from None
+    except Exception as exc:  # a rank died: say which, in one line, instead of the backend's traceback
+        if everyone and ranks.is_collective_failure(exc):
+            raise ranks.lost(everyone, state.process_index, exc, trainer.args.ddp_timeout,
+                             Path(trainer.args.output_dir), resume_cmd) from None
+        raise
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated keeps its exit code)
+        stopped = type(exc) if isinstance(exc, Interrupted) else Interrupted
+        raise stopped(stopped_message(command, run_dir, trainer.state.global_step), output=run_dir) from None
     finally:  # a failed run (NaN, Ctrl-C) must not leave the terminal inside a live progress bar
         for cb in trainer.callback_handler.callbacks:
             if hasattr(cb, "close"):

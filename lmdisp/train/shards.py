@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -41,6 +42,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from lmdisp import integrity, space
 from lmdisp.errors import DataError
 from lmdisp.train.records import Source, iter_records, resolve_source  # noqa: F401 (re-exported)
 
@@ -51,6 +53,7 @@ INDEX = "index.json"
 BATCH_CHARS = 1 << 20            # text handed to the tokenizer per call (about 1 MB)
 AUTHORS_BATCH = 1000             # records per `datasets.map` batch in the authors' packing (its default)
 Progress = Callable[[dict], None]
+log = logging.getLogger("lmdisp")
 
 
 @dataclass(frozen=True)
@@ -200,17 +203,33 @@ class Shards:
         return TokenBlocks(self.path / TOKENS, self.index["dtype"], self.index["context_length"], start, stop)
 
 
-def find_shards(folder: Path, need: int) -> Shards | None:
-    """A complete build under `folder` with at least `need` blocks (or the whole corpus)."""
-    best = None
+def find_shards(folder: Path, need: int, damaged: list | None = None) -> Shards | None:
+    """The largest complete, undamaged build under `folder` with at least `need` blocks (or the
+    whole corpus). Builds whose token file does not match the size and checksum recorded in
+    their index are skipped, and listed in `damaged` as (folder, what is wrong)."""
+    found = []
     for sub in folder.glob("blocks-*") if folder.is_dir() else ():
         try:
             index = json.loads((sub / INDEX).read_text())
         except (OSError, ValueError):
             continue  # not complete: never used
-        if (index["n_blocks"] >= need or index["exhausted"]) and (best is None or index["n_blocks"] > best.n_blocks):
-            best = Shards(sub, index)
-    return best
+        if index["n_blocks"] >= need or index["exhausted"]:
+            found.append(Shards(sub, index))
+    for shards in sorted(found, key=lambda s: s.n_blocks, reverse=True):
+        problem = damage(shards)
+        if problem is None:
+            return shards
+        if damaged is not None:
+            damaged.append((shards.path, problem))
+    return None
+
+
+def damage(shards: Shards) -> str | None:
+    """What is wrong with a build's token file (None: its size, and its SHA-256 where the index
+    records one, are those written; an older build without them is checked by its size)."""
+    index = shards.index
+    size = index.get("bytes", index["n_blocks"] * index["context_length"] * np.dtype(index["dtype"]).itemsize)
+    return integrity.check_file(shards.path / TOKENS, size, index.get("sha256"))
 
 
 def prepare_shards(src: Source, tokenizer, context_length: int, need: int, *, cache_dir: str | None = None,
@@ -220,21 +239,28 @@ def prepare_shards(src: Source, tokenizer, context_length: int, need: int, *, ca
     cache, or built now under the key's lock (see the module docstring)."""
     name, ident = cache_key(src, tokenizer, context_length, packing)
     folder = shard_root(cache_dir) / name
-    found = find_shards(folder, need)
-    if found:
+    found = find_shards(folder, need, damaged := [])
+    if found and not damaged:
         return found
     folder.mkdir(parents=True, exist_ok=True)
     try:
         with _locked(folder / ".lock"):
-            found = find_shards(folder, need)  # another process may have built it while we waited
+            found = find_shards(folder, need, damaged := [])  # another process may have built it meanwhile
+            for path, problem in damaged:  # we hold the lock: nobody else moves them
+                aside = integrity.move_aside(path)
+                log.warning("token cache %s is damaged (%s): moved aside to %s%s", path, problem, aside.name,
+                            "" if found else "; building it again")
             if found:
                 return found
             for stale in folder.glob(".tmp-*"):  # left by a killed build: we hold the lock, so it is dead
                 shutil.rmtree(stale, ignore_errors=True)
             return _build(src, tokenizer, context_length, need, folder, ident, progress, num_proc, packing)
-    except Exception:
+    except Exception as exc:
         if {p.name for p in folder.iterdir()} <= {".lock"}:  # a refused source leaves no cache folder
             shutil.rmtree(folder, ignore_errors=True)
+        if space.is_no_space(exc):
+            raise space.no_space(exc, folder, need * context_length * token_dtype(tokenizer).itemsize,
+                                 then="free space there or choose another cache_dir") from None
         raise
 
 
@@ -282,6 +308,7 @@ def _build(src: Source, tokenizer, ctx: int, need: int, folder: Path, ident: dic
                             f"dataset `{src.spec}` gives {read} tokens, less than one block of {ctx}; "
                             "lower --context-length or use more text")
         index = {"format": FORMAT, "n_blocks": written, "context_length": ctx, "dtype": dtype.name,
+                 "bytes": written * ctx * dtype.itemsize, "sha256": integrity.sha256(tmp / TOKENS),
                  "exhausted": written < need, "records_read": records, "tokens_read": read,
                  "build_seconds": round(time.perf_counter() - started, 3), "identity": ident}
         _write_index(tmp / INDEX, index)

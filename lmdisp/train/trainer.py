@@ -170,12 +170,9 @@ class DispersionTrainer(Trainer):
                 sums = self.accelerator.reduce(sums, reduction="sum")
             if not bool(torch.isfinite(sums).all()):
                 self._flush_metrics()
-        out = super()._save_checkpoint(model, trial)
-        if self.args.should_save:  # safetensors leaves its files private (0600): make them ordinary files
-            from lmdisp.runs import make_readable
+        from lmdisp.train.checkpoints import save_checkpoint
 
-            make_readable(self.args.output_dir)
-        return out
+        return save_checkpoint(self, lambda: super(DispersionTrainer, self)._save_checkpoint(model, trial))
 
     def train(self, *args, **kwargs):
         self._train_start = self._last_log_time = time.perf_counter()
