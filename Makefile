@@ -7,6 +7,7 @@
 #   make geometry  where SmolLM2 condenses: sites, first token, isotropy views, extras' cost (offline)
 #   make bench-gpu   the GPU benchmark (measure, training, evaluation) on one card
 #   make bench-shards  time to the first training step with token shards, cache size
+#   make bench-soak  resident memory and open files over a long training run and measurement
 #   make plan TABLE=table2   one training command per line, for a cluster scheduler
 #   make paper SCALE=mini   every figure and table of the paper, offline on one CPU, into one report
 #   make fig2 / figS2 / fig3 / fig4 / fig5 / fig7   one figure at the paper's scope (hub access, GPUs)
@@ -33,7 +34,7 @@ NGPUS  ?= $(shell if [ -n "$$CUDA_VISIBLE_DEVICES" ]; then echo "$$CUDA_VISIBLE_
                   else nvidia-smi -L 2>/dev/null | grep -c '^GPU'; fi)
 LAUNCH ?= $(if $(filter-out 0 1,$(NGPUS)),$(BIN)/torchrun --nproc_per_node $(NGPUS) -m lmdisp,$(LMDISP))
 
-.PHONY: install demo toy posttrain test test-fast bench geometry bench-train bench-eval bench-gpu bench-shards wheels fig2 fig3 fig4 fig5 fig7 figS2 table2 table3 table4 plan paper paper-plan bench-paper browser clean
+.PHONY: install demo toy posttrain test test-fast bench geometry bench-train bench-eval bench-gpu bench-shards bench-soak wheels fig2 fig3 fig4 fig5 fig7 figS2 table2 table3 table4 plan paper paper-plan bench-paper browser clean
 
 install: $(VENV)/.installed
 
@@ -104,6 +105,10 @@ wheels:
 # Token shards: time to the first step on a generated 200 MB corpus, cache size, reuse.
 bench-shards: install
 	$(OFFLINE) $(BIN)/python bench/shards.py $(BENCH_README)
+
+# Long runs stay flat: RSS and open files over 2000 training steps and 1000 measure repetitions.
+bench-soak: install
+	OMP_NUM_THREADS=1 $(OFFLINE) $(BIN)/python bench/soak.py
 
 # Figure 7 at toy scale, offline: the same tiny model mid-trained with ce and with
 # dispersion, then both measured.

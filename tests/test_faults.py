@@ -479,6 +479,29 @@ def test_a_dying_rank_stops_the_other_in_one_line_and_resume_reaches_the_same_we
     _same(_weights(out), _weights(tmp_path / "full"))
 
 
+def test_a_full_disk_anywhere_else_is_one_line_at_the_cli(run_cli, monkeypatch, tmp_path):
+    import errno
+    import sqlite3
+
+    import lmdisp.measure
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "metrics.jsonl"))
+
+    monkeypatch.setattr(lmdisp.measure, "run_measure", full)
+    res = run_cli("measure", "random:tiny-gpt2", "--dataset", "builtin")
+    assert res.code == 2 and res.err == (f"error: cannot write {tmp_path / 'metrics.jsonl'}: no space left on the "
+                                         "device; free space and run the command again (a training run continues "
+                                         "with --resume, an evaluation with the same --output)\n")
+
+    def sqlite_full(*a, **k):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(lmdisp.measure, "run_measure", sqlite_full)
+    res = run_cli("measure", "random:tiny-gpt2", "--dataset", "builtin")
+    assert res.code == 2 and res.err.startswith("error: cannot write lm-eval's request cache: no space left")
+
+
 _FORKED_UNDER_THE_FLAG = """
 import multiprocessing as mp, time
 from lmdisp import preempt

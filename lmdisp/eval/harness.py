@@ -269,8 +269,8 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
         run.discard_if_empty()
         if isinstance(exc, KeyboardInterrupt) and kept:  # Ctrl-C, or SIGTERM (Terminated keeps its exit code)
             stopped = type(exc) if isinstance(exc, Interrupted) else Interrupted
-            raise stopped(f"evaluation stopped; the answers so far are kept in {cache}, and the same command "
-                          f"with --output {run.path} continues from them", output=run.path) from None
+            raise stopped(f"evaluation stopped; the answers so far are kept in {cache}", output=run.path,
+                          hint=f"the same command with --output {run.path} continues from them") from None
         raise
     return write_evaluation(run, raw, plan, cfg, seed=seed, labels=labels, model=target.spec,
                             model_info=model_info, training_run=target.run, training=target.training,
