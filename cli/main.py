@@ -65,6 +65,14 @@ def main() -> None:
     except KeyboardInterrupt as exc:  # lmdisp.errors.Interrupted says how to continue
         typer.secho(f"interrupted: {exc}" if str(exc) else "interrupted", fg="red", err=True)
         sys.exit(getattr(exc, "exit_code", 130))  # 143 after SIGTERM (lmdisp.errors.Terminated)
+    except Exception as exc:  # a write the library does not name (a log line, lm-eval's cache) hit a full disk
+        from lmdisp.space import unnamed_no_space
+
+        line = unnamed_no_space(exc)
+        if line is None:
+            raise
+        typer.secho(f"error: {line}", fg="red", err=True)
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 
 
