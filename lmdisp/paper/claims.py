@@ -159,7 +159,8 @@ def _row(rows, method: str):
     exact = rows[rows["method"] == method]
     if not exact.empty:
         return exact
-    loose = rows[rows["method"].str.split(" (", regex=False).str[0] == method]
+    loss = rows["method"].str.split(" (", regex=False).str[0]
+    loose = rows[(loss == method) | loss.str.startswith(method + "-")]  # Table 5: dispersion-torchtitan
     return loose if len(loose) == 1 else loose.iloc[0:0]
 
 
@@ -180,7 +181,8 @@ def compare(claim: Claim, table, src: Path, a: str, b: str, scale: str, label: s
         verdicts.append(v)
         claim.pieces += [f"{block}: {label} ", _n(float(np.mean(xb)), src, "{:.2f}"), " vs ",
                          _n(float(np.mean(xa)), src, "{:.2f}"), " (difference ", _n(diff, src, "{:+.2f}"), " points, ",
-                         *(["Welch p = ", _n(p, src, "{:.3g}")] if p == p else ["no p-value: one seed"]),
+                         *(["Welch p = ", _n(p, src, "{:.3g}")] if p == p else
+                           ["no p-value: " + ("one seed" if min(len(xa), len(xb)) < 2 else "no spread over seeds")]),
                          f", {len(xb)}+{len(xa)} seeds); "]
     if verdicts:
         claim.verdict = verdicts[0] if len(set(verdicts)) == 1 else "mixed"
