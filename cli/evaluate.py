@@ -49,7 +49,7 @@ def _run(config, sets, flags, preset, model_arg=None) -> None:
     except Interrupted as exc:  # Ctrl-C, or SIGTERM (Terminated keeps its exit code)
         if exc.output is None:
             raise
-        raise type(exc)(f"{exc}; continue with: {resume_command(exc.output)}") from None
+        raise type(exc)(f"{exc.message}; continue with: {resume_command(exc.output)}") from None
     _print_table(run)
     console.print(f"results: [bold]{run.path}[/]", soft_wrap=True)
 

@@ -543,3 +543,26 @@ def test_sigterm_stops_evaluate_keeping_its_answers_and_a_rerun_finishes_with_th
 
     cols = ["task", "metric", "value", "n"]
     pd.testing.assert_frame_equal(pd.read_csv(out / "tasks.csv")[cols], pd.read_csv(tmp_path / "full" / "tasks.csv")[cols])
+
+
+_FORKED_UNDER_THE_FLAG = """
+import multiprocessing as mp, time
+from lmdisp import preempt
+with preempt.graceful():
+    child = mp.get_context("fork").Process(target=time.sleep, args=(20,), daemon=True)
+    child.start()
+    time.sleep(0.5)
+    child.terminate()          # SIGTERM, as Pool.terminate() sends lm-eval's bootstrap workers
+    child.join(10)
+    print(child.exitcode, preempt.requested())
+"""
+
+
+def test_a_process_forked_inside_training_still_ends_on_sigterm():
+    """Inside trainer.train() SIGTERM only sets a flag; a process forked there (lm-eval's
+    bootstrap Pool for a perplexity stderr in the periodic evaluation, DataLoader workers)
+    inherits the handler. It must still end on SIGTERM, or Pool.terminate() waits forever (seen:
+    a training run with eval_tasks hung in lm-eval's bootstrap_stderr under load)."""
+    res = subprocess.run([sys.executable, "-c", _FORKED_UNDER_THE_FLAG], capture_output=True, text=True,
+                         timeout=60, cwd=REPO)
+    assert res.stdout.split() == ["-15", "False"], res.stdout + res.stderr

@@ -83,8 +83,8 @@ def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None,
         RunDir(out, "evaluate").discard_if_empty()
         stopped = type(exc) if isinstance(exc, Interrupted) else Interrupted
         done = f"{len(runs) + len(runs.skipped)} of {len(plan)} checkpoints are evaluated in {out}"
-        raise stopped(f"evaluation stopped; {done}, and the same command with --output {out} continues with "
-                      "the others", output=out) from None
+        raise stopped(f"evaluation stopped; {done}", output=out,
+                      hint=f"the same command with --output {out} continues with the others") from None
     except BaseException:
         RunDir(out, "evaluate").discard_if_empty()  # nothing written: leave no empty folder behind
         raise
