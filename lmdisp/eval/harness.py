@@ -263,8 +263,8 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
         write_json(cache / "identity.json", identity)
         raw = evaluate_tasks(lm, by_shot, cfg, seed, tm, stage, cache=cache / "requests", progress=progress)
     except BaseException as exc:
-        kept = bool(list(cache.glob("requests*.db")))
-        if not kept:  # no answer cached: leave nothing behind
+        kept = _answers_cached(cache)
+        if not kept:  # nothing to resume: leave nothing behind
             shutil.rmtree(cache, ignore_errors=True)
         run.discard_if_empty()
         if isinstance(exc, KeyboardInterrupt) and kept:  # Ctrl-C, or SIGTERM (Terminated keeps its exit code)
@@ -278,6 +278,23 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
 
 
 CACHE_DIR = "lm_eval_cache"
+
+
+def _answers_cached(cache: Path) -> bool:
+    """Whether lm-eval's request cache holds an answer (it creates its database, empty, before
+    the model is asked anything). A database that cannot be read counts as holding answers."""
+    import sqlite3
+    from contextlib import closing
+
+    for db in cache.glob("requests*.db"):
+        try:
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+                if con.execute("select count(*) from unnamed").fetchone()[0]:
+                    return True
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                return True
+    return False
 
 
 def cache_identity(cfg: EvaluateConfig, target: ModelTarget) -> dict[str, Any]:

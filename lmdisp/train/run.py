@@ -122,7 +122,7 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_si
         save_total_limit=None if cfg.eval_points else (cfg.save_total_limit or None),
         seed=cfg.seed, data_seed=cfg.seed,
         bf16=precision == "bf16", fp16=precision == "fp16",
-        **{_checkpointing_field(): cfg.gradient_checkpointing},
+        activation_checkpointing=cfg.gradient_checkpointing,
         dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=_use_cpu(),
         neftune_noise_alpha=cfg.noise_alpha if cfg.loss == "noisy-embedding" else None,
@@ -150,16 +150,6 @@ def _schedule(cfg: TrainConfig) -> dict:
     if cfg.min_lr_ratio > 0:
         out.update(lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_ratio})
     return out
-
-
-def _checkpointing_field() -> str:
-    """`gradient_checkpointing` was renamed `activation_checkpointing` in transformers 5."""
-    import dataclasses
-
-    from transformers import TrainingArguments
-
-    names = {f.name for f in dataclasses.fields(TrainingArguments)}
-    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def _apply_lora(model, cfg: TrainConfig):
