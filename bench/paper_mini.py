@@ -1,6 +1,6 @@
 """The mini-scale paper plan on this machine: wall time per job and in all, with the machine and
 its load (other processes share the CPUs), from the done markers `lmdisp paper --scale mini`
-wrote. Writes results/bench/paper_mini.{json,md} and the README block `paper_mini`.
+wrote. Writes results/bench/paper_mini.{json,md} (and the README block `paper_mini` with --readme).
 
     python bench/paper_mini.py                 # read results/paper/mini (run the plan first)
     python bench/paper_mini.py --run           # run `lmdisp paper --scale mini` first
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_model, publish  # noqa: E402
+from common import cpu_model, publish, readme_flag  # noqa: E402
 
 
 def main() -> None:
@@ -24,6 +24,8 @@ def main() -> None:
     ap.add_argument("--root", default="results/paper/mini")
     ap.add_argument("--run", action="store_true", help="run the plan first")
     ap.add_argument("--output", default="results/bench/paper_mini")
+    ap.add_argument("--readme", action="store_true", help="fill the README block paper_mini")
+    readme_flag(ap)
     args = ap.parse_args()
     load_before = os.getloadavg()
     if args.run:
@@ -56,7 +58,7 @@ def main() -> None:
           f"{report['mean_load_1min_at_job_end']:.1f} (other processes shared the CPUs).", "",
           "| kind | jobs | minutes |", "|---|---|---|"]
     md += [f"| {k} | {sum(1 for r in rows if r['kind'] == k)} | {v / 60:.1f} |" for k, v in by_kind.items()]
-    publish("paper_mini", report, "\n".join(md) + "\n", args.output, readme=args.output == "results/bench/paper_mini")
+    publish("paper_mini", report, "\n".join(md) + "\n", args.output, readme=args.readme)
 
 
 if __name__ == "__main__":

@@ -181,6 +181,7 @@ def _fake_training_run(folder, final_from, **overrides):
 
 
 def test_method_labels_name_what_differs_from_the_paper_defaults():
+    from lmdisp.errors import LmdispError
     from lmdisp.train.config import TrainConfig
 
     def method_label(settings):
@@ -189,7 +190,8 @@ def test_method_labels_name_what_differs_from_the_paper_defaults():
     assert method_label({"loss": "dispersion", "lambda_disp": 0.1, "tau": 1.0, "location": "all"}) == "dispersion"
     assert method_label({"loss": "dispersion", "tau": 0.5, "location": "late_half"}) == \
         "dispersion (tau=0.5, location=late_half)"
-    assert method_label({"loss": "ce", "lambda_disp": 0.5}) == "ce"          # ce has no lambda
+    with pytest.raises(LmdispError, match="does nothing with --loss ce"):  # ce has no lambda: refused
+        method_label({"loss": "ce", "lambda_disp": 0.5})
     assert method_label({"loss": "ce", "teacher": "gpt2-medium"}) == "ce (KD from gpt2-medium)"
 
 
@@ -213,7 +215,7 @@ def test_evaluate_in_training_restores_mode_and_rng(preset, task_dir, tmp_path):
 
     from lmdisp.models import load_model
 
-    run = _fake_training_run(tmp_path / "run", None, loss="ce", seed=5)
+    run = _fake_training_run(tmp_path / "run", None, loss="ce", seed=5, lambda_disp=0.1)
     loaded = load_model("random:tiny-gpt2", lm_head=True, device="cpu")
     loaded.model.train()
     torch.manual_seed(123)
@@ -291,25 +293,35 @@ def test_bundled_model_equals_simple_evaluate(task_dir, tmp_path):
 
 
 def test_training_evaluates_at_begin_every_n_steps_and_end(run_cli, task_dir, tmp_path):
-    """The midtrain hook goes through this module: local tasks via eval_include_path."""
+    """The midtrain hook goes through this module (local tasks via eval_include_path), at step 0,
+    every 2 steps and at the end, and each evaluation scores the weights of its own step: the
+    perplexity changes from step to step and equals what `lmdisp evaluate --checkpoints all`
+    gives the checkpoint of that step."""
     res = run_cli("midtrain", "--model", "random:tiny-gpt2", "--dataset", "builtin", "--context-length", "32",
                   "--batch-size", "4", "--grad-accum", "1", "--no-gradient-checkpointing", "--condensation-every", "0",
-                  "--train-tokens", str(5 * 128), "--output", tmp_path / "run", "--set", "eval_tasks=toy_mc",
-                  "--set", f"eval_include_path={task_dir}", "--set", "eval_every=2", "--set", "eval_limit=4",
-                  "--report-to", "tensorboard")
+                  "--train-tokens", str(5 * 128), "--output", tmp_path / "run", "--set", "eval_tasks=toy_ll",
+                  "--set", f"eval_include_path={task_dir}", "--set", "eval_every=2", "--set", "eval_limit=6",
+                  "--save-steps", "2", "--set", "save_total_limit=2", "--report-to", "tensorboard")
     assert res.code == 0, res.err
     evals = sorted(p.name for p in (tmp_path / "run" / "evals").iterdir())
     assert evals == ["step-0", "step-2", "step-4", "step-5"]
+    args = ["--tasks", "toy_ll", "--include-path", task_dir, "--limit", "6"]
+    res = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "all", *args, "--output", tmp_path / "ev")
+    assert res.code == 0, res.err
+    metrics = lambda folder: pd.read_csv(folder / "metrics.csv")[["task", "metric", "value", "n"]]  # noqa: E731
+    hook = {name: metrics(tmp_path / "run" / "evals" / name) for name in evals}
+    perplexity = [t.set_index("metric").loc["perplexity", "value"] for t in hook.values()]
+    assert len(set(perplexity)) == 4, perplexity  # every step scored different weights
+    for step in ("step-4", "step-5"):  # the checkpoints kept (save_total_limit 2)
+        pd.testing.assert_frame_equal(hook[step], metrics(tmp_path / "ev" / step), rtol=1e-5)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     acc.Reload()
-    for name in evals:
-        table = pd.read_csv(tmp_path / "run" / "evals" / name / "tasks.csv")
-        assert "toy_mc" in table["task"].tolist()
-        row = table[table["task"] == "toy_mc"].iloc[0]
-        logged = {e.step: e.value for e in acc.Scalars(f"benchmark/toy_mc/{row['metric']}")}
-        assert logged[int(name.split("-")[1])] == pytest.approx(row["value"], rel=1e-6)  # the same score
+    for name in evals:  # the integrations get the same score as tasks.csv
+        row = pd.read_csv(tmp_path / "run" / "evals" / name / "tasks.csv").set_index("task").loc["toy_ll"]
+        logged = {e.step: e.value for e in acc.Scalars(f"benchmark/toy_ll/{row['metric']}")}
+        assert logged[int(name.split("-")[1])] == pytest.approx(row["value"], rel=1e-6)
 
 
 def test_checkpoints_all_evaluates_every_kept_checkpoint(run_cli, task_dir, tmp_path):

@@ -152,13 +152,13 @@ def report_labels(cfg: EvaluateConfig, target: ModelTarget, seed: int) -> dict[s
             "seed": int(train.get("seed", seed)) if train else seed}
 
 
-def resolve_batch_size(batch_size: Any, device_type: str) -> Any:
+def eval_batch_size(batch_size: Any, device_type: str) -> Any:
     return batch_size if batch_size is not None else ("auto" if device_type == "cuda" else CPU_BATCH_SIZE)
 
 
 def build_lm(cfg: EvaluateConfig, target: ModelTarget, seed: int):
     """lm-eval's model object for the target, and what was loaded (for the manifest)."""
-    from lmdisp.models import classify, gguf_to_folder, load_model, resolve_device, resolve_dtype
+    from lmdisp.models import classify, gguf_to_folder, load_model
 
     if cfg.backend == "vllm":
         source, location = classify(target.load)
@@ -169,14 +169,14 @@ def build_lm(cfg: EvaluateConfig, target: ModelTarget, seed: int):
         from lm_eval.models.vllm_causallms import VLLM
 
         batch = cfg.batch_size or "auto"
-        dtype = str(resolve_dtype(cfg.dtype, resolve_device(cfg.device))).replace("torch.", "")
+        dtype = cfg.dtype  # auto: vLLM's own, the checkpoint's (fp16 for a float32 one)
         lm = VLLM(pretrained=location, tokenizer=cfg.tokenizer or location, dtype=dtype, batch_size=batch,
                   max_batch_size=cfg.max_batch_size, seed=seed, trust_remote_code=cfg.trust_remote_code)
         return lm, {"source": source, "location": location, "device": "cuda", "dtype": dtype, "batch_size": batch}
     loaded = load_model(target.load, dtype=cfg.dtype, device=cfg.device, lm_head=True, tokenizer=cfg.tokenizer,
                         trust_remote_code=cfg.trust_remote_code, seed=seed)
     device = loaded.model.get_input_embeddings().weight.device
-    batch = resolve_batch_size(cfg.batch_size, device.type)
+    batch = eval_batch_size(cfg.batch_size, device.type)
     info = {"source": loaded.source, "location": loaded.location, "num_params": loaded.num_params,
             "device": str(device), "dtype": str(loaded.model.dtype).replace("torch.", ""), "batch_size": batch}
     return hf_lm(loaded.model, loaded.tokenizer, batch, cfg.max_batch_size), info
@@ -261,8 +261,8 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
         write_json(cache / "identity.json", identity)
         raw = evaluate_tasks(lm, by_shot, cfg, seed, tm, stage, cache=cache / "requests", progress=progress)
     except BaseException as exc:
-        kept = bool(list(cache.glob("requests*.db")))
-        if not kept:  # no answer cached: leave nothing behind
+        kept = _answers_cached(cache)
+        if not kept:  # nothing to resume: leave nothing behind
             shutil.rmtree(cache, ignore_errors=True)
         run.discard_if_empty()
         if isinstance(exc, KeyboardInterrupt) and kept:  # Ctrl-C, or SIGTERM (Terminated keeps its exit code)
@@ -276,6 +276,23 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
 
 
 CACHE_DIR = "lm_eval_cache"
+
+
+def _answers_cached(cache: Path) -> bool:
+    """Whether lm-eval's request cache holds an answer (it creates its database, empty, before
+    the model is asked anything). A database that cannot be read counts as holding answers."""
+    import sqlite3
+    from contextlib import closing
+
+    for db in cache.glob("requests*.db"):
+        try:
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+                if con.execute("select count(*) from unnamed").fetchone()[0]:
+                    return True
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                return True
+    return False
 
 
 def cache_identity(cfg: EvaluateConfig, target: ModelTarget) -> dict[str, Any]:
@@ -336,7 +353,7 @@ def evaluate_in_training(model, tokenizer, tasks: str, out_dir: Path | str, labe
     check_task_names(tm, list(cfg.tasks), cfg.include_path)
     plan, by_shot = load_tasks(tm, _plan(cfg), cfg.include_path)
     device = next(model.parameters()).device
-    batch = resolve_batch_size(cfg.batch_size, device.type)
+    batch = eval_batch_size(cfg.batch_size, device.type)
     was_training = model.training
     with _rng_preserved(), _quiet_lm_eval():
         try:

@@ -21,6 +21,8 @@ from lmdisp import locks, preempt
 from lmdisp.errors import ConfigError, DataError, Interrupted, Terminated
 from lmdisp.runs import RunDir, peak_memory, save_figure, write_json
 from lmdisp.train.config import TrainConfig
+from lmdisp.train.data_config import DataConfig
+from lmdisp.train.machine import check_machine
 from lmdisp.train import ranks
 from lmdisp.train.callbacks import StopOnSigterm
 from lmdisp.train.folder import (FINISHED, RESUME, check_output, final_losses, model_spec, prepare_run_dir,
@@ -85,18 +87,18 @@ def build_data(cfg: TrainConfig, tokenizer, progress=None):
 
 
 def prepare_data(cfg, tokenizer, progress=None):
-    """(shards, held-out blocks, training blocks) for a config with TrainConfig's data fields."""
-    from lmdisp.train.config import train_blocks
+    """(shards, held-out blocks, training blocks) for a `DataConfig` (a TrainConfig is one)."""
     from lmdisp.train.shards import Packing, prepare_shards, resolve_source
 
     src = resolve_source(cfg.dataset, text_field=cfg.text_field, split=cfg.split, subset=cfg.subset)
-    held, n_train = cfg.condensation_sequences, train_blocks(cfg)
+    held, n_train = cfg.condensation_sequences, cfg.train_blocks()
     shards = prepare_shards(src, tokenizer, cfg.context_length, held + n_train, cache_dir=cfg.cache_dir,
                             progress=progress, num_proc=cfg.num_proc,
                             packing=Packing(cfg.packing, cfg.doc_tokens))
     n = shards.n_blocks
-    if n < held + n_train:  # the whole corpus is shorter than the budget: epochs over it
+    if n < held + n_train:  # the whole corpus is shorter than the budget: epochs over it, if allowed
         held = min(held, n // 10)
+        cfg.check_repeat(n, held)
         n_train = n - held
     if n_train < 1:
         raise DataError(f"dataset `{cfg.dataset}` gives {n} blocks of {cfg.context_length} tokens; "
@@ -137,7 +139,7 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_si
         save_total_limit=None if cfg.eval_points else (cfg.save_total_limit or None),
         seed=cfg.seed, data_seed=cfg.seed,
         bf16=precision == "bf16", fp16=precision == "fp16",
-        **{_checkpointing_field(): cfg.gradient_checkpointing},
+        activation_checkpointing=cfg.gradient_checkpointing,
         dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=_use_cpu(),
         neftune_noise_alpha=cfg.noise_alpha if cfg.loss == "noisy-embedding" else None,
@@ -165,16 +167,6 @@ def _schedule(cfg: TrainConfig) -> dict:
     if cfg.min_lr_ratio > 0:
         out.update(lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_ratio})
     return out
-
-
-def _checkpointing_field() -> str:
-    """`gradient_checkpointing` was renamed `activation_checkpointing` in transformers 5."""
-    import dataclasses
-
-    from transformers import TrainingArguments
-
-    names = {f.name for f in dataclasses.fields(TrainingArguments)}
-    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def _apply_lora(model, cfg: TrainConfig):
@@ -227,6 +219,7 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
     started = time.time()
     model = model_spec(cfg)                   # pre-training: fresh weights from the named config
     state = _dist_state(cfg)
+    check_machine(cfg.precision, state, command)  # a precision or sharding this machine cannot give
     world = state.num_processes
     max_steps = cfg.max_steps(world)          # refuses a budget below one step
     if (command == "distill") != bool(cfg.teacher):
@@ -386,7 +379,7 @@ def _finish(cfg: TrainConfig, resolved: Resolved, run_dir: Path, started: float,
     write_json(run_dir / "train_summary.json", extra)
 
 
-def run_prepare(cfg: TrainConfig, progress=None) -> dict:
+def run_prepare(cfg: DataConfig, progress=None) -> dict:
     """Build (or find) the token shards a training run with `cfg` will read; a summary."""
     from lmdisp.models import default_tokenizer, load_tokenizer
 
