@@ -1,12 +1,13 @@
 # lmdisp: every target installs what it needs first (into .venv) and works offline.
 #   make demo    measure the bundled SmolLM2-135M (offline) and write results/measure/...
 #   make test    run the offline test suite
-#   make toy     ce vs dispersion mid-training of a tiny model, offline (Figure 7 direction; README block)
-#   make posttrain  SFT / GRPO with and without dispersion: condensation before/after, task metric (README block)
-#   make bench   speed and memory of `measure` vs the authors' package (results/bench/)
+#   make toy     ce vs dispersion mid-training of a tiny model, offline (Figure 7 direction; README=1: README block)
+#   make posttrain  SFT / GRPO with and without dispersion: condensation before/after, task metric (README=1: README block)
+#   make bench   speed and memory of `measure` vs the authors' package (results/bench/; README=1: README too)
 #   make geometry  where SmolLM2 condenses: sites, first token, isotropy views, extras' cost (offline)
 #   make bench-gpu   the GPU benchmark (measure, training, evaluation) on one card
 #   make bench-shards  time to the first training step with token shards, cache size
+#   make bench-soak  resident memory and open files over a long training run and measurement
 #   make plan TABLE=table2   one training command per line, for a cluster scheduler
 #   make paper SCALE=mini   every figure and table of the paper, offline on one CPU, into one report
 #   make fig2 / figS2 / fig3 / fig4 / fig5 / fig7   one figure at the paper's scope (hub access, GPUs)
@@ -20,6 +21,9 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 VENV_FLAGS ?=   # --system-site-packages: use the torch/transformers a GPU node already has
 REPS ?= 100
+# Benchmarks write results/bench/ only; README=1 also replaces their README blocks
+# (e.g. `make bench README=1`), so a trial run never rewrites the README.
+BENCH_README := $(if $(filter 1 yes true,$(README)),--readme)
 TOYDIR ?= results/toy/$(shell date +%Y%m%d-%H%M%S)
 # Training steps launch through LAUNCH: one process per visible GPU (torchrun, DDP) when more
 # than one is visible (CUDA_VISIBLE_DEVICES, else nvidia-smi), a plain process otherwise. The
@@ -30,7 +34,7 @@ NGPUS  ?= $(shell if [ -n "$$CUDA_VISIBLE_DEVICES" ]; then echo "$$CUDA_VISIBLE_
                   else nvidia-smi -L 2>/dev/null | grep -c '^GPU'; fi)
 LAUNCH ?= $(if $(filter-out 0 1,$(NGPUS)),$(BIN)/torchrun --nproc_per_node $(NGPUS) -m lmdisp,$(LMDISP))
 
-.PHONY: install demo toy posttrain test test-fast bench geometry bench-train bench-eval bench-gpu bench-shards wheels fig2 fig3 fig4 fig5 fig7 figS2 table2 table3 table4 plan paper paper-plan clean
+.PHONY: install demo toy posttrain test test-fast bench geometry bench-train bench-eval bench-gpu bench-shards bench-soak wheels fig2 fig3 fig4 fig5 fig7 figS2 table2 table3 table4 plan paper paper-plan bench-paper browser clean
 
 install: $(VENV)/.installed
 
@@ -57,37 +61,42 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(OFFLINE) $(LMDISP) measure smollm2-135m random:smollm2-135m --dataset builtin --repetitions 20 --metrics all
 
-test: install
-	$(OFFLINE) $(BIN)/python -m pytest -x --durations=10
+test: install browser
+	$(OFFLINE) LMDISP_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -x --durations=10
+
+# The report's browser test needs headless Chromium (Debian's `chromium`): installed when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 test-fast: install
 	$(OFFLINE) $(BIN)/python -m pytest -x -m "not slow"
 
 bench: install
-	$(OFFLINE) $(BIN)/python bench/measure_speed.py --repetitions $(REPS)
+	$(OFFLINE) $(BIN)/python bench/measure_speed.py --repetitions $(REPS) $(BENCH_README)
 
 # Sites (residual/attn/mlp), first-token effect and isotropy views of the bundled SmolLM2-135M,
-# offline; writes results/bench/geometry.{png,md,json} and the README block `geometry`.
+# offline; writes results/bench/geometry.{png,md,json} (README=1: and the README block `geometry`).
 GEOREPS ?= 8
 geometry: install
-	$(OFFLINE) $(BIN)/python bench/geometry.py --repetitions $(GEOREPS)
+	$(OFFLINE) $(BIN)/python bench/geometry.py --repetitions $(GEOREPS) $(BENCH_README)
 
 # The open question at small scale: a tiny GPT-2 pre-trained first (POSTTRAIN_MODEL=smollm2-135m: the
 # bundled SmolLM2-135M-Instruct), SFT (ce, dispersion; 2 seeds) and a short GRPO run, each measured
-# on the same texts; README block `posttrain` (results/bench/posttrain.*, runs in results/posttrain/).
+# on the same texts; results/bench/posttrain.* (README=1: the README block `posttrain`), runs in results/posttrain/.
 POSTTRAIN_MODEL ?= tiny
 posttrain: install
-	$(OFFLINE) $(BIN)/python bench/posttrain.py --model $(POSTTRAIN_MODEL)
+	$(OFFLINE) $(BIN)/python bench/posttrain.py --model $(POSTTRAIN_MODEL) $(BENCH_README)
 
 bench-train: install
-	$(OFFLINE) $(BIN)/python bench/train_step.py
+	$(OFFLINE) $(BIN)/python bench/train_step.py $(BENCH_README)
 
 # The GPU benchmark (one card, under 8 minutes on an H100): measure, training, evaluation.
 # Air-gapped node with torch/transformers/accelerate/peft only: run `make wheels` where there
 # is network, copy the checkout, then on the node
 #   PIP_NO_INDEX=1 PIP_FIND_LINKS=$PWD/wheels make bench-gpu VENV_FLAGS=--system-site-packages
 bench-gpu: install
-	$(OFFLINE) $(BIN)/python bench/gpu.py
+	$(OFFLINE) $(BIN)/python bench/gpu.py $(BENCH_README)
 
 WHEELS ?= wheels
 wheels:
@@ -95,7 +104,11 @@ wheels:
 
 # Token shards: time to the first step on a generated 200 MB corpus, cache size, reuse.
 bench-shards: install
-	$(OFFLINE) $(BIN)/python bench/shards.py
+	$(OFFLINE) $(BIN)/python bench/shards.py $(BENCH_README)
+
+# Long runs stay flat: RSS and open files over 2000 training steps and 1000 measure repetitions.
+bench-soak: install
+	OMP_NUM_THREADS=1 $(OFFLINE) $(BIN)/python bench/soak.py
 
 # Figure 7 at toy scale, offline: the same tiny model mid-trained with ce and with
 # dispersion, then both measured.
@@ -105,7 +118,7 @@ toy: install
 	$(OFFLINE) $(LMDISP) midtrain --config configs/midtrain/tiny-dispersion.yaml --output $(TOYDIR)/dispersion
 	$(OFFLINE) $(LMDISP) measure $(TOYDIR)/ce/final $(TOYDIR)/dispersion/final --dataset builtin \
 		--max-length 64 --min-words 128 --max-words 160 --output $(TOYDIR)/measure
-	$(OFFLINE) $(BIN)/python bench/toy_result.py $(TOYDIR)    # fills the README's toy block
+	$(OFFLINE) $(BIN)/python bench/toy_result.py $(TOYDIR) $(BENCH_README)   # README=1: the README's toy block
 
 # ---- The paper's figures: thin wrappers over `lmdisp paper --only <figure>` (one source: the plan
 # in lmdisp/paper/ and configs/paper/models.yaml; `make paper-plan` prints every job, its command
@@ -119,7 +132,11 @@ PAPER_FLAGS ?=
 PAPER := $(LMDISP) paper --executor $(PAPER_EXECUTOR) $(PAPER_FLAGS)
 
 paper: install
-	$(if $(filter-out full,$(SCALE)),$(OFFLINE)) $(PAPER) --scale $(SCALE)
+	$(if $(filter-out full,$(SCALE)),$(OFFLINE)) $(PAPER) --scale $(SCALE) --readme README.md
+
+# Wall time per job of the mini plan, with the machine's load (results/bench/paper_mini.*; README=1: README block).
+bench-paper: install
+	$(OFFLINE) $(BIN)/python bench/paper_mini.py $(BENCH_README)
 
 paper-plan: install
 	$(LMDISP) paper --scale $(SCALE) --dry-run $(PAPER_FLAGS)
@@ -203,7 +220,7 @@ table4: install
 
 # Evaluation throughput at batch size 1 (the authors') vs lmdisp's default, same model and task.
 bench-eval: install
-	$(OFFLINE) $(BIN)/python bench/eval_speed.py
+	$(OFFLINE) $(BIN)/python bench/eval_speed.py $(BENCH_README)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -8,10 +8,13 @@ One process, one loaded model (`lmdisp.models.load_model`), one generated multip
 task (`--examples` questions of 20-120 words, 4 answers each, written as YAML + JSONL to a
 temporary folder), evaluated through `lm_eval.simple_evaluate` exactly as `lmdisp evaluate`
 does, once per batch size and round, the order alternating between rounds. Task objects are
-built outside the timed region; each batch size keeps its fastest round. The accuracies at
-every batch size are compared (batching must not change the scores beyond float noise).
+built outside the timed region. Each round gives each batch size's speed-up over batch 1
+(same round); the block shows the median over rounds and its range, and the load average. The
+accuracies at every batch size are compared (batching must not change the scores beyond float
+noise).
 
-Writes results/bench/eval_speed.json (every raw figure) and results/bench/eval_speed.md.
+Writes results/bench/eval_speed.json (every raw figure) and results/bench/eval_speed.md; the
+README block only with `--readme` (`make bench-eval README=1`); `--render` re-renders the JSON.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = str(REPO / "results" / "bench" / "eval_speed")  # also fills the README block
+DEFAULT_OUTPUT = str(REPO / "results" / "bench" / "eval_speed")
 sys.path.insert(0, str(REPO))
 
-from bench.common import device_name, publish  # noqa: E402
+from bench.common import device_name, load_average, load_note, publish, readme_flag, rendered, show, spread  # noqa: E402,E501
 
 WORDS = ("river stone light north garden market winter signal paper engine window silver forest "
          "letter number course motion harbor castle valley island circle bridge shadow").split()
@@ -56,7 +59,27 @@ def write_task(folder: Path, examples: int, seed: int = 0) -> str:
     return "bench_mc"
 
 
+def parse(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--examples", type=int, default=64)
+    ap.add_argument("--batch-sizes", default="1,default", help="comma list; `default` = lmdisp's default")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--output", default=DEFAULT_OUTPUT)
+    ap.add_argument("--render", action="store_true", help="re-render the saved <output>.json, measure nothing")
+    readme_flag(ap)
+    return ap.parse_args(argv)
+
+
 def main(argv=None) -> int:
+    args = parse(argv)
+    report = rendered(args.output) if args.render else measure(args)
+    publish("eval_speed", report, markdown(report), args.output, readme=args.readme)
+    return 0
+
+
+def measure(args) -> dict:
     import logging
 
     from lm_eval import simple_evaluate
@@ -65,22 +88,14 @@ def main(argv=None) -> int:
     from lmdisp.eval.harness import hf_lm, resolve_batch_size
     from lmdisp.models import load_model
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--examples", type=int, default=64)
-    ap.add_argument("--batch-sizes", default="1,default", help="comma list; `default` = lmdisp's default")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--output", default=DEFAULT_OUTPUT)
-    args = ap.parse_args(argv)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-
     loaded = load_model(args.model, lm_head=True, device=args.device)
     device = loaded.model.get_input_embeddings().weight.device
     default = resolve_batch_size(None, device.type)
     sizes = [default if b == "default" else (b if b == "auto" else int(b)) for b in args.batch_sizes.split(",")]
     times: dict[str, list[float]] = {str(b): [] for b in sizes}
     acc: dict[str, float] = {}
+    before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         task = write_task(Path(tmp), args.examples)
         tm = TaskManager(include_path=tmp, include_defaults=False)
@@ -101,32 +116,32 @@ def main(argv=None) -> int:
                 times[str(b)].append(seconds)
                 acc[str(b)] = out["results"][task]["acc,none"]
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-
-    best = {b: min(v) for b, v in times.items()}
-    report = {
+    return {
         "model": args.model, "num_params": loaded.num_params, "device": device_name(device),
         "dtype": str(loaded.model.dtype).replace("torch.", ""), "examples": args.examples, "choices": 4,
-        "default_batch_size": default, "rounds": args.rounds, "best_s": best, "raw_s": times,
-        "examples_per_s": {b: args.examples / s for b, s in best.items()},
-        "speedup_vs_batch_1": {b: best["1"] / s for b, s in best.items()} if "1" in best else None,
-        "acc": acc, "same_acc": len(set(acc.values())) == 1,
+        "default_batch_size": default, "rounds": args.rounds, "raw_s": times, "acc": acc,
+        "same_acc": len(set(acc.values())) == 1, "python": platform.python_version(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
+        "load_average_before": before, "load_average_after": load_average(),
     }
-    publish("eval_speed", report, markdown(report), args.output, readme=args.output == DEFAULT_OUTPUT)
-    return 0
 
 
 def markdown(r: dict) -> str:
+    import statistics
+
+    raw = r["raw_s"]
     lines = [f"lm-eval throughput, `{r['model']}` ({r['num_params'] / 1e6:.0f}M, {r['dtype']}) on {r['device']}: "
-             f"{r['examples']} generated multiple-choice examples x {r['choices']} answers, best of {r['rounds']} "
+             f"{r['examples']} generated multiple-choice examples x {r['choices']} answers, {r['rounds']} "
              f"interleaved rounds, {r['date']}.", "",
-             "| batch size | time (s) | examples/s | speed-up vs batch 1 | acc |", "|---|---:|---:|---:|---:|"]
-    for b, s in r["best_s"].items():
+             "| batch size | median time (s) | examples/s | speed-up vs batch 1, median [min, max] over rounds | acc |",
+             "|---|---:|---:|---:|---:|"]
+    for b, times in raw.items():
         tag = " (lmdisp default)" if b == str(r["default_batch_size"]) else ""
-        speed = f"{r['speedup_vs_batch_1'][b]:.2f}x" if r["speedup_vs_batch_1"] else ""
-        lines.append(f"| {b}{tag} | {s:.2f} | {r['examples_per_s'][b]:.1f} | {speed} | {r['acc'][b]:.4f} |")
-    lines += ["", "Same accuracy at every batch size: " + ("yes" if r["same_acc"] else "no (float noise in padding)")]
+        med = statistics.median(times)
+        speed = show(spread([one / t for one, t in zip(raw["1"], times)])) if "1" in raw else ""
+        lines.append(f"| {b}{tag} | {med:.2f} | {r['examples'] / med:.1f} | {speed} | {r['acc'][b]:.4f} |")
+    lines += ["", "Same accuracy at every batch size: " + ("yes" if r["same_acc"] else "no (float noise in padding)"),
+              load_note(r.get("load_average_before"), r.get("load_average_after"))]
     return "\n".join(lines) + "\n"
 
 

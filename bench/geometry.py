@@ -10,12 +10,13 @@ the isotropy views; plus what the extras cost (`make geometry`).
    results/geometry/ (layers.csv, positions.csv, heatmaps, summary.json with every interval).
    Defaults (8 repetitions x 256 tokens) keep it to minutes on a shared 2-core CPU. Then
    `--compare` of SmolLM2 with the same architecture at initialisation (linear CKA, residual).
-2. Cost: on the same loaded model and texts, `measure_sites` timed (time.perf_counter, best of
-   `--rounds`) for the default (hidden, no metric), all four sites, all sites + the O(S d)
+2. Cost: on the same loaded model and texts, `measure_sites` timed (time.perf_counter, in
+   `--rounds` interleaved rounds) for the default (hidden, no metric), all four sites, all sites + the O(S d)
    metrics (centred, rogue), and all sites + every metric (the SVD ones: isoscore, entropy,
-   variance), each as a ratio to the default.
+   variance), each as a ratio to the default in the same round: median [min, max] over rounds,
+   with the load average.
 3. Writes results/bench/geometry.png (the figure), geometry.json and geometry.md (the tables),
-   and fills the README block `geometry` when run with the default output.
+   and fills the README block `geometry` with `--readme` (`make geometry README=1`).
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def cka_at_init(args):
     return run_measure(cfg).compare
 
 
-def costs(args) -> dict[str, float]:
-    """Seconds per repetition of each configuration, best of `rounds`, same model and texts."""
+def costs(args) -> dict[str, list[float]]:
+    """Seconds per repetition of each configuration in each round (configurations interleaved
+    within a round), same model and texts."""
     from lmdisp.data import load_corpus, sample_texts
     from lmdisp.measure.config import MeasureConfig
     from lmdisp.measure.run import measure_sites
@@ -65,15 +67,15 @@ def costs(args) -> dict[str, float]:
     loaded = load_model(MODEL, dtype="float32", device="cpu")
     texts = sample_texts(load_corpus("builtin"), args.cost_repetitions, seed=0)
     measure_sites(loaded, texts[:1], MeasureConfig(repetitions=1, max_length=args.cost_max_length))  # warm-up
-    best: dict[str, float] = {}
+    per_round: dict[str, list[float]] = {name: [] for name in COSTS}
     for _ in range(args.rounds):
         for name, (metrics, sites) in COSTS.items():
             cfg = MeasureConfig(repetitions=len(texts), max_length=args.cost_max_length, site=sites, metrics=metrics,
                                 batch_size=1)
             start = time.perf_counter()
             measure_sites(loaded, texts, cfg)
-            best[name] = min(best.get(name, float("inf")), (time.perf_counter() - start) / len(texts))
-    return best
+            per_round[name].append((time.perf_counter() - start) / len(texts))
+    return per_round
 
 
 def figure(item, skipped):
@@ -134,7 +136,7 @@ def post_pass_seconds(item) -> float:
     return time.perf_counter() - start
 
 
-def markdown(item, skipped, cost: dict[str, float], post: float, args, run_path: Path, cka=None) -> str:
+def markdown(item, skipped, cost: dict[str, list[float]], post: float, args, run_path: Path, cka=None) -> str:
     from bench.common import device_name
 
     rows = ["| site | ρ [95% CI] | τ [95% CI] | cos first layer | cos last layer | first token vs rest, last layer "
@@ -158,15 +160,20 @@ def markdown(item, skipped, cost: dict[str, float], post: float, args, run_path:
         views += (f"\nLinear CKA, residual stream, {MODEL} vs the same architecture at initialisation "
                   f"(`--compare`, same texts): " + ", ".join(f"layer {int(cka['layer_a'][i])} {cka['cka'][i]:.2f} "
                   f"[{cka['ci_low'][i]:.2f}, {cka['ci_high'][i]:.2f}]" for i in picks) + ".\n")
+    import statistics
+
+    from bench.common import load_note, show, spread
+
     base = cost["default (hidden)"]
-    crow = ["| configuration | s/rep | vs default |", "|---|---:|---:|"]
-    crow += [f"| {name} | {v:.3f} | {v / base:.2f}x |" for name, v in cost.items()]
+    crow = ["| configuration | s/rep (median) | vs default, median [min, max] over rounds |", "|---|---:|---:|"]
+    crow += [f"| {name} | {statistics.median(v):.3f} | {show(spread([a / b for a, b in zip(v, base)]))} |"
+             for name, v in cost.items()]
+    crow += ["", load_note(*args.load)]
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return (f"{MODEL} float32 CPU, builtin corpus, {args.repetitions} repetitions x {args.max_length} tokens "
             f"(`make geometry`; {device_name()}, {stamp}; run folder `{run_path.relative_to(REPO) if run_path.is_relative_to(REPO) else run_path}`).\n\n"
             + "\n".join(rows) + "\n" + views + f"\nCost of the extras ({args.cost_repetitions} repetitions x {args.cost_max_length} "
-            f"tokens, batch size 1, best of "
-            f"{args.rounds}; the forward passes and streaming accumulation). After the pass, the tables, bootstrap "
+            f"tokens, batch size 1, {args.rounds} interleaved rounds; the forward passes and streaming accumulation). After the pass, the tables, bootstrap "
             f"intervals (1000 resamples) and distance profiles of all four sites took {post:.2f} s in all "
             f"({args.repetitions} repetitions x {args.max_length} tokens), a one-off cost independent of the pass.\n\n"
             + "\n".join(crow) + "\n")
@@ -180,9 +187,11 @@ def main() -> None:
     parser.add_argument("--cost-repetitions", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--output", default=DEFAULT_OUTPUT)
-    args = parser.parse_args()
+    from bench.common import load_average, publish, readme_flag
 
-    from bench.common import publish
+    readme_flag(parser)
+    args = parser.parse_args()
+    before = load_average()
     from lmdisp.runs import save_figure
 
     run = measure(args)
@@ -190,15 +199,17 @@ def main() -> None:
     (skipped,) = measure(args, skip_first=1).models
     cka = cka_at_init(args)
     cost = costs(args)
+    args.load = (before, load_average())
     save_figure(figure(item, skipped), Path(args.output).with_suffix(".png"), dpi=80)
     report = {"model": MODEL, "repetitions": args.repetitions, "max_length": args.max_length,
               "cost_max_length": args.cost_max_length, "run": str(run.path),
-              "sites": item.summary["sites"], "sites_skip_first_1": skipped.summary["sites"], "cost_s_per_rep": cost,
+              "sites": item.summary["sites"], "sites_skip_first_1": skipped.summary["sites"], "cost_s_per_rep_by_round": cost,
+              "load_average_before": args.load[0], "load_average_after": args.load[1],
               "cka_vs_init_residual": cka.to_dict(orient="list")}
     post = post_pass_seconds(item)
     report["post_pass_s"] = post
     publish("geometry", report, markdown(item, skipped, cost, post, args, run.path, cka), args.output,
-            readme=args.output == DEFAULT_OUTPUT)
+            readme=args.readme)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import device_name, publish  # noqa: E402
+from bench.common import device_name, publish, readme_flag  # noqa: E402
 
 PROMPT = "What is {a} + {b}? Reply with one sentence."
 
@@ -229,6 +229,7 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=8)
     parser.add_argument("--problems", type=int, default=32)
     parser.add_argument("--output", default="results/posttrain")
+    readme_flag(parser)
     args = parser.parse_args()
     tiny = args.model == "tiny"
     args.steps = args.steps or (60 if tiny else 12)
@@ -250,7 +251,7 @@ def main() -> None:
     report["conclusions"] = sentences(report)
     default = args.output == "results/posttrain"
     publish("posttrain", report, markdown(report),
-            "results/bench/posttrain" if default else Path(args.output) / "summary", readme=default)
+            "results/bench/posttrain" if default else Path(args.output) / "summary", readme=args.readme)
 
 
 if __name__ == "__main__":

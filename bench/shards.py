@@ -15,7 +15,7 @@ threads) and with a pool of `--num-proc` processes. Targets (issue 9): first ste
 on the 200 MB corpus, <= 4 bytes per token kept, time to first step not growing with the
 corpus (large vs small), nothing built by the second run.
 
-Writes results/bench/shards.json and results/bench/shards.md (and the README block).
+Writes results/bench/shards.json and results/bench/shards.md (and the README block with `--readme`).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = str(REPO / "results" / "bench" / "shards")  # also fills the README block
+DEFAULT_OUTPUT = str(REPO / "results" / "bench" / "shards")
 sys.path.insert(0, str(REPO))
 
-from bench.common import device_name, publish  # noqa: E402
+from bench.common import device_name, publish, readme_flag  # noqa: E402
 
 
 def write_corpus(path: Path, megabytes: float, seed: int = 0) -> int:
@@ -111,6 +111,7 @@ def main(argv=None) -> int:
     ap.add_argument("--num-proc", type=int, default=max(2, os.cpu_count() or 1),
                     help="tokenizer processes for the whole-corpus build rate")
     ap.add_argument("--output", default=DEFAULT_OUTPUT)
+    readme_flag(ap)
     args = ap.parse_args(argv)
     runs = {}
     load_before = os.getloadavg()[0]
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
                     "second_run_builds_nothing": not again["built"]},
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
     }
-    publish("shards", report, markdown(report), args.output, readme=args.output == DEFAULT_OUTPUT)
+    publish("shards", report, markdown(report), args.output, readme=args.readme)
     return 0
 
 

@@ -5,7 +5,7 @@
 Reads the two training runs (`ce/`, `dispersion/`: steps and the last logged cross-entropy
 from `metrics.jsonl`, lambda from `config.yaml`) and the measurement of their final models
 (`measure/*/layers.csv`: the mean cosine similarity m_l of every layer), writes
-`<folder>/toy_result.{json,md}` and fills the README block `toy`.
+`<folder>/toy_result.{json,md}` and, with `--readme` (`make toy README=1`), fills the README block `toy`.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def markdown(train: dict, measured: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path, help="the TOYDIR of `make toy`")
-    ap.add_argument("--no-readme", action="store_true", help="do not fill the README block")
+    ap.add_argument("--readme", action="store_true", help="also fill the README block (make toy README=1)")
     args = ap.parse_args(argv)
     train = {m: read_training(args.folder / m) for m in METHODS}
     measured = read_measure(args.folder / "measure")
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         raise SystemExit(f"{args.folder}/measure has no measurement of {', '.join(missing)}")
     report = {"training": train, "measure": measured}
-    publish("toy", report, markdown(train, measured), args.folder / "toy_result", readme=not args.no_readme)
+    publish("toy", report, markdown(train, measured), args.folder / "toy_result", readme=args.readme)
 
 
 if __name__ == "__main__":

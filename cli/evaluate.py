@@ -2,7 +2,7 @@
 
     lmdisp evaluate --tasks arc_easy,mmlu                        # the bundled SmolLM2-135M
     lmdisp evaluate --model results/midtrain/<run> --preset paper
-    lmdisp evaluate --model results/midtrain/<run> --preset paper --checkpoints all   # every checkpoint
+    lmdisp evaluate results/midtrain/<run> --preset paper --checkpoints all   # every checkpoint (= --model RUN)
     lmdisp evaluate --model gpt2 --preset paper --tasks arc_easy,piqa --limit 100 --seed 2
     lmdisp evaluate --tasks my_task --include-path my_tasks/     # your own YAML + local data, offline
     lmdisp evaluate --tasks 'list:arc*' --include-path my_tasks/ # the task names lm-eval knows
@@ -11,42 +11,99 @@
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from typing import Annotated, Optional
 
 import typer
 
 from lmdisp.cli.options import config_command
-from lmdisp.cli.ui import console
+from lmdisp.cli.session import quiet_stderr
+from lmdisp.cli.ui import console, progress_bar
 from lmdisp.eval.config import EvaluateConfig
 
 
-def _run(config, sets, flags, preset) -> None:
+def _run(config, sets, flags, preset, model_arg=None) -> None:
     import logging
 
-    from lmdisp.errors import ConfigError
+    from lmdisp.errors import ConfigError, Interrupted
     from lmdisp.eval import load_evaluate_config, run_evaluate
 
     if preset and config:
         raise ConfigError("--preset and --config both given: a preset is a named config; use one")
+    if model_arg is not None:  # `lmdisp evaluate RUN` (litgpt's `evaluate CHECKPOINT_DIR`) = `--model RUN`
+        if flags.get("model") not in (None, model_arg):
+            raise ConfigError(f"two models given: {model_arg} and --model {flags['model']}; give one")
+        flags = {**flags, "model": model_arg}
     logging.getLogger("lm_eval").setLevel(logging.WARNING)  # its per-call INFO chatter (warnings go to lmdisp.log)
     listing = str(flags.get("tasks", ""))
     if listing == "list" or listing.startswith("list:"):
         _list_tasks(flags, sets, listing.partition(":")[2] or "*")
         return
     cfg = load_evaluate_config(preset or config, flags, sets, config_option="--config" if config else "--preset")
-    stage = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
-    if cfg.checkpoints in ("all", "trained"):
-        from lmdisp.eval.checkpoints import run_evaluate_checkpoints
-
-        runs = run_evaluate_checkpoints(cfg, stage=stage)
-        for run in runs:
-            _print_table(run)
-        where = runs[0].path.parent if runs else cfg.output
-        console.print(f"results: [bold]{where}[/] ({len(runs)} checkpoint(s) evaluated)")
-        return
-    run = run_evaluate(cfg, stage=stage)
+    try:
+        with request_progress() as (stage, progress), quiet_stderr():  # lm-eval's own tqdm bars: to the log
+            if cfg.checkpoints in ("all", "trained"):
+                _run_checkpoints(cfg, stage, progress)
+                return
+            run = run_evaluate(cfg, stage=stage, progress=progress)
+    except Interrupted as exc:  # Ctrl-C, or SIGTERM (Terminated keeps its exit code)
+        if exc.output is None:
+            raise
+        raise type(exc)(f"{exc.message}; continue with: {resume_command(exc.output)}") from None
     _print_table(run)
     console.print(f"results: [bold]{run.path}[/]", soft_wrap=True)
+
+
+def _run_checkpoints(cfg, stage, progress) -> None:
+    from lmdisp.eval.checkpoints import run_evaluate_checkpoints
+
+    runs = run_evaluate_checkpoints(cfg, stage=stage, progress=progress)
+    for run in runs:
+        _print_table(run)
+    if not runs:
+        console.print(f"all {len(runs.skipped)} checkpoint(s) already evaluated in [bold]{runs.path}[/] "
+                      f"(steps {', '.join(map(str, runs.skipped))}); nothing to do", soft_wrap=True)
+        return
+    skipped = f", {len(runs.skipped)} already done" if runs.skipped else ""
+    console.print(f"results: [bold]{runs.path}[/] ({len(runs)} checkpoint(s) evaluated{skipped})", soft_wrap=True)
+
+
+@contextmanager
+def request_progress():
+    """(stage, progress) callbacks for `run_evaluate`: a dim line per stage, and a bar per
+    batch of requests (answered / asked, answers per second)."""
+    from rich.progress import TextColumn
+
+    with progress_bar(TextColumn("{task.fields[info]}")) as bar:
+        state = {"label": "evaluate", "task": None}
+
+        def stage(msg: str) -> None:
+            bar.console.print(f"[dim]{msg}[/]", soft_wrap=True)
+            if msg.startswith("evaluating "):
+                state["label"] = msg.removeprefix("evaluating ").split(" (")[0]
+
+        def progress(kind: str, done: int, total: int, rate: float) -> None:
+            if done == 0:
+                state["task"] = bar.add_task(f"{state['label']} · {kind}", total=total, info="")
+            bar.update(state["task"], completed=done, info=f"{rate:.1f} requests/s" if rate else "")
+
+        yield stage, progress
+
+
+def resume_command(output) -> str:
+    """The command line as typed, with `--output OUTPUT` (replacing any other): what continues it."""
+    import shlex
+    import sys
+
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg in ("-o", "--output"):
+            skip = True
+        elif not arg.startswith("--output=") and not (arg.startswith("-o") and not arg.startswith("--")):
+            args.append(arg)
+    return shlex.join(["lmdisp", *args, "--output", str(output)])
 
 
 def _list_tasks(flags, sets, pattern: str) -> None:
@@ -83,5 +140,9 @@ _PRESET = inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default=No
     Optional[str], typer.Option(help="A named evaluation config: paper (GPT-2 protocol, configs/eval/paper.yaml), "
                                 "or an eval YAML. Same as --config.", rich_help_panel="Configuration")])
 
+_MODEL = inspect.Parameter("model_arg", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[
+    Optional[str], typer.Argument(metavar="MODEL", show_default=False,
+                                  help="The model to evaluate, as --model (a training run folder: its final/).")])
+
 evaluate = config_command(EvaluateConfig, "evaluate", "Evaluate a model on lm-evaluation-harness tasks (the "
-                          "paper's protocol with --preset paper).", _run, extra=[_PRESET])
+                          "paper's protocol with --preset paper).", _run, extra=[_PRESET, _MODEL])

@@ -7,6 +7,7 @@ from its config dataclass (`lmdisp.cli.options`).
 
 from __future__ import annotations
 
+import re
 import sys
 
 import typer
@@ -39,17 +40,51 @@ def _root() -> None:
 
 
 def main() -> None:
-    """Console-script entry: user errors become one line on stderr and exit code 2."""
+    """Console-script entry: user errors, Typer's usage errors included, become one line on
+    stderr and exit code 2."""
     from lmdisp.errors import LmdispError
 
+    click = sys.modules[typer.BadParameter.__module__]  # click's exceptions (typer >= 0.17 vendors click)
+
     try:
-        app()
+        code = app(standalone_mode=False)
+    except click.NoArgsIsHelpError as exc:  # `lmdisp` alone: the help, already shown
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:  # a mistyped flag, value or command: keep click's "did you mean"
+        typer.secho(f"error: {usage_line(exc)}", fg="red", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        typer.secho(f"error: {exc.format_message()}", fg="red", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.secho("aborted", fg="red", err=True)
+        sys.exit(1)
     except LmdispError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
     except KeyboardInterrupt as exc:  # lmdisp.errors.Interrupted says how to continue
         typer.secho(f"interrupted: {exc}" if str(exc) else "interrupted", fg="red", err=True)
         sys.exit(getattr(exc, "exit_code", 130))  # 143 after SIGTERM (lmdisp.errors.Terminated)
+    except Exception as exc:  # a write the library does not name (a log line, lm-eval's cache) hit a full disk
+        from lmdisp.space import unnamed_no_space
+
+        line = unnamed_no_space(exc)
+        if line is None:
+            raise
+        typer.secho(f"error: {line}", fg="red", err=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_line(exc) -> str:
+    """Click's usage error as one line: what was wrong (with its suggestion) and where help is."""
+    message = " ".join(exc.format_message().split())
+    message = re.sub(r"\(Possible options: ([^)]*)\)", r"(did you mean \1?)", message)
+    ctx = getattr(exc, "ctx", None)
+    where = f"see `{ctx.command_path} --help`" if ctx is not None else ""
+    if where:
+        where = f" ({where})" if message.endswith("?") else f"; {where}"
+    return f"{message}{where}"
 
 
 if __name__ == "__main__":

@@ -36,34 +36,42 @@ def _run(config, sets, flags) -> None:
 
 
 def _ci(lo: float, hi: float) -> str:
-    return "" if lo != lo else f"\\[{lo:+.2f},{hi:+.2f}]"  # NaN (one repetition): no interval
+    return "" if lo != lo else f"\\[{lo:+.2f},{hi:+.2f}]"  # NaN (one repetition, one layer): no interval
+
+
+def _signed(value: float) -> str:
+    return "n/a" if value != value else f"{value:+.3f}"  # an undefined rho (flagged in a note and summary.json)
+
+
+_CAPTION = ("ρ, τ: Spearman, Kendall of mean cosine similarity vs layer (positive = condenses with depth); ρ CI: "
+            "bootstrap interval over repetitions (models.csv: ρ and τ); L: blocks; cos[0], cos[L]: first and last "
+            "layer; s: seconds")
 
 
 def _print_table(run) -> None:
+    """Every number and the ρ interval at any width from 80 columns: a model name that does not
+    fit its column is shown by a number, with the names listed above the table."""
     from rich import box
     from rich.table import Table
 
     sites = run.table["site"].nunique() > 1 or (run.table["site"] != "hidden").any()
-    wide = console.width >= 100  # the interval column needs room; models.csv always has it
-    table = Table(title="Embedding condensation", box=box.SIMPLE_HEAD, caption="ρ, τ: Spearman, Kendall of mean cosine similarity "
-                  "vs layer (positive = condenses with depth); ρ CI: bootstrap interval over repetitions (models.csv: ρ "
-                  "and τ); L: blocks; cos[0], cos[L]: first and last layer; s: seconds")
-    table.add_column("model", overflow="fold", min_width=12)  # a long path wraps; the numbers never shrink
-    if sites:
-        table.add_column("site", overflow="fold", min_width=8)
-    # on a narrow terminal the site column takes the place of params (both are in models.csv)
-    columns = ([("params", 7)] if wide or not sites else []) + [("L", 3), ("ρ", 6)] + \
-        ([("ρ CI", 13)] if wide else []) + [("τ", 6), ("cos[0]", 6), ("cos[L]", 6), ("s", 5)]
+    columns = ([("site", 8)] if sites else []) + [("params", 7), ("L", 3), ("ρ", 6), ("ρ CI", 13), ("τ", 6),
+                                                  ("cos[0]", 6), ("cos[L]", 6), ("s", 5)]
+    names = list(dict.fromkeys(run.table["model"]))
+    room = console.width - sum(w for _, w in columns) - len(columns) - 1
+    key = {n: n for n in names} if max(map(len, names)) <= room else {n: f"[{i + 1}]" for i, n in enumerate(names)}
+    table = Table(title="Embedding condensation", box=box.SIMPLE_HEAD, caption=_CAPTION, padding=(0, 0),
+                  show_edge=False)
+    table.add_column("model", no_wrap=True)
     for col, width in columns:
-        table.add_column(col, justify="right", no_wrap=True, min_width=width)
+        table.add_column(col, justify="left" if col == "site" else "right", no_wrap=True, min_width=width)
     for row in run.table.itertuples(index=False):
-        cells = [row.model] + ([row.site] if sites else [])
-        if wide or not sites:
-            cells.append(f"{row.params / 1e6:.1f}M")
-        table.add_row(*cells, str(row.layers),
-                      f"{row.spearman_rho:+.3f}", *([_ci(row.rho_ci_low, row.rho_ci_high)] if wide else []),
-                      f"{row.kendall_tau:+.3f}",
-                      f"{row.mean_cos_first:.3f}", f"{row.mean_cos_last:.3f}", f"{row.wall_time_s:.1f}")
+        table.add_row(key[row.model].replace("[", "\\["), *([row.site] if sites else []), f"{row.params / 1e6:.1f}M",
+                      str(row.layers), _signed(row.spearman_rho), _ci(row.rho_ci_low, row.rho_ci_high),
+                      _signed(row.kendall_tau), f"{row.mean_cos_first:.3f}", f"{row.mean_cos_last:.3f}",
+                      f"{row.wall_time_s:.1f}")
+    for name in (names if key[names[0]] != names[0] else []):
+        console.print(f"{key[name]} {name}", highlight=False, markup=False, soft_wrap=True)
     console.print(table)
     if run.compare is not None:
         _print_compare(run)

@@ -101,10 +101,9 @@ def config_command(cls: type, command: str, doc: str, run: Callable[..., None], 
     extra_names = [p.name for p in extra]
 
     def cmd(**kwargs) -> None:
-        from lmdisp.cli.ui import setup_logging
+        from lmdisp.cli.session import cli_session
 
-        config, sets = kwargs.pop("config"), kwargs.pop("set_") or []
-        setup_logging(kwargs.pop("verbose"))
+        config, sets, verbose = kwargs.pop("config"), kwargs.pop("set_") or [], kwargs.pop("verbose")
         extras = {name: kwargs.pop(name) for name in extra_names}
         if "models" in kwargs or "runs" in kwargs:  # positional lists: empty means "not given"
             for key in ("models", "runs"):
@@ -114,13 +113,15 @@ def config_command(cls: type, command: str, doc: str, run: Callable[..., None], 
         from lmdisp.preempt import sigterm_raises
 
         try:
-            with sigterm_raises():  # SIGTERM (a scheduler's notice) stops like Ctrl-C, exit 143
+            # the libraries' logging and progress bars, put back after the command; SIGTERM (a scheduler's
+            # notice) stops like Ctrl-C, exit 143
+            with cli_session(verbose), sigterm_raises():
                 run(config=config, sets=sets, flags=flags, **extras)
         except KeyboardInterrupt as exc:  # Typer would exit 130 silently; lmdisp.errors.Interrupted says more
             typer.secho(f"interrupted: {exc}" if str(exc) else "interrupted", fg="red", err=True)
             raise typer.Exit(getattr(exc, "exit_code", 130)) from None
 
-    cmd.__signature__ = inspect.Signature([*params, *common])
+    cmd.__signature__ = inspect.Signature(sorted([*params, *common], key=lambda p: p.kind))  # positionals first
     cmd.__doc__ = doc
     cmd.__name__ = command
     cmd.lmdisp_epilog = set_only_help(cls, command)

@@ -32,15 +32,16 @@ def invoke_cli(argv: list[str]) -> None:
 
     from lmdisp.errors import LmdispError
 
-    try:
-        _APP[0](args=argv, prog_name="lmdisp", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        if exc.exit_code:
-            raise RuntimeError(f"lmdisp {argv[0]}: exit code {exc.exit_code}") from None
+    try:  # standalone_mode=False: click returns an Exit's code instead of exiting
+        code = _APP[0](args=argv, prog_name="lmdisp", standalone_mode=False)
     except click.ClickException as exc:
         raise RuntimeError(f"lmdisp {argv[0]}: {exc.format_message()}") from None
     except LmdispError as exc:
         raise RuntimeError(f"lmdisp {argv[0]}: {exc}") from None
+    if code in (130, 143):  # Ctrl-C or SIGTERM reached the job: stop the plan (a rerun resumes)
+        raise KeyboardInterrupt(f"lmdisp {argv[0]} was stopped; run the same `lmdisp paper` again to continue")
+    if isinstance(code, int) and code:  # never marked done
+        raise RuntimeError(f"lmdisp {argv[0]}: exit code {code}")
 
 
 def _event(what: str, job, detail: str) -> None:
@@ -85,6 +86,8 @@ def paper(
                                                              "time_min, gpus_per_job, cpus_per_task, mem_gb).",
                                                         rich_help_panel="Slurm")] = None,
     report: Annotated[bool, typer.Option(help="Write report.html and report.md when the jobs are done.")] = True,
+    readme: Annotated[Optional[str], typer.Option(help="Also refill this README's `paper-plan` and "
+                                                       "`paper-claims` blocks (make paper does).")] = None,
 ) -> None:
     """Reproduce the paper: every figure and table as one resumable plan of jobs, then one report."""
     from lmdisp.errors import ConfigError
@@ -97,9 +100,12 @@ def paper(
     if dry_run:
         _dry_run(plan, jobs)
         return
+    from lmdisp.paper.execute import plan_lock
+
     t0 = time.perf_counter()
-    outcome = _execute(plan, jobs, executor, dict(partition=partition, account=account, time_min=time_min,
-                                                  gpus_per_job=gpus_per_job), slurm_config)
+    with plan_lock(plan):
+        outcome = _execute(plan, jobs, executor, dict(partition=partition, account=account, time_min=time_min,
+                                                      gpus_per_job=gpus_per_job), slurm_config)
     console.print(f"{len(outcome.done)} job(s) run, {len(outcome.skipped)} already complete, "
                   f"{len(outcome.failed)} failed, {len(outcome.blocked)} waiting on a failed job "
                   f"({time.perf_counter() - t0:.0f} s)")
@@ -108,10 +114,27 @@ def paper(
     if report:
         from lmdisp.paper.report import write_report
 
-        written = write_report(plan)
+        with plan_lock(plan):
+            written = write_report(plan)
         console.print(f"report: [bold]{written}[/]", soft_wrap=True)
+        if readme:
+            _readme(plan, readme)
     if not outcome.ok:
         raise typer.Exit(1)
+
+
+def _readme(plan, readme: str) -> None:
+    from pathlib import Path
+
+    from lmdisp.paper import build_plan
+    from lmdisp.paper.readme import plan_table, update_block
+
+    path = Path(readme)
+    mini = plan if plan.scale == "mini" else build_plan("mini")
+    update_block(path, "paper-plan", plan_table(build_plan("full"), mini))
+    if plan.scale == "mini":
+        update_block(path, "paper-claims", (plan.root / "claims.md").read_text())
+    console.print(f"README blocks refilled: [bold]{path}[/]")
 
 
 def _execute(plan, jobs, executor: str, slurm: dict, slurm_config: str | None):

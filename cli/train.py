@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from lmdisp.cli.options import config_command
+from lmdisp.cli.session import quiet_stderr
 from lmdisp.cli.ui import console
 from lmdisp.train.config import TrainConfig
 
@@ -33,7 +34,8 @@ def _runner(command: str):
         from lmdisp.train import run_train
 
         cfg = load_config(TrainConfig, config, sets, flags, kind=command, fixed={"init": _INIT[command]})
-        run = run_train(cfg, command=command, callbacks=[training_progress()], data_progress=shard_progress())
+        with quiet_stderr():  # the training hook's lm-eval bars: to the log
+            run = run_train(cfg, command=command, callbacks=[training_progress()], data_progress=shard_progress())
         if int(os.environ.get("RANK", "0")) == 0:  # one line, from the main process only
             console.print(f"{command}: {run.steps} steps; final model [bold]{run.final}[/]; "
                           f"run folder [bold]{run.path}[/]", soft_wrap=True)

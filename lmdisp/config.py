@@ -239,6 +239,23 @@ def resolve_config(config: str | Path, kind: str | None, config_option: str = "-
         return path
     shipped = packaged(kind, f"{config}.yaml")
     if not shipped.is_file():
-        raise ConfigError(f"{config_option} {config!r}: no such named config; choose one of "
-                          f"{', '.join(named_configs(kind)) or '(none)'} or give a .yaml file")
+        raise ConfigError(_unknown_named_config(str(config), kind, config_option))
     return Path(str(shipped))
+
+
+_COMMAND_OF = {"midtrain": "midtrain", "pretrain": "pretrain", "eval": "evaluate", "measure": "measure",
+               "report": "report"}
+
+
+def _unknown_named_config(config: str, kind: str, config_option: str) -> str:
+    """What to type instead of an unknown named config: a close name, or the command that ships it."""
+    import difflib
+
+    names = named_configs(kind)
+    close = difflib.get_close_matches(config, names, 3)
+    known = (f"did you mean {' or '.join(close)}" if close else f"choose one of {', '.join(names)}") if names \
+        else f"`lmdisp {_COMMAND_OF.get(kind, kind)}` ships none"
+    other = next((k for k in _COMMAND_OF if k != kind and packaged(k, f"{config}.yaml").is_file()), None)
+    if other:
+        known += f"; {config} is a {other} config (lmdisp {_COMMAND_OF[other]} --config {config})"
+    return f"{config_option} {config!r}: no such named config; {known} (or give a .yaml file)"

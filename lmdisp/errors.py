@@ -27,7 +27,12 @@ class RunDirError(LmdispError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a run; the message says what was kept and how to continue."""
+    """Ctrl-C during a run; the message says what was kept and how to continue. `output`: the
+    folder that `--output` must name to continue (the CLI turns it into the exact command)."""
+
+    def __init__(self, message: str = "", output=None, hint: str | None = None):
+        super().__init__(f"{message}; {hint}" if hint else message)
+        self.message, self.output = message, output  # the CLI puts the exact command in place of `hint`
 
 
 class Terminated(Interrupted):

@@ -15,6 +15,7 @@ sends the signal earlier than the time limit.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -35,17 +36,34 @@ def stopping() -> bool:
     return bool(_stopping)
 
 
+_owner: list[int] = []  # the pid that installed the handler
+
+
+def _forked_child(signum) -> bool:
+    """A process forked while the handler was installed (lm-eval's bootstrap Pool, DataLoader
+    workers) inherits it; there SIGTERM must do what it does by default, end the process, or
+    the parent's `Pool.terminate()` waits forever for a worker that only set a flag."""
+    if _owner and os.getpid() != _owner[-1]:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return True
+    return False
+
+
 def _raise(signum, frame):
-    raise Terminated("stopped by SIGTERM")
+    if not _forked_child(signum):
+        raise Terminated("stopped by SIGTERM")
 
 
 def _flag(signum, frame):
-    _requested.append(signum)
+    if not _forked_child(signum):
+        _requested.append(signum)
 
 
 def _install(handler):
     if threading.current_thread() is not threading.main_thread():
         return None  # only the main thread may set handlers; leave the process's own alone
+    _owner[:] = [os.getpid()]
     return signal.signal(signal.SIGTERM, handler)
 
 

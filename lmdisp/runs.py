@@ -26,8 +26,9 @@ from typing import Any, Iterator
 
 from lmdisp import locks
 from lmdisp.errors import RunDirError
+from lmdisp.jsontext import json_text
 
-LOG_FILE = "lmdisp.log"  # the libraries' notices, written by the CLI (lmdisp.cli.ui.RunLog)
+LOG_FILE = "lmdisp.log"  # the libraries' notices, written by the CLI (lmdisp.cli.session.RunLog)
 LOCK_NAME = locks.LOCK_NAME  # held by the one process writing the folder (lmdisp.locks)
 
 # Packages whose versions go into every manifest: the ones that change numbers.
@@ -55,7 +56,7 @@ def _atomic_write(path: Path, write, need: int | None = None) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; results are ordinary files
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; results are ordinary files
         os.replace(tmp, path)
     except BaseException as exc:
         written = Path(tmp).stat().st_size if Path(tmp).exists() else 0
@@ -66,8 +67,14 @@ def _atomic_write(path: Path, write, need: int | None = None) -> Path:
     return path
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+def _umask() -> int:
+    """The umask, read without changing it (Linux); elsewhere set and put back (POSIX's only way)."""
+    try:
+        return int(re.search(r"^Umask:\s*([0-7]+)", Path("/proc/self/status").read_text(), re.M).group(1), 8)
+    except (OSError, AttributeError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -76,7 +83,7 @@ def write_text(path: Path, text: str) -> Path:
 
 
 def write_json(path: Path, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2, default=_json_default, allow_nan=True) + "\n")
+    return write_text(path, json_text(data, indent=2) + "\n")
 
 
 def write_table(df, path_stem: Path, *, float_format: str = "%.6g") -> list[Path]:
@@ -114,25 +121,6 @@ def _markdown(df) -> str:
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
     rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([header, rule, *rows])
-
-
-def _json_default(obj):
-    try:
-        import numpy as np
-
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(obj)
-    return str(obj)
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -189,13 +177,13 @@ class RunDir:
         a writable folder. The probe writes and removes a file, so it also catches a
         read-only file system and permissions that `os.access` would misjudge (root)."""
         if output is not None:
+            check_output_option(output)
             path = Path(output).expanduser()
-            if not path.parent.exists():
-                raise RunDirError(f"output folder's parent does not exist: {path.parent}")
             if path.is_dir():
                 locks.check_free(path)  # another process writing there: name it
-            if path.exists() and (not path.is_dir() or _holds_files(path)):
-                raise RunDirError(f"output folder already holds results, refusing to overwrite: {path}")
+            if path.is_dir() and _holds_files(path):
+                raise RunDirError(f"{path} already holds results; refusing to overwrite them: choose a new "
+                                  "folder with -o NEW_FOLDER")
             ensure_writable(path)
         else:
             ensure_writable(Path(root).expanduser() / command)
@@ -205,18 +193,19 @@ class RunDir:
                output: Path | str | None = None) -> "RunDir":
         """Make a fresh run folder.
 
-        With `output`, that exact folder is used; it must not already hold files and its
-        parent must exist. Otherwise `<root>/<command>/<UTC timestamp>_<name>` is created,
+        With `output`, that exact folder is used (its parents are created); it must not
+        already hold files. Otherwise `<root>/<command>/<UTC timestamp>_<name>` is created,
         with a numeric suffix if that name is taken.
         """
         cls.check(command, root=root, output=output)
         if output is not None:
             path = Path(output).expanduser()
-            _mkdir(path, exist_ok=True)
+            _mkdir(path, parents=True, exist_ok=True)
             locks.acquire(path, command)
             if _holds_files(path):  # another run filled it since `check`
                 locks.release(path)
-                raise RunDirError(f"output folder already holds results, refusing to overwrite: {path}")
+                raise RunDirError(f"{path} already holds results; refusing to overwrite them: choose a new "
+                                  "folder with -o NEW_FOLDER")
             return cls(path, command).announce()
         base = Path(root).expanduser() / command
         _mkdir(base, parents=True, exist_ok=True)
@@ -283,6 +272,15 @@ class RunDir:
         return write_json(self.path / "manifest.json", data)
 
 
+def check_output_option(output: str | Path | None) -> None:
+    """`--output` as typed: not empty (`-o ''` is not `.`), not a file; missing parents are made."""
+    if output is not None and not str(output).strip():
+        raise RunDirError("--output '': an empty folder name; give a folder (-o NEW_FOLDER), or leave --output "
+                          "out for a timestamped folder under --results-dir")
+    if output is not None and Path(output).expanduser().exists() and not Path(output).expanduser().is_dir():
+        raise RunDirError(f"--output {output} is a file, not a folder; choose a folder name with -o NEW_FOLDER")
+
+
 def _holds_files(path: Path) -> bool:
     """Anything in the folder but its lock file."""
     return any(p.name != locks.LOCK_NAME for p in path.iterdir())
@@ -302,9 +300,10 @@ def _mkdir(path: Path, **kwargs) -> None:
 def make_readable(folder: Path | str) -> None:
     """Give the files under `folder` the permissions of an ordinary file (0666 less the
     umask): some writers (safetensors through a temporary file) leave them private."""
+    mode = 0o666 & ~_umask()
     for path in Path(folder).rglob("*"):
         if path.is_file():
-            os.chmod(path, 0o666 & ~_UMASK)
+            os.chmod(path, mode)
 
 
 def ensure_writable(folder: Path | str) -> None:

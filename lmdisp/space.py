@@ -51,3 +51,20 @@ def no_space(exc: OSError, path: Path | str, need: int | None = None, then: str 
         parts.append(f"it needs about {human(need)}" + (f", {human(free)} are free there" if free is not None else ""))
     parts.append("nothing half-written was kept" + (f"; {then}" if then else ""))
     return DiskFull("; ".join(parts))
+
+
+def unnamed_no_space(exc: BaseException) -> str | None:
+    """The line for a lack of space that reached the CLI without a `DiskFull` (a log append,
+    lm-eval's SQLite request cache): what failed and what to do; None for anything else."""
+    import sqlite3
+
+    if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
+        where, why = "lm-eval's request cache", "no space left on the device"
+    elif is_no_space(exc):
+        where = exc.filename or "a file"
+        why = "the file-size limit (ulimit -f) was reached" if exc.errno == errno.EFBIG else \
+            "a disk quota was reached" if exc.errno == errno.EDQUOT else "no space left on the device"
+    else:
+        return None
+    return (f"cannot write {where}: {why}; free space and run the command again (a training run continues with "
+            "--resume, an evaluation with the same --output)")

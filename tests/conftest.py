@@ -11,6 +11,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ["LMDISP_CACHE"] = tempfile.mkdtemp(prefix="lmdisp-test-cache-")
+os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="lmdisp-test-modules-")  # remote code
 
 import sys  # noqa: E402
 

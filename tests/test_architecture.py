@@ -1,10 +1,14 @@
 """The seams: one typed config path for every command, options declared once, the package's
-import graph and size rules, and the package as users install it (a wheel)."""
+import graph and size rules, the package as users install it (a wheel), and the docs that
+describe it (README commands parse against the CLI, make targets exist, every module is in the
+layout, every cited file exists)."""
 
 import ast
 import dataclasses
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmdisp.config import field_default, load_config
+from lmdisp.config import field_default, load_config, parse_sets
 from lmdisp.errors import ConfigError
 from lmdisp.eval.config import EvaluateConfig
 from lmdisp.eval.report import ReportConfig
@@ -254,3 +258,150 @@ def test_trainer_args_pass_any_training_argument_through(tmp_path):
         training_arguments(load_config(TrainConfig, None, ["trainer_args={no_such_field: 1}"]), tmp_path, 10, 1)
     with pytest.raises(ConfigError, match="--set trainer_args=oops: expected"):
         load_config(TrainConfig, None, ["trainer_args=oops"])
+
+
+# ----------------------------------------------------------------------------- the docs
+
+README = REPO / "README.md"
+_SHELL_OPS = {"|", "||", "&&", ";", ">", ">>", "<", "&"}
+
+
+def _readme_shell_lines() -> list[str]:
+    """Every line of the README's bash code blocks, continuations joined."""
+    blocks = re.findall(r"```(?:bash|sh|shell|console)\n(.*?)```", README.read_text(), re.S)
+    return [line for block in blocks for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def _segments(line: str) -> list[list[str]]:
+    """A shell line's simple commands (split at | && ; > ...), leading VAR=value dropped."""
+    out, current = [], []
+    for token in [*shlex.split(line, comments=True), ";"]:
+        if token in _SHELL_OPS:
+            while current and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", current[0]):
+                current.pop(0)
+            if current:
+                out.append(current)
+            current = []
+        else:
+            current.append(token)
+    return out
+
+
+def readme_commands() -> tuple[list[list[str]], list[list[str]]]:
+    """(the arguments of every `lmdisp ...` call, also behind `-m lmdisp`; every `make ...` call)."""
+    lmdisp, make = [], []
+    for line in _readme_shell_lines():
+        for seg in _segments(line):
+            if seg[0] == "make":
+                make.append(seg[1:])
+            elif seg[0] == "lmdisp":
+                lmdisp.append([t for t in seg[1:] if t != "..."])
+            elif "lmdisp" in seg and seg[seg.index("lmdisp") - 1] == "-m":
+                lmdisp.append([t for t in seg[seg.index("lmdisp") + 1:] if t != "..."])
+    return lmdisp, make
+
+
+def parse_command(args: list[str]):
+    """Parse `lmdisp ARGS` with the real CLI, running nothing: every option must exist and every
+    value convert to its type (click's make_context); `--set` keys must be fields of the
+    command's config and their values convert to the fields' types."""
+    import typer.main
+
+    from lmdisp.cli.main import app
+
+    command, ctx, name = typer.main.get_command(app), None, "lmdisp"
+    while hasattr(command, "get_command"):  # a group (Typer vendors click: no isinstance)
+        ctx = command.context_class(command, info_name=name, parent=ctx)
+        name, args = (args[0], args[1:]) if args else ("", [])
+        command = command.get_command(ctx, name)
+        if command is None:
+            raise LookupError(f"no such command {name!r}")
+    sub = command.make_context(name, list(args), parent=ctx)
+    if sub.params.get("set_") and name in CONFIGS:  # keys exist, values convert (cross-field rules aside)
+        parse_sets(list(sub.params["set_"]), CONFIGS[name])
+    return name, sub.params
+
+
+def test_readme_lmdisp_commands_parse_against_the_cli():
+    commands, _ = readme_commands()
+    assert len(commands) > 20, commands  # the extraction found the README's examples
+    seen = set()
+    for args in commands:
+        try:
+            name, params = parse_command(args)
+        except Exception as exc:  # click's UsageError/BadParameter, ConfigError
+            pytest.fail(f"README: `lmdisp {shlex.join(args)}` does not parse: {exc}")
+        seen.add(name)
+        for value in (params.get("config"), params.get("preset")):  # shipped configs the README names
+            if value and value.startswith("configs/"):
+                assert (REPO / value).is_file(), f"README: `lmdisp {shlex.join(args)}`: {value} does not exist"
+    assert {"measure", "midtrain", "evaluate", "report"} <= seen
+
+
+def test_parse_command_refuses_what_the_cli_refuses():
+    for bad in (["measure", "--no-such-option"], ["measure", "--repetitions", "many"], ["no-such-command"],
+                ["midtrain", "--set", "learning_rate=1"], ["midtrain", "--loss"]):
+        with pytest.raises(Exception):
+            parse_command(bad)
+    assert parse_command(["measure", "gpt2", "--repetitions", "3"])[1]["repetitions"] == 3
+
+
+def test_readme_make_targets_exist():
+    _, calls = readme_commands()
+    assert len(calls) > 10, calls
+    for args in calls:
+        res = subprocess.run(["make", "-n", *[a for a in args if a not in ("-s", "-n")]], cwd=REPO,
+                             capture_output=True, text=True)
+        assert res.returncode == 0, f"README: `make {shlex.join(args)}`: {res.stderr.strip()}"
+
+
+def test_readme_says_what_make_demo_runs():
+    said = re.search(r"`make demo` runs `lmdisp ([^`]*)`", README.read_text())
+    assert said, "the README says which command `make demo` runs"
+    res = subprocess.run(["make", "-n", "demo"], cwd=REPO, capture_output=True, text=True, check=True)
+    (line,) = [ln for ln in res.stdout.splitlines() if re.search(r"(^|/| )lmdisp measure", ln)]
+    tokens = shlex.split(line)
+    runs = tokens[next(i for i, t in enumerate(tokens) if t.endswith("lmdisp")) + 1:]
+    assert shlex.split(said.group(1)) == runs
+
+
+def test_readme_layout_names_every_module():
+    layout = re.search(r"## Layout\n+```\n(.*?)```", README.read_text(), re.S).group(1)
+    sections, current = {}, None
+    for line in layout.splitlines():
+        if line and not line[0].isspace():
+            current = line.split()[0]
+        sections[current] = sections.get(current, "") + line + "\n"
+    missing = []
+    for path in sorted([*(REPO / "lmdisp").rglob("*.py"), *(REPO / "cli").glob("*.py")]):
+        rel = path.relative_to(REPO)
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        if str(rel) in layout:
+            continue
+        section = sections.get(f"{rel.parent}/", "")
+        if not re.search(rf"(^|[\s,(]){re.escape(path.name)}\b", section):
+            missing.append(str(rel))
+    assert not missing, f"README layout does not name: {missing}"
+
+
+_REPO_DIRS = ("lmdisp/", "cli/", "configs/", "tests/", "bench/", "docs/")
+
+
+def test_docs_cite_only_files_in_the_repository():
+    """README.md and docs/*.md: every relative link exists, and every backticked repository path
+    of the README (placeholders such as `<run>` or globs aside; docs/fidelity.md also cites the
+    authors' files, and tests/test_fidelity_doc.py checks its lmdisp side); none cites the audit
+    that is not in the repository, or a path on this machine."""
+    bad = []
+    for doc in [README, *sorted((REPO / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        for link in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if not re.match(r"[a-z]+://", link) and not (doc.parent / link).exists():
+                bad.append(f"{doc.name}: link {link}")
+        for ref in re.findall(r"`([^`\s]+)`", text) if doc == README else []:  # fidelity.md: test_fidelity_doc
+            path = ref.split(":")[0].rstrip(".,;")
+            if path.startswith(_REPO_DIRS) and not re.search(r"[<>*{}\[\]$]", path) and not (REPO / path).exists():
+                bad.append(f"{doc.name}: {ref}")
+        bad += [f"{doc.name}: cites {m}" for m in re.findall(r"FIDELITY\.md|/work/\S+", text)]
+    assert not bad, bad

@@ -165,23 +165,58 @@ def test_bad_text_input_names_file_line_and_problem(run_cli, bad_texts, command,
     assert nothing_in(results)
 
 
-def test_corpus_names_are_one_vocabulary():
-    """measure knows the training corpora's names, and training knows measure's."""
-    from lmdisp import data
+def test_corpus_names_are_one_vocabulary(run_cli, tmp_path, monkeypatch):
+    """Every corpus name either command knows, `measure` and `midtrain` both accept (no
+    "not a named corpus") and both read from the same hub dataset, configuration and split."""
+    import datasets
 
-    calls = []
-    real = data._load_hub
-    data._load_hub = lambda name, hub, config, split, field, **kw: calls.append((name, hub, config, field))
-    try:
-        data.load_corpus("wikitext")
-        data.load_corpus("wikipedia")
-    finally:
-        data._load_hub = real
-    assert calls[0] == ("wikitext", "Salesforce/wikitext", "wikitext-103-raw-v1", "text")
-    assert calls[1] == ("wikipedia", "Salesforce/wikitext", "wikitext-103-v1", "text")
+    from lmdisp.data import PAPER_CORPORA, TRAIN_CORPORA
+
+    class Asked(Exception):
+        pass
+
+    asked = []
+
+    def load_dataset(path, name=None, split=None, **kw):
+        asked.append((path, name, split))
+        raise Asked(path)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    for corpus in sorted({*PAPER_CORPORA, *TRAIN_CORPORA}):
+        seen = {}
+        for command in ("measure", "midtrain"):
+            asked.clear()
+            base = ["measure", "random:tiny-gpt2", *MEASURE] if command == "measure" else ["midtrain", *TRAIN]
+            res = run_cli(*base, "--dataset", corpus, "--set", f"results_dir={tmp_path / 'results'}")
+            assert "not a named corpus" not in res.err, (command, corpus, res.err)
+            assert asked, (command, corpus, res.err)
+            seen[command] = asked[0]
+        assert seen["measure"] == seen["midtrain"], (corpus, seen)
+    assert nothing_in(tmp_path / "results")
 
 
 # ----------------------------------------------------------------------------- 4. options
+
+class _Tripwire(dict):
+    def __iter__(self):
+        pytest.fail("corpus text was read")
+
+    __getitem__ = keys = items = __iter__
+
+
+def tripwires(monkeypatch) -> None:
+    """Fail the test if any text or any model is loaded, whichever lmdisp function does it:
+    at the sources themselves (the builtin corpus's pydoc topics, `datasets.load_dataset`)
+    and at the construction of any transformers model (from_pretrained and from_config both
+    build one through `PreTrainedModel.__init__`)."""
+    import datasets
+    import pydoc_data.topics
+    import transformers
+
+    monkeypatch.setattr(pydoc_data.topics, "topics", _Tripwire())
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("a dataset was loaded"))
+    monkeypatch.setattr(transformers.PreTrainedModel, "__init__", lambda *a, **k: pytest.fail("a model was built"))
+
 
 @pytest.mark.parametrize("args, needles", [
     (["measure", "random:tiny-gpt2", *MEASURE, "--device", "gpu"], ["--device 'gpu'"]),
@@ -197,15 +232,8 @@ def test_corpus_names_are_one_vocabulary():
     (["midtrain", *TRAIN, "--set", "trainer_args={optim: sgdd}"], ["trainer_args"]),
 ])
 def test_bad_options_are_refused_before_data_or_weights_load(run_cli, tmp_path, monkeypatch, args, needles):
-    import lmdisp.data
-    import lmdisp.measure.run
-    import lmdisp.models
-
     if args[-2:] != ["--set", "trainer_args={optim: sgdd}"]:  # that one is checked by TrainingArguments itself
-        for module in (lmdisp.data, lmdisp.measure.run):
-            monkeypatch.setattr(module, "load_corpus", lambda *a, **k: pytest.fail("data loaded"))
-        for module in (lmdisp.models, lmdisp.measure.run):
-            monkeypatch.setattr(module, "load_model", lambda *a, **k: pytest.fail("weights loaded"))
+        tripwires(monkeypatch)
     results = tmp_path / "results"
     key = "--results-dir" if args[0] in ("measure", "evaluate") else "--set"
     refused(run_cli(*args, key, results if key != "--set" else f"results_dir={results}"), *needles)

@@ -87,10 +87,18 @@ def test_a_killed_evaluation_resumes_with_the_same_numbers_and_fewer_model_calls
     assert (killed / "tasks.csv").is_file() and (killed / CACHE_DIR / "identity.json").is_file()
 
 
-def test_a_failed_evaluation_leaves_no_cache_folder(tmp_path):
+def test_a_failed_evaluation_leaves_no_cache_folder(tmp_path, monkeypatch):
+    """A model that fails on its first request: lm-eval has made its (empty) request database
+    and the run folder exists, yet nothing is left behind, since nothing could be resumed."""
+    from lm_eval.models.huggingface import HFLM
+
+    def fail(*a, **k):
+        raise RuntimeError("the model failed")
+
+    monkeypatch.setattr(HFLM, "loglikelihood", fail)
     task_dir = tmp_path / "tasks"
     task_dir.mkdir()
     write_task(task_dir, 4)
-    with pytest.raises(Exception):
-        run_evaluate(_cfg(task_dir, tmp_path / "out", model="random:no-such-config.json"))
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    with pytest.raises(RuntimeError, match="the model failed"):
+        run_evaluate(_cfg(task_dir, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

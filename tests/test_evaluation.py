@@ -291,25 +291,35 @@ def test_bundled_model_equals_simple_evaluate(task_dir, tmp_path):
 
 
 def test_training_evaluates_at_begin_every_n_steps_and_end(run_cli, task_dir, tmp_path):
-    """The midtrain hook goes through this module: local tasks via eval_include_path."""
+    """The midtrain hook goes through this module (local tasks via eval_include_path), at step 0,
+    every 2 steps and at the end, and each evaluation scores the weights of its own step: the
+    perplexity changes from step to step and equals what `lmdisp evaluate --checkpoints all`
+    gives the checkpoint of that step."""
     res = run_cli("midtrain", "--model", "random:tiny-gpt2", "--dataset", "builtin", "--context-length", "32",
                   "--batch-size", "4", "--grad-accum", "1", "--no-gradient-checkpointing", "--condensation-every", "0",
-                  "--train-tokens", str(5 * 128), "--output", tmp_path / "run", "--set", "eval_tasks=toy_mc",
-                  "--set", f"eval_include_path={task_dir}", "--set", "eval_every=2", "--set", "eval_limit=4",
-                  "--report-to", "tensorboard")
+                  "--train-tokens", str(5 * 128), "--output", tmp_path / "run", "--set", "eval_tasks=toy_ll",
+                  "--set", f"eval_include_path={task_dir}", "--set", "eval_every=2", "--set", "eval_limit=6",
+                  "--save-steps", "2", "--set", "save_total_limit=2", "--report-to", "tensorboard")
     assert res.code == 0, res.err
     evals = sorted(p.name for p in (tmp_path / "run" / "evals").iterdir())
     assert evals == ["step-0", "step-2", "step-4", "step-5"]
+    args = ["--tasks", "toy_ll", "--include-path", task_dir, "--limit", "6"]
+    res = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "all", *args, "--output", tmp_path / "ev")
+    assert res.code == 0, res.err
+    metrics = lambda folder: pd.read_csv(folder / "metrics.csv")[["task", "metric", "value", "n"]]  # noqa: E731
+    hook = {name: metrics(tmp_path / "run" / "evals" / name) for name in evals}
+    perplexity = [t.set_index("metric").loc["perplexity", "value"] for t in hook.values()]
+    assert len(set(perplexity)) == 4, perplexity  # every step scored different weights
+    for step in ("step-4", "step-5"):  # the checkpoints kept (save_total_limit 2)
+        pd.testing.assert_frame_equal(hook[step], metrics(tmp_path / "ev" / step), rtol=1e-5)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     acc.Reload()
-    for name in evals:
-        table = pd.read_csv(tmp_path / "run" / "evals" / name / "tasks.csv")
-        assert "toy_mc" in table["task"].tolist()
-        row = table[table["task"] == "toy_mc"].iloc[0]
-        logged = {e.step: e.value for e in acc.Scalars(f"benchmark/toy_mc/{row['metric']}")}
-        assert logged[int(name.split("-")[1])] == pytest.approx(row["value"], rel=1e-6)  # the same score
+    for name in evals:  # the integrations get the same score as tasks.csv
+        row = pd.read_csv(tmp_path / "run" / "evals" / name / "tasks.csv").set_index("task").loc["toy_ll"]
+        logged = {e.step: e.value for e in acc.Scalars(f"benchmark/toy_ll/{row['metric']}")}
+        assert logged[int(name.split("-")[1])] == pytest.approx(row["value"], rel=1e-6)
 
 
 def test_checkpoints_all_evaluates_every_kept_checkpoint(run_cli, task_dir, tmp_path):
@@ -344,7 +354,8 @@ def test_checkpoints_all_evaluates_every_kept_checkpoint(run_cli, task_dir, tmp_
     assert trained.code == 0 and sorted(p.name for p in (tmp_path / "tr").iterdir()) == ["lmdisp.log", "step-3",
                                                                                           "step-5"]
     again = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "all", *args, "--output", tmp_path / "ev")
-    assert again.code == 0 and "0 checkpoint(s) evaluated" in " ".join(again.out.split())  # done: skipped
+    assert again.code == 0 and f"all 3 checkpoint(s) already evaluated in {tmp_path / 'ev'} (steps 0, 3, 5); nothing " \
+        "to do" in " ".join(again.out.split())  # done: skipped, and said so
     bad = run_cli("evaluate", "--model", tmp_path / "run" / "final", "--checkpoints", "all", *args)
     assert bad.code == 2 and "not a training run folder" in bad.err and "Traceback" not in bad.err
     typo = run_cli("evaluate", "--model", tmp_path / "run", "--checkpoints", "all", "--tasks", "toy_mcc",

@@ -477,3 +477,49 @@ def test_a_dying_rank_stops_the_other_in_one_line_and_resume_reaches_the_same_we
     resumed = subprocess.run(_torchrun(out, "--resume"), env=ENV, cwd=REPO, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _same(_weights(out), _weights(tmp_path / "full"))
+
+
+def test_a_full_disk_anywhere_else_is_one_line_at_the_cli(run_cli, monkeypatch, tmp_path):
+    import errno
+    import sqlite3
+
+    import lmdisp.measure
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "metrics.jsonl"))
+
+    monkeypatch.setattr(lmdisp.measure, "run_measure", full)
+    res = run_cli("measure", "random:tiny-gpt2", "--dataset", "builtin")
+    assert res.code == 2 and res.err == (f"error: cannot write {tmp_path / 'metrics.jsonl'}: no space left on the "
+                                         "device; free space and run the command again (a training run continues "
+                                         "with --resume, an evaluation with the same --output)\n")
+
+    def sqlite_full(*a, **k):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(lmdisp.measure, "run_measure", sqlite_full)
+    res = run_cli("measure", "random:tiny-gpt2", "--dataset", "builtin")
+    assert res.code == 2 and res.err.startswith("error: cannot write lm-eval's request cache: no space left")
+
+
+_FORKED_UNDER_THE_FLAG = """
+import multiprocessing as mp, time
+from lmdisp import preempt
+with preempt.graceful():
+    child = mp.get_context("fork").Process(target=time.sleep, args=(20,), daemon=True)
+    child.start()
+    time.sleep(0.5)
+    child.terminate()          # SIGTERM, as Pool.terminate() sends lm-eval's bootstrap workers
+    child.join(10)
+    print(child.exitcode, preempt.requested())
+"""
+
+
+def test_a_process_forked_inside_training_still_ends_on_sigterm():
+    """Inside trainer.train() SIGTERM only sets a flag; a process forked there (lm-eval's
+    bootstrap Pool for a perplexity stderr in the periodic evaluation, DataLoader workers)
+    inherits the handler. It must still end on SIGTERM, or Pool.terminate() waits forever (seen:
+    a training run with eval_tasks hung in lm-eval's bootstrap_stderr under load)."""
+    res = subprocess.run([sys.executable, "-c", _FORKED_UNDER_THE_FLAG], capture_output=True, text=True,
+                         timeout=60, cwd=REPO)
+    assert res.stdout.split() == ["-15", "False"], res.stdout + res.stderr

@@ -148,7 +148,7 @@ def test_gguf_file_argument(run_cli, tmp_path, monkeypatch):
      "matches no module"),
     (["random:tiny-gpt2", "--compare"], "--compare needs exactly two models"),
     (["--bootstrap", "-1"], "--bootstrap must be >= 0"),
-    (["--output", "/nonexistent/parent/run"], "parent folder does not exist"),
+    (["--output", ""], "empty folder name"),
     (["--dataset", "imdb"], "cannot load dataset"),
     (["./no/such/folder"], "neither a model folder"),
     (["missing.gguf"], "GGUF file not found"),
@@ -178,8 +178,41 @@ def test_output_folder_is_never_overwritten(run_cli, tmp_path):
     assert (out / "keep.txt").read_text() == "earlier result"
 
 
-def test_trust_remote_code_is_off_by_default():
-    assert MeasureConfig().trust_remote_code is False
+def _remote_code_model(folder: Path, tokenizer, marker: Path) -> Path:
+    """A model folder whose config and model classes are custom code that touches `marker`
+    when it runs (as a hub repository with `auto_map` would)."""
+    from transformers import GPT2Config, GPT2Model
+
+    GPT2Model(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=len(tokenizer), n_positions=64,
+                         bos_token_id=0, eos_token_id=0)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "configuration_remote.py").write_text(
+        f"from pathlib import Path\nfrom transformers import GPT2Config\nPath({str(marker)!r}).touch()\n"
+        "class RemoteConfig(GPT2Config):\n    model_type = 'remote_gpt2'\n")
+    (folder / "modeling_remote.py").write_text(
+        "from transformers import GPT2Model\nfrom .configuration_remote import RemoteConfig\n"
+        "class RemoteModel(GPT2Model):\n    config_class = RemoteConfig\n")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="remote_gpt2", auto_map={"AutoConfig": "configuration_remote.RemoteConfig",
+                                                      "AutoModel": "modeling_remote.RemoteModel"})
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_remote_code_runs_only_with_trust_remote_code(run_cli, capsys, tmp_path, tiny_tokenizer):
+    """A model that needs its own code is refused in one line without running that code;
+    `--trust-remote-code` runs it."""
+    marker = tmp_path / "remote-code-ran"
+    model = _remote_code_model(tmp_path / "remote-model", tiny_tokenizer, marker)
+    capsys.readouterr()  # save_pretrained's progress bar
+    args = ["measure", model, "--dataset", "builtin", "-r", "2", "--max-length", "16", "--min-words", "40",
+            "--max-words", "50", "--no-plots"]
+    res = run_cli(*args, "--output", tmp_path / "refused")
+    assert res.code == 2 and "Traceback" not in res.err and len(res.err.strip().splitlines()) == 1, res.err
+    assert not marker.exists() and not (tmp_path / "refused").exists()
+    res = run_cli(*args, "--trust-remote-code", "--output", tmp_path / "trusted")
+    assert res.code == 0, res.err
+    assert marker.exists() and len(list((tmp_path / "trusted").glob("*/summary.json"))) == 1
 
 
 def test_hub_revision_spec(monkeypatch):

@@ -122,9 +122,10 @@ def test_state_skips_complete_jobs_sets_changed_ones_aside_and_resumes_training(
     assert job_state(plan, a).status == "aside"  # started, never finished, not resumable
     mark_done(plan, state, 1.0, {})
     assert job_state(plan, a).status == "done"
-    before = job_hash(a)
+    before, b_before = job_hash(a), job_hash(plan.jobs["b"], plan)
     config.write_text("lr: 2\n")  # the config changed on disk: the hash changes, the job reruns
     assert job_hash(a) != before
+    assert job_hash(plan.jobs["b"], plan) != b_before  # and so does what is made from its output
     changed = job_state(plan, a)
     assert changed.status == "aside" and "config changed" in changed.note
     prepare_folder(plan, changed)
@@ -156,3 +157,22 @@ def test_dry_run_prints_every_job_with_command_dependencies_and_cost(run_cli, tm
     bad = run_cli("paper", "--scale", "huge", "--dry-run")
     assert bad.code == 2 and "--scale huge: choose one of full, mini, smoke" in bad.err
     assert "Traceback" not in bad.err
+
+
+def test_gpu_packing_runs_jobs_on_their_own_gpus_after_their_dependencies(tmp_path):
+    """The GPU executor (subprocess per job, CUDA_VISIBLE_DEVICES from the free pool); the jobs here
+    are the plan's own CPU step, so it runs anywhere."""
+    from lmdisp.paper.cluster import run_packed
+    from lmdisp.paper.state import read_marker
+
+    step = lambda jid, deps=(): Job(jid, "prepare", ["lmdisp.paper.steps", "tasks", "--output", "{out}", "--limit",  # noqa: E731
+                                                     "4"], ["table2"], list(deps), gpus=1)
+    plan = Plan("smoke", tmp_path, {j.id: j for j in (step("a"), step("b"), step("c", ["a", "b"]))})
+    seen = []
+    outcome = run_packed(plan, plan.order(), ["0", "1"], lambda what, job, d: seen.append((what, job.id)))
+    assert outcome.ok and sorted(outcome.done) == ["a", "b", "c"], outcome
+    finished = {j: read_marker(plan, plan.jobs[j], "done")["finished"] for j in "abc"}
+    assert read_marker(plan, plan.jobs["c"], "started")["started"] >= max(finished["a"], finished["b"])
+    assert (tmp_path / "c" / "preset.yaml").is_file()
+    again = run_packed(plan, plan.order(), ["0", "1"])
+    assert sorted(again.skipped) == ["a", "b", "c"] and not again.done

@@ -33,7 +33,7 @@ def _fake_toy(root: Path) -> dict:
 
 def test_block_is_built_from_the_run_files(tmp_path):
     means = _fake_toy(tmp_path / "toy")
-    toy_result.main([str(tmp_path / "toy"), "--no-readme"])
+    toy_result.main([str(tmp_path / "toy")])  # the README block only with --readme
     md = (tmp_path / "toy" / "toy_result.md").read_text()
     report = json.loads((tmp_path / "toy" / "toy_result.json").read_text())
     assert report["training"]["ce"]["steps"] == 195 and report["training"]["dispersion"]["final_ce"] == 6.31

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from lmdisp.config import load_config
 from lmdisp.errors import ConfigError
@@ -31,15 +32,52 @@ def tiny(tmp_path, **kw):
     return TrainConfig(**{**TINY, "output": str(tmp_path / "run"), **kw})
 
 
+def test_the_trainer_internals_lmdisp_relies_on_still_exist():
+    """`TRAINER_INTERNALS` lists every private Trainer member lmdisp overrides or reads: each
+    is still there (a method, a class attribute or set in the Trainer's own code), with the
+    signature lmdisp overrides, and the floor in pyproject.toml is the version they were checked against."""
+    import inspect
+    import re
+
+    from transformers import Trainer
+
+    from lmdisp.train.trainer import TRAINER_INTERNALS, TRAINER_INTERNALS_CHECKED
+
+    source = inspect.getsource(Trainer)
+    for name in TRAINER_INTERNALS:
+        assert hasattr(Trainer, name) or re.search(rf"self\.{name}\s*=", source), name
+    assert list(inspect.signature(Trainer._save_checkpoint).parameters) == ["self", "model", "trial"]
+    assert "self.loss_is_scaled_for_ga" in inspect.getsource(Trainer.training_step)
+    floor = re.search(r'"transformers>=([\d.]+)"', (REPO / "pyproject.toml").read_text()).group(1)
+    assert TRAINER_INTERNALS_CHECKED.startswith(floor)
+
+
 def test_parse_tokens():
     assert parse_tokens("200M") == 200_000_000 and parse_tokens("1.5B") == 1_500_000_000
     assert parse_tokens("50k") == 50_000 and parse_tokens(1000) == 1000
 
 
+def _row(stem: str, losses) -> tuple[str, str]:
+    """`<model>-<loss>[-<variant>]` -> (loss, variant): the longest loss name in the stem."""
+    loss = max((n for n in losses if f"-{n}-" in f"-{stem}-"), key=len, default=None)
+    assert loss, f"{stem}: names no loss of {sorted(losses)}"
+    return loss, f"{stem}-".split(f"-{loss}-", 1)[1].rstrip("-")
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "midtrain").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_midtrain_config_parses(path):
+def test_every_midtrain_config_is_the_row_its_name_says(path):
+    """`gpt2-dispersion-tau0.5.yaml` trains with loss dispersion and tau 0.5, nothing else."""
+    from lmdisp.train.config import loss_choices
+
     cfg = load_config(TrainConfig, path)
-    assert cfg.loss in path.name or cfg.loss in ("ce",)
+    loss, variant = _row(path.stem, loss_choices())
+    assert cfg.loss == loss, f"{path.name}: loss {cfg.loss!r}"
+    if variant.startswith("lambda"):
+        assert cfg.lambda_disp == float(variant[len("lambda"):]) and cfg.location == "all"
+    elif variant.startswith("tau"):
+        assert cfg.tau == float(variant[len("tau"):]) and cfg.location == "all"
+    else:  # a location row (Table 3) or the plain row
+        assert cfg.location == (variant.replace("-", "_") or "all"), f"{path.name}: location {cfg.location!r}"
 
 
 def test_config_precedence(tmp_path):
@@ -222,63 +260,87 @@ def test_a_nan_between_logs_stops_within_one_interval(tmp_path, monkeypatch, fir
     assert logged == [1, 4]  # nothing logged after the NaN
 
 
-def test_noisy_embedding_uses_neftune_with_the_paper_bound(tmp_path):
-    from transformers.integrations.neftune import activate_neftune
+class _Spy(TrainerCallback):
+    """Records, inside a real `run_train`, the input embeddings and the optimiser's step count
+    for them and for one body parameter, at the begin (after lmdisp's own callbacks) and end
+    of every step; optionally the embedding layer's output in training (a forward hook added
+    after transformers' NEFTune hook, so it sees what the model receives)."""
 
-    from lmdisp.models import load_model
+    def __init__(self, embedding_outputs: bool = False):
+        self.begin, self.end, self.noise, self.hook = {}, {}, [], None
+        self.embedding_outputs = embedding_outputs
+
+    @staticmethod
+    def _snapshot(model, optimizer):
+        emb = model.get_input_embeddings().weight
+        body = next(p for p in model.parameters() if p is not emb)
+        step = lambda p: int(optimizer.state[p]["step"]) if optimizer.state.get(p) else 0  # noqa: E731
+        return emb.detach().clone(), step(emb), step(body)
+
+    def _record(self, module, inputs, output):
+        if module.training:
+            self.noise.append((output - module.weight[inputs[0]]).detach())
+
+    def on_step_begin(self, args, state, control, model=None, optimizer=None, **kw):
+        self.begin[state.global_step] = self._snapshot(model, optimizer)
+        if self.embedding_outputs and self.hook is None:
+            self.hook = model.get_input_embeddings().register_forward_hook(self._record)
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kw):
+        self.end[state.global_step] = self._snapshot(model, optimizer)
+
+
+def test_noisy_embedding_adds_the_authors_noise_to_the_embeddings(tmp_path):
+    """NEFTune as the authors (and Jain et al.) define it: uniform noise of amplitude
+    alpha / sqrt(L d) on the embedding output in training, measured inside an lmdisp run."""
     from lmdisp.train.run import training_arguments
 
-    assert training_arguments(tiny(tmp_path, loss="noisy-embedding", noise_alpha=5.0), tmp_path, 1, 1) \
-        .neftune_noise_alpha == 5.0
     assert training_arguments(tiny(tmp_path, loss="dispersion"), tmp_path, 1, 1).neftune_noise_alpha is None
-    model = load_model("random:tiny-gpt2", device="cpu", lm_head=True).model
-    emb = model.get_input_embeddings()
-    ids = torch.randint(0, 1000, (2, 16))
-    clean = emb(ids)
-    activate_neftune(model, 5.0)
-    model.train()
-    noise = emb(ids) - clean
-    bound = 5.0 / (16 * clean.shape[-1]) ** 0.5  # alpha / sqrt(S d)
-    assert noise.abs().max() <= bound + 1e-7 and noise.abs().max() > 0.5 * bound
-    model.eval()
-    assert torch.equal(emb(ids), clean)
+    spy = _Spy(embedding_outputs=True)
+    run_train(tiny(tmp_path, loss="noisy-embedding", noise_alpha=5.0, train_tokens=2 * 128), callbacks=[spy])
+    spy.hook.remove()
+    noise = torch.cat([n.flatten() for n in spy.noise])
+    d = spy.begin[0][0].shape[1]
+    bound = 5.0 / math.sqrt(32 * d)  # alpha / sqrt(L d), L = 32 tokens per sequence
+    assert len(spy.noise) == 2 and noise.numel() == 2 * 4 * 32 * d
+    assert noise.abs().max() <= bound * (1 + 1e-5) and noise.abs().max() >= 0.99 * bound
+    assert noise.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.03)  # uniform on [-b, b]
+    assert abs(noise.mean().item()) < 0.02 * bound
 
 
 def test_active_forgetting_resets_embeddings_and_their_optimiser_state(tmp_path):
-    from lmdisp.train.forgetting import ActiveForgetting, forgetting_cycle
+    from lmdisp.train.forgetting import forgetting_cycle
 
     cfg = tiny(tmp_path, loss="active-forgetting", forget_every=3, forget_lr=1e-4, forget_warmup=1,
                forget_schedule="cycle")
     trainer, _ = _trainer(cfg, tmp_path)
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
-    groups = trainer.optimizer.param_groups
     emb = trainer.model.get_input_embeddings().weight
-    (emb_group,) = [g for g in groups if any(p is emb for p in g["params"])]
+    (emb_group,) = [g for g in trainer.optimizer.param_groups if any(p is emb for p in g["params"])]
     assert emb_group["lr"] == pytest.approx(1e-4 * forgetting_cycle(1, 3)(0)) and len(emb_group["params"]) == 1
     assert emb_group["weight_decay"] == cfg.weight_decay == 0.1  # the authors' decay group
-    trainer.optimizer.state[emb] = {"step": torch.tensor(5.0)}
-    other = next(p for p in trainer.model.parameters() if p is not emb)
-    trainer.optimizer.state[other] = {"step": torch.tensor(5.0)}
-    before = emb.detach().clone()
-    cb = ActiveForgetting(every=3, seed=1)
-
-    from transformers import TrainerControl, TrainerState
-
-    state = TrainerState(global_step=2, max_steps=10)
-    cb.on_step_begin(trainer.args, state, TrainerControl(), model=trainer.model, optimizer=trainer.optimizer)
-    assert torch.equal(emb, before)  # step 2: nothing
-    state.global_step = 3
-    cb.on_step_begin(trainer.args, state, TrainerControl(), model=trainer.model, optimizer=trainer.optimizer)
-    assert not torch.equal(emb, before)
-    assert emb.std().item() == pytest.approx(0.02, rel=0.05) and abs(emb.mean().item()) < 1e-3
-    assert emb not in trainer.optimizer.state and other in trainer.optimizer.state
     f = forgetting_cycle(2, 10)
     assert [round(f(s), 3) for s in (0, 1, 2, 6, 9, 10)] == [0.5, 1.0, 1.0, 0.5, 0.125, 0.5]
 
 
-def test_active_forgetting_run(tmp_path):
-    run = run_train(tiny(tmp_path, loss="active-forgetting", forget_every=2, train_tokens=5 * 128))
+def test_active_forgetting_run_reinitialises_the_embeddings_at_each_reset(tmp_path):
+    """forget_every 2 over 5 steps: before steps 3 and 5 (global steps 2 and 4) every embedding
+    row is redrawn from N(0, 0.02), unrelated to the trained one, and Adam's state for the
+    embeddings starts over while the body's keeps counting; nothing happens between resets."""
+    spy = _Spy()
+    run = run_train(tiny(tmp_path, loss="active-forgetting", forget_every=2, train_tokens=5 * 128), callbacks=[spy])
     assert run.steps == 5
+    for step in (1, 3):  # no reset: the weights the last step left
+        assert torch.equal(spy.begin[step][0], spy.end[step][0])
+    for step in (2, 4):
+        trained, fresh = spy.end[step][0], spy.begin[step][0]
+        assert ((fresh - trained).abs().amax(dim=1) > 0).all()  # every row redrawn
+        corr = torch.corrcoef(torch.stack([fresh.flatten(), trained.flatten()]))[0, 1]
+        assert abs(corr.item()) < 0.05, corr
+        assert fresh.std().item() == pytest.approx(0.02, rel=0.05) and abs(fresh.mean().item()) < 1e-3
+        assert spy.end[step][1:] == (2, step)  # (embeddings, body) Adam steps
+        assert spy.begin[step][1:] == (0, step)  # the embeddings' optimiser state cleared
+    assert spy.end[3][1:] == (1, 3) and spy.end[5][1:] == (1, 5)  # restarted after each reset
 
 
 def _cli(*args):

@@ -16,8 +16,10 @@ import re
 from pathlib import Path
 
 from lmdisp.config import require
+from lmdisp.errors import Interrupted
 from lmdisp.eval.config import EvaluateConfig
 from lmdisp.eval.harness import Stage, check_task_names, run_evaluate, task_manager
+from lmdisp.eval.progress import RequestProgress
 from lmdisp.eval.results import EvaluateRun
 from lmdisp.runs import LOCK_NAME, LOG_FILE, RunDir, read_training_run, training_run_of
 
@@ -31,7 +33,17 @@ def saved_checkpoints(run: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) -> list[EvaluateRun]:
+class CheckpointRuns(list):
+    """The evaluations made by `run_evaluate_checkpoints` (a list of `EvaluateRun`), with the
+    folder they are in and the steps that were already evaluated there (skipped)."""
+
+    def __init__(self, runs=(), path: Path | None = None, skipped: list[int] | None = None):
+        super().__init__(runs)
+        self.path, self.skipped = path, list(skipped or [])
+
+
+def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None,
+                             progress: RequestProgress | None = None) -> CheckpointRuns:
     """`--checkpoints all`: evaluate every saved checkpoint of the training run `cfg.model`,
     one run folder `<output>/step-N` each, labelled with its training step. Steps whose folder
     already holds `tasks.csv` are skipped, so an interrupted call continues where it stopped."""
@@ -54,17 +66,25 @@ def run_evaluate_checkpoints(cfg: EvaluateConfig, stage: Stage | None = None) ->
         out = RunDir.create("evaluate", path.name, root=cfg.results_dir, output=cfg.output).path
     else:
         RunDir.resume(out, "evaluate")  # continuing: refused while another process writes there
-    runs = []
+    runs = CheckpointRuns(path=out)
     try:
         for step, one in plan:
             target = out / f"step-{step}"
             if (target / "tasks.csv").is_file():
+                runs.skipped.append(step)
                 continue
             if target.is_dir() and not any(target.iterdir()):
                 target.rmdir()
             if stage:
                 stage(f"checkpoint at step {step}")
-            runs.append(run_evaluate(dataclasses.replace(one, output=str(target)), stage, training_step=step))
+            runs.append(run_evaluate(dataclasses.replace(one, output=str(target)), stage, training_step=step,
+                                     progress=progress))
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated keeps its exit code)
+        RunDir(out, "evaluate").discard_if_empty()
+        stopped = type(exc) if isinstance(exc, Interrupted) else Interrupted
+        done = f"{len(runs) + len(runs.skipped)} of {len(plan)} checkpoints are evaluated in {out}"
+        raise stopped(f"evaluation stopped; {done}", output=out,
+                      hint=f"the same command with --output {out} continues with the others") from None
     except BaseException:
         RunDir(out, "evaluate").discard_if_empty()  # nothing written: leave no empty folder behind
         raise

@@ -15,6 +15,7 @@ from typing import Any
 
 from lmdisp.config import load_config, option, read_yaml, require, resolve_config
 from lmdisp.errors import ConfigError
+from lmdisp.runs import check_output_option
 from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN, DTYPES
 
 BACKENDS = ("hf", "vllm")
@@ -92,10 +93,7 @@ class EvaluateConfig:
         require(self.dtype in DTYPES, f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
         require(re.fullmatch(DEVICE_PATTERN, self.device) is not None,
                 f"--device {self.device!r}: choose auto, cpu, cuda, cuda:N or mps")
-        if self.output is not None:
-            parent = Path(self.output).expanduser().resolve().parent
-            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}" if not parent.exists()
-                    else f"--output: its parent {parent} is a file, not a folder")
+        check_output_option(self.output)
 
 
 def normalize_tasks(tasks: Any) -> dict[str, dict[str, Any]]:

@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lmdisp.config import require
-from lmdisp.errors import ConfigError, DataError, ModelLoadError, RunDirError
+from lmdisp.errors import ConfigError, DataError, Interrupted, ModelLoadError, RunDirError
 from lmdisp.eval.config import EvaluateConfig, is_preset, load_evaluate_config
+from lmdisp.eval.progress import RequestProgress, progress_lm, quiet_git_describe
 from lmdisp.eval.results import EvaluateRun, load_json, set_aside_damaged_requests, write_evaluation
-from lmdisp.eval.tasks import broken_task_yaml
+from lmdisp.eval.tasks import broken_task_yaml, template_problem
 from lmdisp.runs import LOCK_NAME, LOG_FILE, RunDir, read_training_run, training_run_of, write_json
 
 CPU_BATCH_SIZE = 8       # batching helps on a CPU too (bench/eval_speed.py); "auto" probes GPU memory
@@ -77,7 +78,7 @@ def check_task_names(tm, names: list[str], include_path: list[str]) -> None:
                       "task YAMLs of your own go in a folder given with --include-path")
 
 
-def load_tasks(tm, plan: dict[str, dict]) -> tuple[dict[str, dict], dict[Any, list]]:
+def load_tasks(tm, plan: dict[str, dict], include_path: list[str] = ()) -> tuple[dict[str, dict], dict[Any, list]]:
     """Build every task (downloads/reads its data) -> (plan with tags expanded, {n_shot: objects})."""
     expanded: dict[str, dict] = {}
     by_shot: dict[Any, list] = {}
@@ -86,6 +87,9 @@ def load_tasks(tm, plan: dict[str, dict]) -> tuple[dict[str, dict], dict[Any, li
         try:  # the data libraries raise many exception types for a missing or unreadable dataset
             loaded = tm.load([name])
         except Exception as exc:  # noqa: BLE001
+            template = template_problem(exc, name, include_path)
+            if template:
+                raise ConfigError(template) from None
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise DataError(f"cannot load task `{name}`: {first}; offline, task data must be cached or "
                             "local (a task YAML with dataset_path: json, via --include-path)") from None
@@ -190,24 +194,27 @@ def hf_lm(model, tokenizer, batch_size: Any, max_batch_size: int = 64):
 
 # ----------------------------------------------------------------------------- evaluation
 
-def evaluate_tasks(lm, by_shot: dict[Any, list], cfg: EvaluateConfig, seed: int, tm,
-                   stage: Stage | None = None, cache: Path | None = None) -> dict:
+def evaluate_tasks(lm, by_shot: dict[Any, list], cfg: EvaluateConfig, seed: int, tm, stage: Stage | None = None,
+                   cache: Path | None = None, progress: RequestProgress | None = None) -> dict:
     """`simple_evaluate` once per n-shot group, all seeds = `seed`; the raw results merged.
-    `cache`: lm-eval's request cache (a path prefix; it appends `_rank<i>.db`)."""
+    `cache`: lm-eval's request cache (a path prefix; it appends `_rank<i>.db`). `progress`
+    hears of every answered request (`lmdisp.eval.progress`)."""
     from lm_eval import simple_evaluate
 
     merged: dict[str, Any] = {}
     calls = []
-    _quiet_git_describe()
     for n_shot, objs in by_shot.items():
         if stage:
             shot = "task default" if n_shot is None else f"{n_shot}-shot"
             stage(f"evaluating {', '.join(_obj_name(o) for o in objs)} ({shot})")
         start = time.perf_counter()
-        out = simple_evaluate(model=lm, tasks=objs, num_fewshot=n_shot, limit=cfg.limit, gen_kwargs=cfg.gen_kwargs,
-                              task_manager=tm, log_samples=cfg.log_samples, batch_size=cfg.batch_size,
-                              random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                              fewshot_random_seed=seed, use_cache=str(cache) if cache else None)
+        model = progress_lm(lm, progress) if progress else lm
+        with quiet_git_describe():
+            out = simple_evaluate(model=model, tasks=objs, num_fewshot=n_shot, limit=cfg.limit,
+                                  gen_kwargs=cfg.gen_kwargs, task_manager=tm, log_samples=cfg.log_samples,
+                                  batch_size=cfg.batch_size, random_seed=seed, numpy_random_seed=seed,
+                                  torch_random_seed=seed, fewshot_random_seed=seed,
+                                  use_cache=str(cache) if cache else None)
         calls.append({"num_fewshot": n_shot, "tasks": [_obj_name(o) for o in objs], "config": out.get("config"),
                       "wall_time_s": round(time.perf_counter() - start, 3)})
         for key, value in out.items():
@@ -219,31 +226,16 @@ def evaluate_tasks(lm, by_shot: dict[Any, list], cfg: EvaluateConfig, seed: int,
     return merged
 
 
-def _quiet_git_describe() -> None:
-    """lm-eval records `git describe` of the working directory and lets git print "fatal: not
-    a git repository" to the terminal outside one: ask git the same with its stderr captured."""
-    import subprocess
-
-    import lm_eval.evaluator as evaluator
-
-    def git_hash() -> str | None:
-        try:
-            out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() or None if out.returncode == 0 else None
-
-    if hasattr(evaluator, "get_git_commit_hash"):
-        evaluator.get_git_commit_hash = git_hash
-
-
 def _obj_name(obj) -> str:
     return getattr(obj, "task_name", None) or obj.name
 
 
-def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step: int | None = None) -> EvaluateRun:
+def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step: int | None = None,
+                 progress: RequestProgress | None = None) -> EvaluateRun:
     """Check names and model, load task data, then the model; evaluate; write the run folder.
-    `training_step` labels the evaluation of a checkpoint (see `lmdisp.eval.checkpoints`)."""
+    `training_step` labels the evaluation of a checkpoint (see `lmdisp.eval.checkpoints`);
+    `progress` hears of every answered request. Ctrl-C raises `Interrupted` naming the folder
+    whose request cache a re-run with `--output` continues from."""
     from lmdisp.models import check_model, resolve_device
 
     if not _unfinished(cfg.output):  # before any work: no result lost (a killed run's cache is resumed)
@@ -259,7 +251,7 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
     plan = _plan(cfg)
     if stage:
         stage("loading task data")
-    plan, by_shot = load_tasks(tm, plan)
+    plan, by_shot = load_tasks(tm, plan, cfg.include_path)
     identity = cache_identity(cfg, target)
     run, resumed = _resumable_run(cfg, target, identity)
     cache = run.path / CACHE_DIR
@@ -269,11 +261,16 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
                                               if resumed else ""))
         lm, model_info = build_lm(cfg, target, seed)
         write_json(cache / "identity.json", identity)
-        raw = evaluate_tasks(lm, by_shot, cfg, seed, tm, stage, cache=cache / "requests")
-    except BaseException:
-        if not list(cache.glob("requests*.db")):  # no answer cached: leave nothing behind
+        raw = evaluate_tasks(lm, by_shot, cfg, seed, tm, stage, cache=cache / "requests", progress=progress)
+    except BaseException as exc:
+        kept = _answers_cached(cache)
+        if not kept:  # nothing to resume: leave nothing behind
             shutil.rmtree(cache, ignore_errors=True)
         run.discard_if_empty()
+        if isinstance(exc, KeyboardInterrupt) and kept:  # Ctrl-C, or SIGTERM (Terminated keeps its exit code)
+            stopped = type(exc) if isinstance(exc, Interrupted) else Interrupted
+            raise stopped(f"evaluation stopped; the answers so far are kept in {cache}", output=run.path,
+                          hint=f"the same command with --output {run.path} continues from them") from None
         raise
     return write_evaluation(run, raw, plan, cfg, seed=seed, labels=labels, model=target.spec,
                             model_info=model_info, training_run=target.run, training=target.training,
@@ -281,6 +278,23 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
 
 
 CACHE_DIR = "lm_eval_cache"
+
+
+def _answers_cached(cache: Path) -> bool:
+    """Whether lm-eval's request cache holds an answer (it creates its database, empty, before
+    the model is asked anything). A database that cannot be read counts as holding answers."""
+    import sqlite3
+    from contextlib import closing
+
+    for db in cache.glob("requests*.db"):
+        try:
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+                if con.execute("select count(*) from unnamed").fetchone()[0]:
+                    return True
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                return True
+    return False
 
 
 def cache_identity(cfg: EvaluateConfig, target: ModelTarget) -> dict[str, Any]:
@@ -339,7 +353,7 @@ def evaluate_in_training(model, tokenizer, tasks: str, out_dir: Path | str, labe
     target = ModelTarget("<in-memory>", "<in-memory>", train, str(run_folder) if run_folder else None, labels)
     tm = task_manager(cfg.include_path, list(cfg.tasks))
     check_task_names(tm, list(cfg.tasks), cfg.include_path)
-    plan, by_shot = load_tasks(tm, _plan(cfg))
+    plan, by_shot = load_tasks(tm, _plan(cfg), cfg.include_path)
     device = next(model.parameters()).device
     batch = resolve_batch_size(cfg.batch_size, device.type)
     was_training = model.training

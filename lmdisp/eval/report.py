@@ -33,7 +33,7 @@ from typing import Any
 from lmdisp.config import as_dict, option, require
 from lmdisp.errors import ConfigError, DataError
 from lmdisp.eval.results import read_manifest, read_tasks_csv
-from lmdisp.eval.selection import SELECTIONS, select_runs
+from lmdisp.eval.selection import SELECTIONS, check_reference, select_runs
 from lmdisp.runs import RunDir, save_figure, slugify, write_table, write_text
 
 # Display order of the methods inside a block (the paper's Table 2); others follow by name.
@@ -377,6 +377,7 @@ def run_report(cfg: ReportConfig) -> ReportRun:
     RunDir.check("report", root=cfg.results_dir, output=cfg.output)
     folders = find_runs(cfg.runs)
     long = read_runs(folders)
+    check_reference(cfg.reference, long, default=ReportConfig.reference)
     table, tasks, notes = build_table(long, cfg.tasks, cfg.reference, cfg.select)
     absent = [t for t in tasks if t not in set(long["task"])]
     require(not absent, f"--tasks: no run has {', '.join(absent)}")

@@ -16,6 +16,7 @@ from typing import Any
 
 from lmdisp.config import as_dict
 from lmdisp.errors import DataError
+from lmdisp.jsontext import json_text
 from lmdisp.runs import RunDir, slugify, write_json, write_table, write_text
 
 # The metric a task reports when neither the preset nor the task list names one.
@@ -94,7 +95,7 @@ def write_evaluation(run: RunDir, raw: dict, plan: dict[str, dict], cfg: Any, **
     samples = raw.pop("samples", None) or {}
     for task, items in samples.items():
         write_text(run.path / "samples" / f"{slugify(task)}.jsonl",
-                   "".join(json.dumps(s, default=str) + "\n" for s in items))
+                   "".join(json_text(s) + "\n" for s in items))
     write_json(run.path / "lm_eval_results.json", raw)  # first: kept even if a metric is missing below
     table, metrics = flatten(raw, plan, cfg.limit)
     write_table(table, run.path / "tasks", float_format="%.10g")

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from lmdisp.errors import ConfigError
+
 SELECTIONS = ("final", "best", "best-trained")
 NO_STEP = "—"  # an evaluation of a model that is not a training run (a base-model row)
 
@@ -52,3 +54,16 @@ def _step_label(run) -> str:
     if step is not None and step == step:  # neither None nor NaN
         return str(int(step))
     return "final" if run.get("training_run") else NO_STEP
+
+
+def check_reference(reference: str, long, default: str) -> None:
+    """A `--reference` that names no row is a typo: refused with the rows there are. The
+    default (`dispersion`) absent from a block only gets a note (a table of baselines)."""
+    import difflib
+
+    methods = list(dict.fromkeys(long["method"]))
+    if reference in methods or reference == default:
+        return
+    close = difflib.get_close_matches(reference, methods, 1)
+    raise ConfigError(f"--reference {reference!r}: no such row" + (f" (did you mean {close[0]}?)" if close else "")
+                      + f"; the rows are {', '.join(methods)}")

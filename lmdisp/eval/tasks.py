@@ -49,3 +49,31 @@ def list_tasks(include_path: list[str], pattern: str = "*") -> list[str]:
 
     tm = TaskManager(include_path=include_path or None)
     return sorted(n for n in tm.all_tasks if fnmatch.fnmatch(n, pattern or "*"))
+
+
+def template_problem(exc: BaseException, name: str, include_path: list[str]) -> str | None:
+    """A task whose Jinja template names a field its documents do not have (`{{questoin}}`):
+    the field, and the YAML file and line that use it (from `include_path`); None for any
+    other error."""
+    import re
+
+    found = re.fullmatch(r"'([^']+)' is undefined", str(exc).strip())
+    if type(exc).__name__ != "UndefinedError" or found is None:
+        return None
+    field = found.group(1)
+    use = re.compile(r"\{[{%][^}]*\b" + re.escape(field) + r"\b")
+    where = ""
+    for folder in include_path:
+        for file in sorted(Path(folder).rglob("*.y*ml")):
+            try:
+                lines = file.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError):
+                continue
+            hit = next((i for i, line in enumerate(lines) if use.search(line)), None)
+            if hit is not None:
+                where = f" ({file}, line {hit + 1})"
+                break
+        if where:
+            break
+    return (f"task `{name}`: its template uses `{field}`, which is not a field of the task's documents{where}; "
+            "correct the name in the task YAML (doc_to_text, doc_to_target, doc_to_choice)")

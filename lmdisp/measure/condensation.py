@@ -155,6 +155,8 @@ def trend(layer_means: np.ndarray) -> dict[str, float]:
     """Spearman rho and Kendall tau (with p-values) of m_l against the layer index."""
     from scipy import stats
 
+    if len(layer_means) < 3:  # no trend over fewer than 3 points (flagged by `tables.degenerate`)
+        return {"spearman_rho": np.nan, "spearman_p": np.nan, "kendall_tau": np.nan, "kendall_p": np.nan}
     idx = np.arange(len(layer_means))
     rho = stats.spearmanr(idx, layer_means)
     tau = stats.kendalltau(idx, layer_means)

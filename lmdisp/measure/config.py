@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmdisp.config import option, require
+from lmdisp.runs import check_output_option
 from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN, DTYPES
 
 _DATA, _PROTO, _MODEL, _OUT = "Text", "Protocol", "Model and device", "Outputs"
@@ -96,7 +97,4 @@ class MeasureConfig:
         bad = sorted(set(self.metrics) - set(METRICS))
         require(not bad, f"--metrics: unknown {', '.join(bad)}; choose from {', '.join(METRICS)} or all")
         require(self.device_map in (None, "auto"), "--device-map accepts only `auto`")
-        if self.output is not None:
-            parent = Path(self.output).expanduser().resolve().parent
-            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}" if not parent.exists()
-                    else f"--output: its parent {parent} is a file, not a folder")
+        check_output_option(self.output)

@@ -15,6 +15,7 @@ bootstrap intervals and position profiles are computed after the pass (`tables`)
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from lmdisp.measure.compare import CkaAccumulator
 from lmdisp.measure.condensation import CondensationAccumulator, CondensationResult, layer_histograms
 from lmdisp.measure.config import MeasureConfig
 from lmdisp.measure.sites import SiteRecorder, find_blocks
-from lmdisp.measure.tables import cka_frame, models_row, positions_frame, site_tables
+from lmdisp.measure.tables import cka_frame, degenerate, models_row, positions_frame, site_tables
 from lmdisp.models import (LoadedModel, check_model, check_vocabulary, default_tokenizer, load_model,
                            load_tokenizer, resolve_device)
 from lmdisp.runs import RunDir, peak_memory, provenance, save_figure, save_npz, slugify, write_json, write_table
@@ -66,6 +67,7 @@ class MeasureRun:
 class SiteResults:
     results: dict[str, CondensationResult]
     names: dict[str, list[str]]  # site -> module names
+    distinct: int = 0            # distinct token sequences among the repetitions
 
 
 def prepare_texts(cfg: MeasureConfig) -> tuple[list[str], str]:
@@ -77,8 +79,9 @@ def prepare_texts(cfg: MeasureConfig) -> tuple[list[str], str]:
                         max_words=cfg.max_words), corpus.name
 
 
-def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, Any]:
-    """Tokenise and truncate to exactly `max_length` tokens; every text must reach it."""
+def tokenize(tokenizer, texts: list[str], max_length: int, source: str | None = None) -> dict[str, Any]:
+    """Tokenise and truncate to exactly `max_length` tokens; every text must reach it.
+    `source`: the `--texts` file the texts came from (None: sampled from --dataset)."""
     import torch
 
     enc = tokenizer(texts, truncation=True, max_length=max_length)
@@ -86,8 +89,11 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> dict[str, Any]:
     short = [(r, n) for r, n in enumerate(lengths) if n < max_length]
     if short:
         r, n = short[0]
-        raise DataError(f"text of repetition {r} has only {n} tokens, fewer than --max-length {max_length} "
-                        f"({len(short)} of {len(texts)} texts are short); raise --min-words or lower --max-length")
+        what = f"text of repetition {r}" + (f" (--texts {source})" if source else "")
+        fix = (f"lower --max-length to {min(lengths)} or give longer texts (--min-words applies to --dataset, "
+               "not --texts)") if source else "raise --min-words or lower --max-length"
+        raise DataError(f"{what} has only {n} tokens, fewer than --max-length {max_length} "
+                        f"({len(short)} of {len(texts)} texts are short); {fix}")
     return {k: torch.tensor(v) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
@@ -129,7 +135,10 @@ class _Stream:
 
     def finish(self) -> SiteResults:
         self.recorder.close()
-        return SiteResults({site: acc.result() for site, acc in self.accs.items()}, dict(self.recorder.names))
+        import torch
+
+        distinct = int(torch.unique(self.enc["input_ids"], dim=0).shape[0])
+        return SiteResults({site: acc.result() for site, acc in self.accs.items()}, dict(self.recorder.names), distinct)
 
 
 def measure_sites(loaded: LoadedModel, texts: list[str], cfg: MeasureConfig, progress: Progress | None = None,
@@ -143,11 +152,11 @@ def measure_sites(loaded: LoadedModel, texts: list[str], cfg: MeasureConfig, pro
         if item is not None and item.max_positions and cfg.max_length > item.max_positions:
             raise DataError(f"--max-length {cfg.max_length} exceeds the {item.max_positions} positions of "
                             f"`{item.spec}`")
-    enc = tokenize(loaded.tokenizer, texts, cfg.max_length)
+    enc = tokenize(loaded.tokenizer, texts, cfg.max_length, cfg.texts)
     streams = [_Stream(loaded, cfg, enc)]
     ckas: dict[str, CkaAccumulator] = {}
     if partner is not None:
-        enc_b = tokenize(partner.tokenizer, texts, cfg.max_length)
+        enc_b = tokenize(partner.tokenizer, texts, cfg.max_length, cfg.texts)
         if not torch.equal(enc["input_ids"], enc_b["input_ids"]):
             raise DataError(f"--compare: `{loaded.spec}` and `{partner.spec}` tokenise the texts differently; "
                             "CKA needs the same tokens (models sharing a tokenizer)")
@@ -198,7 +207,9 @@ def summarize(loaded: LoadedModel, measured: SiteResults, cfg: MeasureConfig, co
     frames, sites = [], {}
     for site, result in measured.results.items():
         frame, sites[site] = site_tables(site, result, measured.names[site], n_blocks, cfg)
+        sites[site]["warnings"] = degenerate(site, sites[site], result.num_repetitions, measured.distinct)
         frames.append(frame)
+    warnings = list(dict.fromkeys(w for s in sites.values() for w in s["warnings"]))
     head = sites[cfg.site[0]]
     summary = {
         "model": loaded.spec, "model_source": loaded.source, "model_location": loaded.location,
@@ -208,7 +219,7 @@ def summarize(loaded: LoadedModel, measured: SiteResults, cfg: MeasureConfig, co
         "skip_first": cfg.skip_first, "min_words": cfg.min_words, "max_words": cfg.max_words, "seed": cfg.seed,
         "batch_size": resolve_batch_size(cfg.batch_size, device.split(":")[0]), "dtype": dtype, "device": device,
         "metrics": list(cfg.metrics), "bootstrap": cfg.bootstrap, "confidence": cfg.confidence,
-        "wall_time_s": round(wall, 3), "sites": sites,
+        "wall_time_s": round(wall, 3), "sites": sites, "degenerate": bool(warnings), "warnings": warnings,
     }
     return pd.concat(frames, ignore_index=True), summary
 
@@ -297,6 +308,8 @@ def _finish_model(run: RunDir, loaded: LoadedModel, measured: SiteResults, cfg: 
     device = str(loaded.model.get_input_embeddings().weight.device)
     dtype = str(loaded.model.dtype).replace("torch.", "")
     layers, summary = summarize(loaded, measured, cfg, corpus, wall, device, dtype)
+    for warning in summary["warnings"]:
+        logging.getLogger("lmdisp").warning("%s: %s", loaded.spec, warning)
     item = ModelMeasurement(loaded.spec, loaded.source, loaded.num_params, summary["num_layers"],
                             measured.results, summary, layers)
     item.folder = _write_model(run, item, cfg)

@@ -87,6 +87,27 @@ def positions_frame(results: dict[str, CondensationResult], n_blocks: int):
     return pd.concat(frames, ignore_index=True)
 
 
+def degenerate(site: str, summary: dict, reps: int, distinct: int) -> list[str]:
+    """Why a site's statistics describe nothing (an empty list when they are sound): identical
+    repetitions (a spread of 0, intervals of no width, p-values that test nothing), too few
+    layers for a trend over depth, an undefined rho."""
+    out = []
+    if reps > 1 and distinct == 1:
+        out.append(f"identical repetitions: all {reps} repetitions are the same text (a corpus of one record?), so "
+                   "the spread over repetitions is 0 and the intervals and p-values describe nothing; use a larger "
+                   "corpus or --texts with several texts")
+    elif reps > 1 and distinct < reps:
+        out.append(f"only {distinct} distinct texts among {reps} repetitions: the spread and intervals understate "
+                   "the uncertainty")
+    n = len(summary["mean_cos_by_layer"])
+    if n < 3:
+        out.append(f"site {site}: {n} layer(s) measured, too few for a trend over depth: rho and tau are undefined "
+                   "(a --site pattern matching one module?)")
+    elif not np.isfinite(summary["spearman_rho"]):
+        out.append(f"site {site}: rho is undefined (the mean cosine is the same at every layer)")
+    return out
+
+
 def models_row(spec: str, num_params: int, n_blocks: int, site_summary: dict, wall: float) -> dict:
     m = site_summary["mean_cos_by_layer"]
     return {"model": spec, "site": site_summary["site"], "params": num_params, "layers": n_blocks,
@@ -96,7 +117,7 @@ def models_row(spec: str, num_params: int, n_blocks: int, site_summary: dict, wa
             "mean_cos_first": m[0], "mean_cos_last": m[-1],
             "mean_cos_last_quarter": site_summary["mean_last_n_layers"][str(max(1, len(m) // 4))],
             "first_token_cos_last": site_summary["first_token_cos_by_layer"][-1],
-            "wall_time_s": wall}
+            "wall_time_s": wall, "warnings": "; ".join(site_summary.get("warnings", []))}
 
 
 def cka_frame(cka: dict[str, np.ndarray], pairs: dict[str, list], cfg):

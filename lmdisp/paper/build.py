@@ -15,6 +15,6 @@ def build_plan(scale: str, root: str | Path | None = None) -> Plan:
     `results/paper/<scale>` unless `root` says otherwise."""
     if scale not in SCALES:
         raise ConfigError(f"--scale {scale}: choose one of {', '.join(SCALES)}")
-    root = Path(root) if root is not None else Path("results") / "paper" / scale
+    root = (Path(root) if root is not None else Path("results") / "paper" / scale).expanduser().resolve()
     jobs = full_jobs() if scale == "full" else mini_jobs(smoke=scale == "smoke")
     return Plan(scale, root, {j.id: j for j in jobs})

@@ -161,6 +161,21 @@ def run_local(plan: Plan, jobs: list[Job], on_event: Event | None = None, invoke
     return outcome
 
 
+@contextlib.contextmanager
+def plan_lock(plan: Plan):
+    """One `lmdisp paper` per plan folder at a time (`lmdisp.locks`: a second one is refused with
+    the holder's name; the kernel frees the lock of a killed one)."""
+    from lmdisp import locks
+
+    folder = plan.root / ".jobs"
+    folder.mkdir(parents=True, exist_ok=True)
+    locks.acquire(folder, "lmdisp paper")
+    try:
+        yield
+    finally:
+        locks.release(folder)
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"

@@ -82,10 +82,25 @@ def heatmap(fig, ax, hist, title: str, line: float | None = None) -> None:
     cbar.ax.set_title("Density", fontsize=7)
 
 
+def _stages(labels: list[str]) -> list[list[int]]:
+    """Runs of consecutive indices with the same stage (`S1-...`, `S2-...`; Figure 4's gaps)."""
+    keys = [re.match(r"(S\d+)-", lab).group(1) if re.match(r"S\d+-", lab) else lab for lab in labels]
+    runs: list[list[int]] = []
+    for i, k in enumerate(keys):
+        if runs and keys[runs[-1][-1]] == k:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs if any(len(r) > 1 for r in runs) and len(runs) > 1 else [list(range(len(labels)))]
+
+
 def trend(ax, models: list[dict], title: str = "", xlabel: str = "") -> None:
+    for n, idx in enumerate(_stages([m["label"] for m in models])):
+        first = n == 0
+        ax.plot(idx, [models[i]["rho"] for i in idx], "-o", color="#2c5aa0", label="Spearman" if first else None)
+        ax.plot(idx, [models[i]["tau"] for i in idx], "-o", color="#c0392b",
+                label="Kendall's τ" if first else None)
     x = np.arange(len(models))
-    ax.plot(x, [m["rho"] for m in models], "-o", color="#2c5aa0", label="Spearman")
-    ax.plot(x, [m["tau"] for m in models], "-o", color="#c0392b", label="Kendall's τ")
     ax.set_ylim(-1, 1.05)
     ax.set_xticks(x, [m["label"] for m in models], rotation=35, ha="right", fontsize=7)
     ax.axhline(0, color="0.7", lw=0.6)
@@ -175,7 +190,8 @@ def make_figure(layout: str, inputs: list[Path], output: Path, labels: list[str]
     fig = draw(layout, groups, labels, heatmaps or [])
     output.mkdir(parents=True, exist_ok=True)
     save_figure(fig, output / "figure.png", dpi=110)
-    points = [{"group": labels[i] if i < len(labels) else str(i), "model": m["model"], "label": m.get("label"),
+    several = len(groups) > 1 or layout in ("families", "corpora")
+    points = [{"group": (labels[i] if i < len(labels) else str(i)) if several else "", "model": m["model"], "label": m.get("label"),
                "spearman_rho": m["rho"], "kendall_tau": m["tau"], "params": m["params"], "step": m["step"],
                "source": m["source"]} for i, g in enumerate(groups) for m in g]
     write_json(output / "figure.json", {"layout": layout, "labels": labels, "points": points,

@@ -67,6 +67,8 @@ def _measure(jid: str, art: str, models: list[str], *extra: str, deps=(), reps: 
     specs = [m for m in models if not m.startswith("{")]
     hours = measure_hours(specs or ["gpt2"] * len(models), int(reps), tokens)
     gpus = max([gpus_for(m) for m in specs] or [1])
+    if gpus > 1:  # a model that needs several GPUs in float32 is spread over them
+        argv[-2:-2] = ["--device-map", "auto"]
     return Job(jid, "measure", argv, [art], list(deps), hours, "estimate: model size x tokens", gpus)
 
 
@@ -92,7 +94,8 @@ def figure_jobs(cfg: dict) -> list[Job]:
     jobs += fig3_jobs(cfg)
     olmo = [f"{cfg['fig4_model']}@{rev}" for rev in cfg["fig4_revisions"]]
     jobs.append(_measure("fig4/measure", "fig4", olmo))
-    jobs.append(_figure("fig4", "checkpoints", ["fig4/measure"]))
+    jobs.append(_figure("fig4", "checkpoints", ["fig4/measure"], "--labels",
+                        ",".join(revision_label(r) for r in cfg["fig4_revisions"])))
     pairs = [m for pair in cfg["fig5_pairs"] for m in pair]
     jobs.append(_measure("fig5/measure", "fig5", pairs))
     jobs.append(_figure("fig5", "pairs", ["fig5/measure"]))
@@ -119,6 +122,15 @@ def fig3_jobs(cfg: dict) -> list[Job]:
     jobs.append(_figure("fig3", "widths", ["fig3/measure"], "--labels",
                         ",".join(f"MLP dim = {w}" for w in cfg["fig3_widths"])))
     return jobs
+
+
+def revision_label(rev: str) -> str:
+    """The paper's tick labels: stage1-step353000 -> S1-353k, main -> Main."""
+    m = re.fullmatch(r"stage(\d+)-step(\d+)", rev)
+    if not m:
+        return rev.capitalize()
+    step = int(m.group(2))
+    return f"S{m.group(1)}-{step // 1000}k" if step >= 1000 else f"S{m.group(1)}-{step}"
 
 
 def slugf(name: str) -> str:
@@ -160,7 +172,7 @@ def table_jobs(cfg: dict) -> list[Job]:
         table, model = key.split("/")
         jid = f"{table}/{model}/report"
         jobs[jid] = Job(jid, "tabulate", ["report", *[f"{{dep:{e}}}" for e in evals], "--select", "best",
-                                          "--results-dir", "{out}"], [table], list(evals), 0.0, "CPU only")
+                                          "--output", "{out}"], [table], list(evals), 0.0, "CPU only")
     return [*jobs.values(), *table5_jobs(cfg, seeds[:1])]
 
 
@@ -175,7 +187,7 @@ def table5_jobs(cfg: dict, seeds: list[str]) -> list[Job]:
             jobs.append(_evaluate(eid, "table5", f"{{dep:{tid}}}", "paper-qwen3", seed, [tid], eval_hours("0.6b", 1)))
             evals.append(eid)
     jobs.append(Job("table5/report", "tabulate", ["report", *[f"{{dep:{e}}}" for e in evals], "--reference",
-                                                  "dispersion", "--results-dir", "{out}"], ["table5"], evals, 0.0,
+                                                  "dispersion", "--output", "{out}"], ["table5"], evals, 0.0,
                     "CPU only"))
     return jobs
 
@@ -208,4 +220,14 @@ def slug_id(spec: str) -> str:
 
 def full_jobs() -> list[Job]:
     cfg = models_config()
-    return [*table_jobs(cfg), *figure_jobs(cfg)]
+    return with_figure7_runs([*table_jobs(cfg), *figure_jobs(cfg)])
+
+
+def with_figure7_runs(jobs: list[Job]) -> list[Job]:
+    """Figure 7's training runs are table rows; they count (and run) for fig7 too."""
+    by_id = {j.id: j for j in jobs}
+    for job in jobs:
+        if job.kind == "measure" and "fig7" in job.artefacts:
+            for dep in job.deps:
+                add_artefact(by_id[dep], "fig7")
+    return jobs

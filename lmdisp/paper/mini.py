@@ -15,18 +15,19 @@ the tests). Same structure and the same shipped configs as the full plan, shrunk
 
 from __future__ import annotations
 
-from lmdisp.paper.full import models_config
+from lmdisp.paper.full import models_config, with_figure7_runs
 from lmdisp.paper.plan import Job
 
 SEEDS = ("1", "2")
 _CORPUS = ["--dataset", "builtin"]
 _MEASURE = [*_CORPUS, "--repetitions", "4", "--max-length", "64", "--min-words", "96", "--max-words", "128",
             "--bootstrap", "200", "--save-matrices"]
-_SHAPE = ["--context-length", "64", "--batch-size", "8", "--grad-accum", "1", "--lr", "0.001",
+_SHAPE = ["--context-length", "64", "--batch-size", "8", "--grad-accum", "1", "--set", "global_batch=0", "--lr", "0.001",
           "--precision", "fp32", "--no-gradient-checkpointing", "--set", "logging_steps=8",
           "--set", "condensation_every=0"]
 MINI_WIDTHS = (16, 64, 256, 1024)
-FIG4_STEPS = (4, 8, 16, 32)      # doubling schedule; step 0 is the initialisation, the end is final/
+FIG4_STEPS = (4, 8, 16, 32)
+BASE_LABEL = ("--base-model", "tiny-gpt2 (mini base)")  # the report's block: base row and mid-trained rows      # doubling schedule; step 0 is the initialisation, the end is final/
 
 
 def _train(jid: str, arts: list[str], command: str, *args: str, deps=(), minutes: float = 0.3) -> Job:
@@ -44,8 +45,9 @@ def _figure(art: str, layout: str, deps: list[str], *extra: str) -> Job:
                                            *[f"{{dep:{d}}}" for d in deps]], [art], deps, None, "CPU", 0, 0.1)
 
 
-def _evaluate(jid: str, art: str, model: str, seed: str, deps: list[str], checkpoints: bool = True) -> Job:
-    argv = ["evaluate", "--model", model, "--config", "{dep:tasks}/preset.yaml", "--seed", seed,
+def _evaluate(jid: str, art: str, model: str, seed: str, deps: list[str], checkpoints: bool = True,
+              labels: tuple[str, ...] = ()) -> Job:
+    argv = ["evaluate", "--model", model, "--config", "{dep:tasks}/preset.yaml", "--seed", seed, *labels,
             "--output", "{out}"]
     if checkpoints:
         argv[-2:-2] = ["--checkpoints", "all"]
@@ -53,7 +55,7 @@ def _evaluate(jid: str, art: str, model: str, seed: str, deps: list[str], checkp
 
 
 def _report(jid: str, art: str, evals: list[str], *extra: str) -> Job:
-    return Job(jid, "tabulate", ["report", *[f"{{dep:{e}}}" for e in evals], *extra, "--results-dir", "{out}"],
+    return Job(jid, "tabulate", ["report", *[f"{{dep:{e}}}" for e in evals], *extra, "--output", "{out}"],
                [art], evals, None, "CPU", 0, 0.05)
 
 
@@ -64,7 +66,7 @@ def feature_jobs(smoke: bool) -> list[Job]:
         jobs.append(_measure("fig2/measure", ["fig2"], ["smollm2-135m", "random:smollm2-135m"], minutes=1.5))
         jobs.append(_figure("fig2", "families", ["fig2/measure"], "--heatmaps", "SmolLM2", "--labels", "SmolLM2"))
     widths = MINI_WIDTHS[:2] if smoke else MINI_WIDTHS
-    tokens = "8k" if smoke else "40k"
+    tokens = "4k" if smoke else "24k"
     for w in widths:
         jobs.append(_train(f"fig3/pretrain-mlp{w}", ["fig3"], "pretrain", "--config", "configs/pretrain/"
                            "gpt2-mlp384.yaml", "--model", f"mini-gpt2-mlp{w}", "--train-tokens", tokens,
@@ -83,7 +85,7 @@ def feature_jobs(smoke: bool) -> list[Job]:
     jobs.append(_figure("fig4", "checkpoints", ["fig4/measure"], "--labels",
                         ",".join(["init", *[f"step {s}" for s in FIG4_STEPS], "final"])))
     jobs.append(_train("fig5/distill", ["fig5"], "distill", "--model", "random:mini-gpt2-mlp64", "--teacher",
-                       "{dep:fig3/pretrain-mlp1024}/final", "--train-tokens", "40k", "--seed", "1",
+                       "{dep:fig3/pretrain-mlp1024}/final", "--train-tokens", "24k", "--seed", "1",
                        deps=["fig3/pretrain-mlp1024"]))
     jobs.append(_measure("fig5/measure", ["fig5"], ["{dep:fig3/pretrain-mlp64}/final", "{dep:fig5/distill}/final"],
                          ["fig3/pretrain-mlp64", "fig5/distill"]))
@@ -95,10 +97,10 @@ def table_jobs(smoke: bool) -> list[Job]:
     cfg = models_config()
     seeds = SEEDS[:1] if smoke else SEEDS
     jobs: dict[str, Job] = {"tasks": Job("tasks", "prepare", ["lmdisp.paper.steps", "tasks", "--output", "{out}", "--limit",
-                                                   "24" if smoke else "60"],
+                                                   "24" if smoke else "30"],
                                          ["table2", "table3", "table4", "table5"], [], None, "CPU", 0, 0.05)}
     jobs["base"] = _train("base", ["table2"] if smoke else ["table2", "table3", "table4", "fig7"], "pretrain", "--config", "configs/pretrain/gpt2-mlp384.yaml",
-                          "--model", "tiny-gpt2", "--train-tokens", "16k" if smoke else "64k", "--seed", "0",
+                          "--model", "tiny-gpt2", "--train-tokens", "8k" if smoke else "64k", "--seed", "0",
                           minutes=0.5)
     tables = {"table2": ["ce", "dispersion"] if smoke else cfg["table2_rows"]}
     if not smoke:
@@ -106,7 +108,7 @@ def table_jobs(smoke: bool) -> list[Job]:
     evals: dict[str, list[str]] = {t: [] for t in tables}
     for seed in seeds:
         jobs[f"table2/eval-base-seed{seed}"] = _evaluate(f"table2/eval-base-seed{seed}", "table2", "{dep:base}/final",
-                                                         seed, ["base"], checkpoints=False)
+                                                         seed, ["base"], False, (*BASE_LABEL, "--method", "base"))
         evals["table2"].append(f"table2/eval-base-seed{seed}")
     for table, rows in tables.items():
         for row in rows:
@@ -115,9 +117,9 @@ def table_jobs(smoke: bool) -> list[Job]:
                 tid, eid = f"{home}/{row}-seed{seed}", f"{home}/eval-{row}-seed{seed}"
                 if tid not in jobs:
                     jobs[tid] = _train(tid, [table], "midtrain", "--config", f"configs/midtrain/gpt2-{row}.yaml",
-                                       "--model", "{dep:base}/final", "--train-tokens", "4k" if smoke else "12k",
+                                       "--model", "{dep:base}/final", "--train-tokens", "4k" if smoke else "8k",
                                        "--seed", seed, "--set", "eval_points=2", deps=["base"])
-                    jobs[eid] = _evaluate(eid, table, f"{{dep:{tid}}}", seed, [tid], checkpoints=not smoke)
+                    jobs[eid] = _evaluate(eid, table, f"{{dep:{tid}}}", seed, [tid], False, BASE_LABEL)
                 for jid in (tid, eid):
                     if table not in jobs[jid].artefacts:
                         jobs[jid].artefacts.append(table)
@@ -136,7 +138,7 @@ def table5_jobs(seeds) -> list[Job]:
         for seed in seeds:
             tid, eid = f"table5/{row}-seed{seed}", f"table5/eval-{row}-seed{seed}"
             jobs.append(_train(tid, ["table5"], "pretrain", "--config", f"configs/pretrain/{row}.yaml", "--model",
-                               "tiny-llama", "--train-tokens", "32k", "--seed", seed, "--set", "warmup_steps=6"))
+                               "tiny-llama", "--train-tokens", "16k", "--seed", seed, "--set", "warmup_steps=4"))
             jobs.append(_evaluate(eid, "table5", f"{{dep:{tid}}}", seed, [tid], checkpoints=False))
             evals.append(eid)
     return [*jobs, _report("table5/report", "table5", evals)]
@@ -152,5 +154,11 @@ def fig7_jobs(cfg: dict) -> list[Job]:
     return jobs
 
 
+# Run order when time is short: every figure's evidence first, then Table 2 and Figure 7, Table 5,
+# and the ablations (a plan stopped part-way reports the most claims).
+_PRIORITY = {"fig2": 0, "fig3": 0, "fig4": 0, "fig5": 0, "table2": 1, "fig7": 2, "table5": 3, "table3": 4, "table4": 5}
+
+
 def mini_jobs(smoke: bool = False) -> list[Job]:
-    return [*table_jobs(smoke), *feature_jobs(smoke)]
+    jobs = with_figure7_runs([*table_jobs(smoke), *feature_jobs(smoke)])
+    return sorted(jobs, key=lambda j: min(_PRIORITY.get(a, 9) for a in j.artefacts))

@@ -173,8 +173,10 @@ def config_files(argv: list[str]) -> list[Path]:
     return found
 
 
-def job_hash(job: Job) -> str:
-    """The hash of a job's resolved config: its command line as written and the content of every
-    config file it names (a config edited on disk changes the hash, so the job reruns)."""
-    blob = {"argv": job.argv, "files": [p.read_text() for p in config_files(job.argv)]}
+def job_hash(job: Job, plan: Plan | None = None) -> str:
+    """The hash of a job's resolved config: its command line as written, the content of every
+    config file it names (a config edited on disk changes the hash, so the job reruns) and, with
+    `plan`, its dependencies' hashes (a rerun input reruns what was made from it)."""
+    blob = {"argv": job.argv, "files": [p.read_text() for p in config_files(job.argv)],
+            "deps": [job_hash(plan.jobs[d], plan) for d in job.deps] if plan is not None else []}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]

@@ -13,7 +13,7 @@ def cost_text(job: Job, scale: str) -> str:
         return "cost unknown"
     if not job.gpu_hours:
         return job.cost_source
-    gpus = f" on {job.gpus} GPUs" if job.gpus > 1 else ""
+    gpus = f", {job.gpus} GPUs" if job.gpus > 1 else ""
     return f"{job.gpu_hours:g} GPU-h{gpus} ({job.cost_source})"
 
 
@@ -30,6 +30,6 @@ def plan_rows(plan: Plan, jobs: list[Job]) -> tuple[list[dict], dict[str, tuple[
     for art in ARTEFACTS:
         mine = [j for j in jobs if art in j.artefacts]
         if mine:
-            hours = sum((j.gpu_hours or 0) * max(j.gpus, 1) for j in full.values() if art in j.artefacts)
+            hours = sum(j.gpu_hours or 0 for j in full.values() if art in j.artefacts)
             totals[art] = (len(mine), hours, sum(j.minutes or 0 for j in mine))
     return rows, totals

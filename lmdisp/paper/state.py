@@ -46,7 +46,7 @@ def read_marker(plan: Plan, job: Job, name: str) -> dict | None:
 
 
 def job_state(plan: Plan, job: Job) -> JobState:
-    out, digest = plan.output(job), job_hash(job)
+    out, digest = plan.output(job), job_hash(job, plan)
     done = read_marker(plan, job, DONE)
     if done and done.get("hash") == digest and out.is_dir():
         return JobState(job, digest, "done")

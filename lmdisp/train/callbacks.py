@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from lmdisp.jsontext import json_text
+
 
 def _truncate_after(path: Path, step: int, step_of) -> None:
     """Drop records logged after `step` (a resumed run rewrites them) and a last line that a
@@ -52,7 +54,7 @@ class JsonlLogger(TrainerCallback):
             record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs,
                       "time": round(time.time(), 3)}
             with self.path.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(json_text(record) + "\n")
 
 
 class CondensationTracker(TrainerCallback):
@@ -123,7 +125,7 @@ class CondensationTracker(TrainerCallback):
             record = {"step": state.global_step, "heldout_loss": heldout["loss"],
                       "heldout_perplexity": heldout["perplexity"], "time": round(time.time(), 3)}
             with self.metrics.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(json_text(record) + "\n")
 
 
 class EvalHook(TrainerCallback):

@@ -17,6 +17,7 @@ from typing import Any
 
 from lmdisp.config import option, option_name, require
 from lmdisp.errors import ConfigError
+from lmdisp.runs import check_output_option
 from lmdisp.models import DTYPES
 
 # CLI loss names -> what they switch on. Regulariser names map to `lmdisp.train.losses`
@@ -230,12 +231,9 @@ class TrainConfig:
         require(0 <= self.distill_alpha <= 1, f"{name('distill_alpha')}{self.distill_alpha}: must be in [0, 1]")
         require(self.distill_temperature > 0, f"{name('distill_temperature')}{self.distill_temperature}: must be > 0")
         require(self.noise_alpha >= 0, f"{name('noise_alpha')}{self.noise_alpha}: must be >= 0")
+        check_output_option(self.output)
         self.resume = self.resume or bool(self.resume_from)
         require(not self.resume or self.output, "--resume needs --output: the run folder to continue")
-        if self.output:
-            parent = Path(self.output).expanduser().resolve().parent
-            require(parent.is_dir(), f"--output: parent folder does not exist: {parent}" if not parent.exists()
-                    else f"--output: its parent {parent} is a file, not a folder")
         for field in ("logging_steps", "save_steps"):
             require(getattr(self, field) >= 1, f"{name(field)} must be >= 1")
         for field in ("condensation_every", "eval_every", "save_total_limit", "eval_points", "weight_decay"):

@@ -124,7 +124,35 @@ def resume_point(run_dir: Path, state, chosen: str | None = None) -> str | None:
     if found is None and state.is_main_process:
         logging.getLogger("lmdisp").warning("%s has no complete checkpoint yet: starting it again from step 0",
                                             run_dir)
+    elif state.is_main_process:
+        logging.getLogger("lmdisp").warning("--resume: continuing %s from step %s (%s)", run_dir,
+                                            Path(found).name.split("-")[1], found)
     return found
+
+
+def last_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+    """(step, folder) of the newest complete checkpoint of a run (`trainer_state.json` is
+    written last), or None; reads only."""
+    import re
+
+    folder = Path(run_dir) / "checkpoints"
+    found = [(int(m.group(1)), c) for c in (folder.iterdir() if folder.is_dir() else [])
+             if (m := re.fullmatch(r"checkpoint-(\d+)", c.name)) and (c / "trainer_state.json").is_file()]
+    return max(found, default=None)
+
+
+def stopped_message(command: str, run_dir: Path, step: int) -> str:
+    """After Ctrl-C: the step reached, the checkpoint --resume continues from, and the command."""
+    last = last_checkpoint(run_dir)
+    if last is None:
+        kept = "no checkpoint was saved yet, so --resume starts it again from step 0"
+    elif last[0] >= step:
+        kept = f"its last checkpoint is that step ({last[1]})"
+    else:
+        again = f"step {step}" if step == last[0] + 1 else f"steps {last[0] + 1}-{step}"
+        kept = f"its last checkpoint is step {last[0]} ({last[1]}): --resume continues from there ({again} again)"
+    return (f"{command} stopped at step {step}; {kept}; continue with: lmdisp {command} --config "
+            f"{run_dir / 'config.yaml'} --output {run_dir} --resume")
 
 
 def final_losses(metrics: Path) -> dict:

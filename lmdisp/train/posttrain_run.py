@@ -20,7 +20,8 @@ from lmdisp.config import as_dict
 from lmdisp.errors import ConfigError, DataError, Interrupted, Terminated
 from lmdisp.runs import RunDir, make_readable, peak_memory, save_figure, write_json
 from lmdisp.train.callbacks import StopOnSigterm
-from lmdisp.train.folder import check_output, final_losses, prepare_run_dir, resume_point, train_labels
+from lmdisp.train.folder import (check_output, final_losses, prepare_run_dir, resume_point, stopped_message,
+                                 train_labels)
 from lmdisp.train.posttrain_config import PostTrainConfig
 from lmdisp.train.run import TrainRun, _dist_state, _use_cpu
 
@@ -206,9 +207,9 @@ def _train(cfg, state, run_dir, fresh, tokenizer, data, heldout, callbacks, star
     try:
         with peak_memory() as mem, preempt.graceful():
             trainer.train(resume_from_checkpoint=resume)
-    except KeyboardInterrupt:
-        raise Interrupted(f"{command} stopped at step {trainer.state.global_step}; continue with: {resume_cmd}") \
-            from None
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated keeps its exit code)
+        stopped = type(exc) if isinstance(exc, Interrupted) else Interrupted
+        raise stopped(stopped_message(command, run_dir, trainer.state.global_step), output=run_dir) from None
     finally:
         for cb in trainer.callback_handler.callbacks:
             if hasattr(cb, "close"):

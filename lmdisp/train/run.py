@@ -21,7 +21,8 @@ from lmdisp import locks, preempt
 from lmdisp.errors import ConfigError, DataError, Interrupted, Terminated
 from lmdisp.runs import RunDir, peak_memory, save_figure, write_json
 from lmdisp.train.config import TrainConfig
-from lmdisp.train.folder import check_output, final_losses, prepare_run_dir, resume_point, train_labels
+from lmdisp.train.folder import (check_output, final_losses, prepare_run_dir, resume_point, stopped_message,
+                                 train_labels)
 from lmdisp.train import ranks
 from lmdisp.train.callbacks import StopOnSigterm
 from lmdisp.train.trainer import DispersionTrainer
@@ -119,7 +120,7 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_si
         save_total_limit=None if cfg.eval_points else (cfg.save_total_limit or None),
         seed=cfg.seed, data_seed=cfg.seed,
         bf16=precision == "bf16", fp16=precision == "fp16",
-        **{_checkpointing_field(): cfg.gradient_checkpointing},
+        activation_checkpointing=cfg.gradient_checkpointing,
         dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=_use_cpu(),
         neftune_noise_alpha=cfg.noise_alpha if cfg.loss == "noisy-embedding" else None,
@@ -147,16 +148,6 @@ def _schedule(cfg: TrainConfig) -> dict:
     if cfg.min_lr_ratio > 0:
         out.update(lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_ratio})
     return out
-
-
-def _checkpointing_field() -> str:
-    """`gradient_checkpointing` was renamed `activation_checkpointing` in transformers 5."""
-    import dataclasses
-
-    from transformers import TrainingArguments
-
-    names = {f.name for f in dataclasses.fields(TrainingArguments)}
-    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def _apply_lora(model, cfg: TrainConfig):
@@ -260,9 +251,9 @@ def _train(cfg, command, state, run_dir, fresh, tokenizer, train, heldout, max_s
             raise ranks.lost(everyone, state.process_index, exc, trainer.args.ddp_timeout,
                              Path(trainer.args.output_dir), resume_cmd) from None
         raise
-    except KeyboardInterrupt:
-        raise Interrupted(f"{command} stopped at step {trainer.state.global_step}; continue with: {resume_cmd}") \
-            from None
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated keeps its exit code)
+        stopped = type(exc) if isinstance(exc, Interrupted) else Interrupted
+        raise stopped(stopped_message(command, run_dir, trainer.state.global_step), output=run_dir) from None
     finally:  # a failed run (NaN, Ctrl-C) must not leave the terminal inside a live progress bar
         for cb in trainer.callback_handler.callbacks:
             if hasattr(cb, "close"):

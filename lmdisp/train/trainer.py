@@ -25,6 +25,20 @@ from lmdisp.train.config import TrainConfig
 from lmdisp.train.losses import regularizer
 
 
+# The private (or undocumented) members of `transformers.Trainer` that DispersionTrainer
+# overrides or reads, checked against transformers 5.24.0 (pyproject's floor). A test checks
+# each still exists in the installed version; read their source again when raising the floor.
+TRAINER_INTERNALS_CHECKED = "5.24.0"
+TRAINER_INTERNALS = {
+    "_save_checkpoint": "overridden: no checkpoint of weights a NaN has reached; files made readable",
+    "_created_lr_scheduler": "set with the active-forgetting scheduler, so train() rebuilds it as it would its own",
+    "loss_is_scaled_for_ga": "read: whether compute_loss's loss is already normalised over the accumulated batch",
+    "model_accepts_loss_kwargs": "read: the parent's test for the same, when loss_is_scaled_for_ga is None",
+    "compute_loss_func": "read: idem",
+    "current_gradient_accumulation_steps": "read: micro-batches in the current optimiser step",
+}
+
+
 class NonFiniteLoss(LmdispError):
     """The loss became NaN or infinite; the run stops keeping its last good checkpoint."""
 
