@@ -1,6 +1,6 @@
 """The mini-scale paper plan on this machine: wall time per job and in all, with the machine and
 its load (other processes share the CPUs), from the done markers `lmdisp paper --scale mini`
-wrote. Writes results/bench/paper_mini.{json,md} and the README block `paper_mini`.
+wrote. Writes results/bench/paper_mini.{json,md} (and the README block `paper_mini` with --readme).
 
     python bench/paper_mini.py                 # read results/paper/mini (run the plan first)
     python bench/paper_mini.py --run           # run `lmdisp paper --scale mini` first
@@ -24,6 +24,7 @@ def main() -> None:
     ap.add_argument("--root", default="results/paper/mini")
     ap.add_argument("--run", action="store_true", help="run the plan first")
     ap.add_argument("--output", default="results/bench/paper_mini")
+    ap.add_argument("--readme", action="store_true", help="fill the README block paper_mini")
     readme_flag(ap)
     args = ap.parse_args()
     load_before = os.getloadavg()

@@ -176,3 +176,22 @@ def test_gpu_packing_runs_jobs_on_their_own_gpus_after_their_dependencies(tmp_pa
     assert (tmp_path / "c" / "preset.yaml").is_file()
     again = run_packed(plan, plan.order(), ["0", "1"])
     assert sorted(again.skipped) == ["a", "b", "c"] and not again.done
+
+
+def test_trend_claim_uses_kendall_of_rho_and_falls_back_to_the_last_layer_when_rho_saturates(tmp_path):
+    import pandas as pd
+    from scipy.stats import kendalltau
+
+    from lmdisp.paper.claims import Claim, _trend_claim
+
+    csv = tmp_path / "models.csv"
+    pd.DataFrame({"model": ["a", "b", "c", "d"], "mean_cos_last": [0.9, 0.8, 0.7, 0.5]}).to_csv(csv, index=False)
+    pts = lambda rho: [{"model": m, "label": m, "spearman_rho": r, "source": str(csv)} for m, r in zip("abcd", rho)]  # noqa: E731
+    falling = _trend_claim(Claim("k", "p"), pts([0.9, 0.7, 0.8, 0.2]), csv, "w", "mini", "widths")
+    tau = kendalltau(range(4), [0.9, 0.7, 0.8, 0.2])
+    assert falling.verdict == "supported" and f"Kendall τ of ρ vs order {tau.statistic:+.3f}" in falling.text()
+    assert f"p = {tau.pvalue:.3g}" in falling.text() and "a change of -0.700" in falling.text()
+    flat = _trend_claim(Claim("k", "p"), pts([1.0] * 4), csv, "w", "mini", "widths")
+    assert flat.verdict == "supported" and "last layer's mean cosine decides: 0.900 to 0.500" in flat.text()
+    rising = _trend_claim(Claim("k", "p"), pts([0.1, 0.5, 0.6, 0.9]), csv, "w", "mini", "widths")
+    assert rising.verdict == "not supported" and rising.text().endswith("not supported at mini scale.")

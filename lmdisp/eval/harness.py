@@ -150,13 +150,13 @@ def report_labels(cfg: EvaluateConfig, target: ModelTarget, seed: int) -> dict[s
             "seed": int(train.get("seed", seed)) if train else seed}
 
 
-def resolve_batch_size(batch_size: Any, device_type: str) -> Any:
+def eval_batch_size(batch_size: Any, device_type: str) -> Any:
     return batch_size if batch_size is not None else ("auto" if device_type == "cuda" else CPU_BATCH_SIZE)
 
 
 def build_lm(cfg: EvaluateConfig, target: ModelTarget, seed: int):
     """lm-eval's model object for the target, and what was loaded (for the manifest)."""
-    from lmdisp.models import classify, gguf_to_folder, load_model, resolve_device, resolve_dtype
+    from lmdisp.models import classify, gguf_to_folder, load_model
 
     if cfg.backend == "vllm":
         source, location = classify(target.load)
@@ -167,14 +167,14 @@ def build_lm(cfg: EvaluateConfig, target: ModelTarget, seed: int):
         from lm_eval.models.vllm_causallms import VLLM
 
         batch = cfg.batch_size or "auto"
-        dtype = str(resolve_dtype(cfg.dtype, resolve_device(cfg.device))).replace("torch.", "")
+        dtype = cfg.dtype  # auto: vLLM's own, the checkpoint's (fp16 for a float32 one)
         lm = VLLM(pretrained=location, tokenizer=cfg.tokenizer or location, dtype=dtype, batch_size=batch,
                   max_batch_size=cfg.max_batch_size, seed=seed, trust_remote_code=cfg.trust_remote_code)
         return lm, {"source": source, "location": location, "device": "cuda", "dtype": dtype, "batch_size": batch}
     loaded = load_model(target.load, dtype=cfg.dtype, device=cfg.device, lm_head=True, tokenizer=cfg.tokenizer,
                         trust_remote_code=cfg.trust_remote_code, seed=seed)
     device = loaded.model.get_input_embeddings().weight.device
-    batch = resolve_batch_size(cfg.batch_size, device.type)
+    batch = eval_batch_size(cfg.batch_size, device.type)
     info = {"source": loaded.source, "location": loaded.location, "num_params": loaded.num_params,
             "device": str(device), "dtype": str(loaded.model.dtype).replace("torch.", ""), "batch_size": batch}
     return hf_lm(loaded.model, loaded.tokenizer, batch, cfg.max_batch_size), info
@@ -298,7 +298,7 @@ def evaluate_in_training(model, tokenizer, tasks: str, out_dir: Path | str, labe
     check_task_names(tm, list(cfg.tasks), cfg.include_path)
     plan, by_shot = load_tasks(tm, _plan(cfg), cfg.include_path)
     device = next(model.parameters()).device
-    batch = resolve_batch_size(cfg.batch_size, device.type)
+    batch = eval_batch_size(cfg.batch_size, device.type)
     was_training = model.training
     with _rng_preserved(), _quiet_lm_eval():
         try:

@@ -42,17 +42,44 @@ def _kendall(x, y) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
+def _last_cos(points: list[dict]) -> list[float | None]:
+    """Each point's last-layer mean cosine similarity, from the models.csv it came from."""
+    import pandas as pd
+
+    tables: dict[str, object] = {}
+    out = []
+    for p in points:
+        if p["source"] not in tables:
+            tables[p["source"]] = pd.read_csv(p["source"]) if Path(p["source"]).is_file() else None
+        t = tables[p["source"]]
+        hit = t[t["model"] == p["model"]] if t is not None else None
+        out.append(float(hit["mean_cos_last"].iloc[0]) if hit is not None and len(hit) else None)
+    return out
+
+
 def _trend_claim(claim: Claim, points: list[dict], src: Path, what: str, scale: str, order_by: str) -> Claim:
-    """rho falls along `points` (ordered): Kendall's tau between the order and rho, and the change."""
+    """rho falls along `points` (ordered): Kendall's tau between the order and rho, and the change.
+    When rho is the same everywhere (a rank statistic saturates at +1 on a few layers), the
+    last layer's mean cosine similarity decides, and the sentence says so."""
     rho = [p["spearman_rho"] for p in points]
-    tau, p = _kendall(np.arange(len(rho)), rho) if len(rho) > 2 else (float("nan"), float("nan"))
+    flat = max(rho) - min(rho) < 1e-9
+    tau, p = _kendall(np.arange(len(rho)), rho) if len(rho) > 2 and not flat else (float("nan"), float("nan"))
     drop = rho[-1] - rho[0]
-    claim.verdict = "supported" if drop < 0 and (len(rho) < 3 or tau < 0) else "not supported"
     claim.pieces = [f"{what}: the condensation score (Spearman ρ of cosine vs depth) goes from ", _n(rho[0], src),
                     f" ({points[0]['label']}) to ", _n(rho[-1], src), f" ({points[-1]['label']}), a change of ",
                     _n(drop, src), f" along {len(rho)} {order_by}"]
-    if len(rho) > 2:
+    if len(rho) > 2 and not flat:
         claim.pieces += [" (Kendall τ of ρ vs order ", _n(tau, src), ", p = ", _n(p, src, "{:.3g}"), ")"]
+    claim.verdict = "supported" if drop < 0 and (len(rho) < 3 or tau < 0) else "not supported"
+    last = _last_cos(points)
+    if flat and None not in last:
+        src_csv = points[0]["source"]
+        tau_c, p_c = _kendall(np.arange(len(last)), last) if len(last) > 2 else (float("nan"), float("nan"))
+        claim.verdict = "supported" if last[-1] < last[0] and (len(last) < 3 or tau_c < 0) else "not supported"
+        claim.pieces += ["; ρ is saturated, so the last layer's mean cosine decides: ", _n(last[0], src_csv, "{:.3f}"),
+                         " to ", _n(last[-1], src_csv, "{:.3f}")]
+        if len(last) > 2:
+            claim.pieces += [" (Kendall τ ", _n(tau_c, src_csv), ", p = ", _n(p_c, src_csv, "{:.3g}"), ")"]
     claim.pieces.append(f"; {claim.verdict} at {scale} scale.")
     return claim
 
@@ -132,7 +159,8 @@ def _row(rows, method: str):
     exact = rows[rows["method"] == method]
     if not exact.empty:
         return exact
-    loose = rows[rows["method"].str.split(" (", regex=False).str[0] == method]
+    loss = rows["method"].str.split(" (", regex=False).str[0]
+    loose = rows[(loss == method) | loss.str.startswith(method + "-")]  # Table 5: dispersion-torchtitan
     return loose if len(loose) == 1 else loose.iloc[0:0]
 
 
@@ -153,7 +181,8 @@ def compare(claim: Claim, table, src: Path, a: str, b: str, scale: str, label: s
         verdicts.append(v)
         claim.pieces += [f"{block}: {label} ", _n(float(np.mean(xb)), src, "{:.2f}"), " vs ",
                          _n(float(np.mean(xa)), src, "{:.2f}"), " (difference ", _n(diff, src, "{:+.2f}"), " points, ",
-                         *(["Welch p = ", _n(p, src, "{:.3g}")] if p == p else ["no p-value: one seed"]),
+                         *(["Welch p = ", _n(p, src, "{:.3g}")] if p == p else
+                           ["no p-value: " + ("one seed" if min(len(xa), len(xb)) < 2 else "no spread over seeds")]),
                          f", {len(xb)}+{len(xa)} seeds); "]
     if verdicts:
         claim.verdict = verdicts[0] if len(set(verdicts)) == 1 else "mixed"
