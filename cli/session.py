@@ -95,14 +95,15 @@ def cli_session(verbose: bool = False) -> Iterator[RunLog]:
             __import__(module)
         except ImportError:  # pragma: no cover
             pass
-    loggers = [logging.getLogger(), logging.getLogger("lmdisp"), *map(logging.getLogger, _LIBRARIES)]
+    libraries = _library_loggers()
+    loggers = [logging.getLogger(), logging.getLogger("lmdisp"), *libraries]
     saved = [_logger_state(lg) for lg in loggers]
     log = RunLog()
     with contextlib.ExitStack() as undo, warnings.catch_warnings():
         undo.callback(lambda: [_restore_logger(*state) for state in saved])
         undo.callback(_VERBOSE.update, on=_VERBOSE["on"])
         _VERBOSE["on"] = verbose
-        _route_logging(log, verbose)
+        _route_logging(log, verbose, libraries)
         if getattr(logging, "_warnings_showwarning", None) is None:  # not captured yet: capture for the command
             logging.captureWarnings(True)
             undo.callback(logging.captureWarnings, False)
@@ -111,12 +112,19 @@ def cli_session(verbose: bool = False) -> Iterator[RunLog]:
         yield log
 
 
-def _route_logging(log: RunLog, verbose: bool) -> None:
+def _library_loggers() -> list[logging.Logger]:
+    """The libraries' loggers and their existing children (torch gives `torch._inductor`,
+    `torch._dynamo`, ... stderr handlers of their own)."""
+    names = {*_LIBRARIES, *(n for n in logging.root.manager.loggerDict if ".__" not in n  # torch.__trace: its own
+                            and any(n.startswith(lib + ".") for lib in _LIBRARIES))}
+    return [logging.getLogger(n) for n in sorted(names)]
+
+
+def _route_logging(log: RunLog, verbose: bool, libraries: list[logging.Logger]) -> None:
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     root.addHandler(log)
-    for name in _LIBRARIES:  # the libraries' own stderr handlers: their records now reach ours
-        lib = logging.getLogger(name)
+    for lib in libraries:  # the libraries' own stderr handlers: their records now reach ours
         for h in list(lib.handlers):
             lib.removeHandler(h)
         lib.propagate = True

@@ -502,6 +502,49 @@ def test_a_full_disk_anywhere_else_is_one_line_at_the_cli(run_cli, monkeypatch, 
     assert res.code == 2 and res.err.startswith("error: cannot write lm-eval's request cache: no space left")
 
 
+@pytest.mark.slow
+def test_sigterm_stops_evaluate_keeping_its_answers_and_a_rerun_finishes_with_the_same_numbers(tmp_path):
+    import sqlite3
+
+    from bench.eval_speed import write_task
+    from lmdisp.eval.harness import CACHE_DIR
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    write_task(tasks, 150)
+
+    def cmd(out):
+        return [sys.executable, "-m", "lmdisp", "evaluate", "--model", "random:tiny-gpt2", "--tasks", "bench_mc",
+                "--include-path", str(tasks), "--batch-size", "1", "--device", "cpu", "--seed", "1", "--output", str(out)]
+
+    def cached(out):
+        try:
+            (db,) = (out / CACHE_DIR).glob("requests*.db")
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+                return con.execute("select count(*) from unnamed").fetchone()[0]
+        except (ValueError, sqlite3.Error):
+            return 0
+
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(cmd(out), env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while cached(out) < 100 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and err.startswith("interrupted: ") and "Traceback" not in err, err[-2000:]
+    assert len(err.strip().splitlines()) == 1, err[-2000:]
+    kept = cached(out)
+    assert 100 <= kept < 600 and not (out / "tasks.csv").exists()  # its answers kept, the run not finished
+    again = subprocess.run(cmd(out), env=ENV, cwd=REPO, capture_output=True, text=True, timeout=600)
+    full = subprocess.run(cmd(tmp_path / "full"), env=ENV, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and full.returncode == 0, again.stderr[-2000:]
+    import pandas as pd
+
+    cols = ["task", "metric", "value", "n"]
+    pd.testing.assert_frame_equal(pd.read_csv(out / "tasks.csv")[cols], pd.read_csv(tmp_path / "full" / "tasks.csv")[cols])
+
+
 _FORKED_UNDER_THE_FLAG = """
 import multiprocessing as mp, time
 from lmdisp import preempt

@@ -274,7 +274,7 @@ def test_evaluate_shows_requests_and_rate_and_leaves_the_process_as_it_was(tmp_p
 
     monkeypatch.chdir(tmp_path)
     old_mask = os.umask(0o027)
-    loggers = ["", "lmdisp", "lm_eval", "transformers", "datasets"]
+    loggers = ["", "lmdisp", "lm_eval", "transformers", "datasets", "torch", "torch._inductor"]
 
     def state():
         return {"tqdm_init": vars(tqdm.std.tqdm)["__init__"], "tqdm_enabled": not tqdm.tqdm([], disable=False).disable,
