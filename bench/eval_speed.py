@@ -85,13 +85,13 @@ def measure(args) -> dict:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from lmdisp.eval.harness import hf_lm, resolve_batch_size
+    from lmdisp.eval.harness import hf_lm, eval_batch_size
     from lmdisp.models import load_model
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     loaded = load_model(args.model, lm_head=True, device=args.device)
     device = loaded.model.get_input_embeddings().weight.device
-    default = resolve_batch_size(None, device.type)
+    default = eval_batch_size(None, device.type)
     sizes = [default if b == "default" else (b if b == "auto" else int(b)) for b in args.batch_sizes.split(",")]
     times: dict[str, list[float]] = {str(b): [] for b in sizes}
     acc: dict[str, float] = {}

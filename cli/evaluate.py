@@ -5,7 +5,7 @@
     lmdisp evaluate results/midtrain/<run> --preset paper --checkpoints all   # every checkpoint (= --model RUN)
     lmdisp evaluate --model gpt2 --preset paper --tasks arc_easy,piqa --limit 100 --seed 2
     lmdisp evaluate --tasks my_task --include-path my_tasks/     # your own YAML + local data, offline
-    lmdisp evaluate --tasks 'list:arc*' --include-path my_tasks/ # the task names lm-eval knows
+    lmdisp evaluate --list-tasks 'arc*' --include-path my_tasks/ # the task names lm-eval knows
 """
 
 from __future__ import annotations
@@ -22,24 +22,25 @@ from lmdisp.cli.ui import console, progress_bar
 from lmdisp.eval.config import EvaluateConfig
 
 
-def _run(config, sets, flags, preset, model_arg=None) -> None:
+def _run(config, sets, flags, list_tasks=None, model_arg=None) -> None:
     import logging
 
     from lmdisp.errors import ConfigError, Interrupted
     from lmdisp.eval import load_evaluate_config, run_evaluate
 
-    if preset and config:
-        raise ConfigError("--preset and --config both given: a preset is a named config; use one")
     if model_arg is not None:  # `lmdisp evaluate RUN` (litgpt's `evaluate CHECKPOINT_DIR`) = `--model RUN`
         if flags.get("model") not in (None, model_arg):
             raise ConfigError(f"two models given: {model_arg} and --model {flags['model']}; give one")
         flags = {**flags, "model": model_arg}
     logging.getLogger("lm_eval").setLevel(logging.WARNING)  # its per-call INFO chatter (warnings go to lmdisp.log)
     listing = str(flags.get("tasks", ""))
-    if listing == "list" or listing.startswith("list:"):
-        _list_tasks(flags, sets, listing.partition(":")[2] or "*")
+    if listing == "list" or listing.startswith("list:"):  # the old spelling
+        raise ConfigError(f"--tasks {listing} is now --list-tasks {listing.partition(':')[2] or '*'!r} "
+                          "(--tasks names the tasks to run)")
+    if list_tasks is not None:
+        _list_tasks(flags, sets, list_tasks or "*")
         return
-    cfg = load_evaluate_config(preset or config, flags, sets, config_option="--config" if config else "--preset")
+    cfg = load_evaluate_config(config, flags, sets, config_option="--config/--preset")
     try:
         with request_progress() as (stage, progress), quiet_stderr():  # lm-eval's own tqdm bars: to the log
             if cfg.checkpoints in ("all", "trained"):
@@ -107,7 +108,7 @@ def resume_command(output) -> str:
 
 
 def _list_tasks(flags, sets, pattern: str) -> None:
-    """`--tasks list` / `--tasks 'list:arc*'`: the names lm-eval knows, with --include-path's."""
+    """`--list-tasks 'arc*'`: the names lm-eval knows, with --include-path's."""
     from lmdisp.eval import load_evaluate_config
     from lmdisp.eval.tasks import list_tasks
 
@@ -136,13 +137,15 @@ def _print_table(run) -> None:
     console.print(table)
 
 
-_PRESET = inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-    Optional[str], typer.Option(help="A named evaluation config: paper (GPT-2 protocol, configs/eval/paper.yaml), "
-                                "or an eval YAML. Same as --config.", rich_help_panel="Configuration")])
+_LIST = inspect.Parameter("list_tasks", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+    Optional[str], typer.Option("--list-tasks", metavar="PATTERN", help="Print the task names lm-eval knows "
+                                "(with --include-path's) matching a glob ('*' for all), and stop.",
+                                rich_help_panel="Tasks")])
 
 _MODEL = inspect.Parameter("model_arg", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[
     Optional[str], typer.Argument(metavar="MODEL", show_default=False,
                                   help="The model to evaluate, as --model (a training run folder: its final/).")])
 
 evaluate = config_command(EvaluateConfig, "evaluate", "Evaluate a model on lm-evaluation-harness tasks (the "
-                          "paper's protocol with --preset paper).", _run, extra=[_PRESET, _MODEL])
+                          "paper's protocol with --preset paper; --preset is --config: a shipped evaluation "
+                          "config or a YAML).", _run, extra=[_LIST, _MODEL], config_names=("--config", "-c", "--preset"))

@@ -12,8 +12,11 @@ import sys
 
 import typer
 
+from lmdisp.cli.options import Command, Group
+
 app = typer.Typer(
     name="lmdisp",
+    cls=Group,
     help="Embedding condensation and the dispersion loss (Liu et al., ICML 2026).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -27,7 +30,7 @@ def _register() -> None:
     commands = {"measure": measure.measure, **train.COMMANDS, **posttrain.COMMANDS, "prepare": prepare.prepare,
                 "evaluate": evaluate.evaluate, "report": report.report, "paper": paper.paper}
     for name, fn in commands.items():
-        app.command(name, epilog=getattr(fn, "lmdisp_epilog", None) or None)(fn)
+        app.command(name, cls=Command, epilog=getattr(fn, "lmdisp_epilog", None) or None)(fn)
     paper.attach(app)  # `lmdisp paper` runs the other commands in-process
 
 

@@ -19,22 +19,44 @@ from typing import Annotated, Any, Callable, List, Optional
 import typer
 from rich.markup import escape
 
-from lmdisp.config import field_default, flag
+from lmdisp.config import choices, field_default, flag
 
 _CONFIG_PANEL = "Configuration"
 
 
+def _plain_help_option(option):
+    """`--help` is a flag: no `<bool>` type next to it."""
+    if option is not None:
+        option.metavar = ""
+    return option
+
+
+class Command(typer.core.TyperCommand):
+    """A command whose `--help` row shows no type."""
+
+    def get_help_option(self, ctx):
+        return _plain_help_option(super().get_help_option(ctx))
+
+
+class Group(typer.core.TyperGroup):
+    def get_help_option(self, ctx):
+        return _plain_help_option(super().get_help_option(ctx))
+
+
 def _cli_type(hint: Any) -> Any:
-    """The type Typer parses a flag as; lmdisp's loader converts it to the field's type."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    """The type Typer parses a flag as; lmdisp's loader converts it to the field's type (and
+    checks its choices and range, so every refusal is the loader's one line)."""
+    strip = lambda h: typing.get_args(h)[0] if typing.get_origin(h) is Annotated else h  # noqa: E731
+    args = [strip(a) for a in typing.get_args(strip(hint)) if a is not type(None)] or [strip(hint)]
     if len(args) == 1 and args[0] in (bool, int, float):
         return args[0]
     return str
 
 
-def _shown_default(value: Any) -> str | bool:
+def _shown_default(value: Any) -> str:
+    """The default as `--help` shows it (plainly: `gpt2`, `0.1`, `on`), "" for none."""
     if value is None or value == [] or value == {}:
-        return False
+        return ""
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, list):
@@ -42,7 +64,34 @@ def _shown_default(value: Any) -> str | bool:
     return str(value)
 
 
-def _param(field: dataclasses.Field, hint: Any, command: str) -> inspect.Parameter | None:
+_WIDE = 32  # choices longer than this are listed in the help text, not the type column
+
+
+def _help(cls: type, field: dataclasses.Field) -> str:
+    """The field's help, its choices when too many for the type column, and its default,
+    written into the text (Typer would show a string default in parentheses)."""
+    text, value = escape(field.metadata["help"]), _shown_default(field_default(field))
+    listed = _choices(cls, field)
+    if len(listed) > _WIDE:  # spaced, so that the list wraps
+        text = f"{escape(listed.replace('|', ' | '))} {text}"
+    return f"{text} [dim]\\[default: {escape(value)}][/]" if value else text
+
+
+def _choices(cls: type, field: dataclasses.Field) -> str:
+    options = choices(cls, field.name)
+    return "[" + "|".join(map(str, options)) + "]" if options else ""
+
+
+def _metavar(cls: type, field: dataclasses.Field, kind: Any) -> str | None:
+    """`[a|b|c]` for a field with choices (`<choice>` when they are listed in the help);
+    nothing for an on/off flag."""
+    listed = _choices(cls, field)
+    if listed:
+        return listed if len(listed) <= _WIDE else "<choice>"
+    return "" if kind is bool else None
+
+
+def _param(cls: type, field: dataclasses.Field, hint: Any, command: str) -> inspect.Parameter | None:
     meta = field.metadata
     shown = meta.get("commands")
     if meta.get("cli") not in ("flag", "arg") or (shown and command not in shown):
@@ -54,11 +103,11 @@ def _param(field: dataclasses.Field, hint: Any, command: str) -> inspect.Paramet
                                  annotation=Annotated[Optional[List[str]], info])
     kind = _cli_type(hint)
     names = [f"{flag(field.name)}/--no-{field.name.replace('_', '-')}" if kind is bool else flag(field.name)]
-    if field.name == "lambda_disp":
-        names = ["--lambda", "--lambda-disp"]
+    if meta.get("flag"):
+        names.insert(0, meta["flag"])
     if meta.get("short"):
         names.append(meta["short"])
-    info = typer.Option(*names, help=escape(meta["help"]), show_default=_shown_default(default),
+    info = typer.Option(*names, help=_help(cls, field), show_default=False, metavar=_metavar(cls, field, kind),
                         rich_help_panel=meta.get("panel"))
     return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[Optional[kind], info])
@@ -71,23 +120,48 @@ def set_only_help(cls: type, command: str) -> str:
         meta, shown = field.metadata, field.metadata.get("commands")
         if meta.get("cli") != "set" or (shown and command not in shown):
             continue
-        default = field_default(field)
-        lines.append(escape(f"{field.name} = {default!r}: {meta['help']}"))
+        default, options = field_default(field), choices(cls, field.name)
+        among = f" [{'|'.join(map(str, options))}]" if options else ""
+        lines.append(escape(f"{field.name} = {default!r}{among}: {meta['help']}"))
     if not lines:
         return ""
     return "Settings for --set KEY=VALUE or a --config YAML (key = default):\n\n" + "\n\n".join(lines)
 
 
+def _renamed(cls: type, command: str) -> list[inspect.Parameter]:
+    """Hidden options under the old names of renamed fields (`cls.RENAMED`): given, they stop
+    with a one-line hint naming the new option."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = []
+    for old, new in getattr(cls, "RENAMED", {}).items():
+        kind = _cli_type(hints[new])
+        names = [f"{flag(old)}/--no-{old.replace('_', '-')}" if kind is bool else flag(old)]
+        out.append(inspect.Parameter(f"renamed__{old}", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=(
+            Annotated[Optional[kind], typer.Option(*names, hidden=True)])))
+    return out
+
+
+def _refuse_renamed(cls: type, kwargs: dict) -> None:
+    from lmdisp.errors import ConfigError
+
+    for key in [k for k in kwargs if k.startswith("renamed__")]:
+        if kwargs.pop(key) is not None:
+            old = key.removeprefix("renamed__")
+            raise ConfigError(f"{flag(old)} is now {flag(cls.RENAMED[old])} (one name on every command)")
+
+
 def config_command(cls: type, command: str, doc: str, run: Callable[..., None], *,
-                   extra: list[inspect.Parameter] = ()) -> Callable[..., None]:
+                   extra: list[inspect.Parameter] = (), config_names: tuple[str, ...] = ("--config", "-c"),
+                   ) -> Callable[..., None]:
     """A Typer command whose options are the fields of `cls`; it calls
-    `run(config=..., sets=[...], flags={...}, **extra)`."""
-    hints = typing.get_type_hints(cls)
-    params = [p for f in dataclasses.fields(cls) if (p := _param(f, hints[f.name], command))]
+    `run(config=..., sets=[...], flags={...}, **extra)`. `config_names`: the names of
+    `--config` (evaluate also calls it `--preset`)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    params = [p for f in dataclasses.fields(cls) if (p := _param(cls, f, hints[f.name], command))]
     params.sort(key=lambda p: p.kind)  # positional arguments first
     common = [
         inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-            Optional[str], typer.Option("--config", "-c", help="A YAML of config keys (a run's saved config.yaml "
+            Optional[str], typer.Option(*config_names, help="A YAML of config keys (a run's saved config.yaml "
                                         "replays it), or the name of a shipped config.",
                                         rich_help_panel=_CONFIG_PANEL)]),
         inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
@@ -95,8 +169,9 @@ def config_command(cls: type, command: str, doc: str, run: Callable[..., None], 
                                               "repeatable.", rich_help_panel=_CONFIG_PANEL)]),
         inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
             bool, typer.Option("--verbose", "-v", help="Also show the libraries' notices and progress bars "
-                               "(always kept in lmdisp.log in the run folder).", rich_help_panel=_CONFIG_PANEL)]),
-        *extra,
+                               "(always kept in lmdisp.log in the run folder).", metavar="",
+                               rich_help_panel=_CONFIG_PANEL)]),
+        *extra, *_renamed(cls, command),
     ]
     extra_names = [p.name for p in extra]
 
@@ -104,6 +179,7 @@ def config_command(cls: type, command: str, doc: str, run: Callable[..., None], 
         from lmdisp.cli.session import cli_session
 
         config, sets, verbose = kwargs.pop("config"), kwargs.pop("set_") or [], kwargs.pop("verbose")
+        _refuse_renamed(cls, kwargs)
         extras = {name: kwargs.pop(name) for name in extra_names}
         if "models" in kwargs or "runs" in kwargs:  # positional lists: empty means "not given"
             for key in ("models", "runs"):

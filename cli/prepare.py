@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lmdisp.cli.options import config_command
 from lmdisp.cli.ui import console
-from lmdisp.train.config import PrepareConfig
+from lmdisp.train.data_config import DataConfig
 
 
 def _kind(config: str | None) -> str:
@@ -31,8 +31,9 @@ def _run(config, sets, flags) -> None:
     from lmdisp.train.config import TrainConfig
     from lmdisp.train.run import run_prepare
 
-    # A training config is read whole: its data fields decide the shards, the rest is ignored.
-    cfg = load_config(TrainConfig, config, sets, flags, kind=_kind(config))
+    # A training config YAML is read for its data settings (its loss, lr, ... do not change the
+    # shards); --set and flags take data keys only.
+    cfg = load_config(DataConfig, config, sets, flags, kind=_kind(config), part_of=TrainConfig)
     info = run_prepare(cfg, progress=shard_progress())
     verb = "built" if info["built"] else "found"
     console.print(f"prepare: {verb} {info['blocks']:,} blocks of {info['context_length']} tokens "
@@ -40,5 +41,5 @@ def _run(config, sets, flags) -> None:
                   f"{info['bytes_per_token']:.1f} bytes/token) in {info['seconds']:.1f} s: [bold]{info['path']}[/]")
 
 
-prepare = config_command(PrepareConfig, "prepare", "Build the token shards of a training run (tokenise once, "
+prepare = config_command(DataConfig, "prepare", "Build the token shards of a training run (tokenise once, "
                          "streaming, into memory-mapped blocks) without training.", _run)

@@ -7,7 +7,13 @@ YAML key and the `--set` key, its kebab-case is the flag, its default and help a
 `--help` shows. Values from YAML and `--set` are converted to the field's declared type by
 pydantic (so `lr: 1e-4` is a float and `lora: "false"` is False) or refused in one line that
 names the option the user can type, the expected type and the value given. Unknown keys are
-refused with the list of valid ones. `__post_init__` then checks domains.
+refused with the list of valid ones.
+
+Choices and ranges are part of the type: `Literal["a", "b"]` (the help shows `[a|b]`) and
+the constraints below (`Positive`, `NonNegative`, `Fraction`, ... or any
+`Annotated[float, annotated_types.Gt(0)]`). A config's `__post_init__` first calls
+`validate(self)`, the same check the loader runs, so a config built in Python is held to the
+same rules; what stays in `__post_init__` is the cross-field rules. Every float is finite.
 
 Named configs (`--config paper`) are YAML files shipped with the package under
 `configs/<kind>/` and read through `importlib.resources`, so they work from a wheel.
@@ -17,22 +23,30 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 from lmdisp.errors import ConfigError
+from lmdisp.fieldtypes import (Dtype, Fraction, NonNegative, NonNegativeInt, Normalize, OpenUnit,  # noqa: F401
+                               Positive, PositiveInt, Probability, accepts, adapter, base_type, choices_of,
+                               is_list, is_optional, normalizers, range_of, type_name)
 
 T = TypeVar("T")
 _MISSING = dataclasses.MISSING
 
+# Help panels shared by the commands: one panel per concept, the same on every command.
+MODEL_PANEL, DEVICE_PANEL, OUTPUT_PANEL = "Model", "Device", "Outputs"
 
 def option(default: Any = _MISSING, help: str = "", *, cli: str = "flag", short: str | None = None,
-           panel: str | None = None, commands: tuple[str, ...] | None = None, factory: Any = None) -> Any:
+           panel: str | None = None, commands: tuple[str, ...] | None = None, factory: Any = None,
+           flag: str | None = None) -> Any:
     """A config field with its help. `cli`: "flag" (a `--kebab-case` option), "arg" (positional
     arguments) or "set" (settable with `--set` / YAML only, listed at the end of `--help`), or
-    "fixed" (set by the command itself). `commands`: the commands that show it (None: all)."""
-    metadata = {"help": help, "cli": cli, "short": short, "panel": panel, "commands": commands}
+    "fixed" (set by the command itself). `commands`: the commands that show it (None: all).
+    `flag`: the option's name when it is not the field's kebab-case (which stays an alias)."""
+    metadata = {"help": help, "cli": cli, "short": short, "panel": panel, "commands": commands, "flag": flag}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -48,8 +62,14 @@ def option_name(cls: type, name: str) -> str:
     if field is not None and field.metadata.get("cli") == "arg":
         return name.upper()
     if field is not None and field.metadata.get("cli", "flag") == "flag":
-        return flag(name)
+        return field.metadata.get("flag") or flag(name)
     return f"--set {name}="
+
+
+def shown(cls: type, name: str, value: Any) -> str:
+    """What the user typed to give `name` this value: `--tau 0.5` or `--set clamp=0.5`."""
+    where = option_name(cls, name)
+    return f"{where}{'' if where.endswith('=') else ' '}{value}"
 
 
 def require(ok: bool, message: str) -> None:
@@ -70,18 +90,36 @@ def field_default(field: dataclasses.Field) -> Any:
     return None
 
 
+def choices(cls: type, name: str) -> tuple:
+    """The choices of field `name` of `cls` (its `Literal` values), else ()."""
+    return choices_of(_hints(cls)[name])
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
 # ----------------------------------------------------------------------------- loading
 
 def load_config(cls: type[T], config: str | Path | None = None, sets: list[str] | None = None,
                 flags: dict[str, Any] | None = None, *, kind: str | None = None, fixed: dict[str, Any] | None = None,
-                config_option: str = "--config") -> T:
+                config_option: str = "--config", part_of: type | None = None) -> T:
     """Build `cls` from its defaults, then `config` (a YAML path or a named config of `kind`),
     then `--set key=value` items, then non-None `flags`, then `fixed` (set by the command).
-    A key given both as a flag and with `--set` is refused rather than silently resolved."""
+    A key given both as a flag and with `--set` is refused rather than silently resolved.
+    `part_of`: a config that extends `cls`; its own keys in the YAML are skipped (`prepare`
+    reads a training config for its data settings), while `--set` takes only `cls`'s keys."""
     values: dict[str, Any] = {}
     if config is not None:
         path = resolve_config(config, kind, config_option)
-        values.update(convert_all(cls, read_yaml(path), source=str(path)))
+        data = read_yaml(path)
+        skipped = set(_fields(part_of)) - set(_fields(cls)) if part_of else set()
+        values.update(convert_all(cls, {k: v for k, v in data.items() if k not in skipped}, source=str(path)))
     set_values = parse_sets(sets or [], cls)
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     both = sorted(set(set_values) & set(flags))
@@ -98,6 +136,7 @@ def load_config(cls: type[T], config: str | Path | None = None, sets: list[str] 
 
 def convert_all(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
     fields = _fields(cls)
+    _refuse_renamed(cls, values, source)
     unknown = sorted(set(values) - set(fields))
     if unknown:
         valid = ", ".join(sorted(n for n, f in fields.items() if f.metadata.get("cli") != "fixed"))
@@ -106,77 +145,80 @@ def convert_all(cls: type, values: dict[str, Any], source: str) -> dict[str, Any
 
 
 def convert(cls: type, name: str, value: Any, source: str = "flags") -> Any:
-    """`value` converted to the declared type of `cls.name`, or a one-line ConfigError."""
+    """`value` converted to the declared type of `cls.name` (its choices and range included),
+    or a one-line ConfigError naming what the user typed."""
     hint = _hints(cls)[name]
-    if hint is Any or value is None and _optional(hint):
+    if hint is Any or value is None and is_optional(hint):
         return value
-    if isinstance(value, str) and _is_list(hint):
+    value = _plain(value)
+    for step in normalizers(hint):
+        value = step.fn(value)
+    if isinstance(value, str) and is_list(hint):
         value = [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, bool) and _accepts(hint, (int, float)) and not _accepts(hint, (bool,)):
+    if isinstance(value, bool) and accepts(hint, (int, float)) and not accepts(hint, (bool,)):
         _bad(cls, name, value, hint, source)  # pydantic would read true as 1
     try:
-        return _adapter(hint).validate_python(value)
+        out = adapter(hint).validate_python(value)
+    except ConfigError:
+        raise
     except Exception:  # pydantic.ValidationError, kept lazy
+        out = _domain_error(cls, name, value, hint, source)
+    if isinstance(out, float) and not math.isfinite(out):
+        raise ConfigError(f"{_where(cls, name, out, source)}: must be a finite number")
+    return out
+
+
+def validate(cfg: Any) -> None:
+    """Check (and convert) every field of `cfg` against its type, in place: the one path the
+    loader and a config built in Python share. Call it first in `__post_init__`."""
+    for field in dataclasses.fields(cfg):
+        setattr(cfg, field.name, convert(type(cfg), field.name, getattr(cfg, field.name), "value"))
+
+
+def _plain(value: Any) -> Any:
+    """Paths as text (a field typed `str` takes a `Path` from Python callers)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [str(v) if isinstance(v, Path) else v for v in value]
+    return value
+
+
+def _domain_error(cls: type, name: str, value: Any, hint: Any, source: str):
+    """The value has the wrong type (`expected ...`) or lies outside the field's choices or range."""
+    try:
+        typed = adapter(base_type(hint)).validate_python(value)
+    except Exception:
         _bad(cls, name, value, hint, source)
+    choices = choices_of(hint)
+    what = _where(cls, name, typed if not choices else repr(typed), source)
+    if choices:
+        raise ConfigError(f"{what}: choose one of {', '.join(map(str, choices))}")
+    raise ConfigError(f"{what}: must be {range_of(hint)}")
+
+
+def _where(cls: type, name: str, value: Any, source: str) -> str:
+    if source in ("flags", "value", "--set"):
+        return shown(cls, name, value)
+    return f"{source}: {name} {value}"
 
 
 def _bad(cls: type, name: str, value: Any, hint: Any, source: str):
     """One line naming what the user typed (a flag, `--set key=value`, or a YAML key)."""
     if source == "--set":
         where, shown = f"--set {name}={value}", ""
-    elif source == "flags":
+    elif source in ("flags", "value"):
         where, shown = option_name(cls, name), f", got {value!r}"
     else:
         where, shown = f"{source}: {name}", f", got {value!r}"
     raise ConfigError(f"{where}: expected {type_name(hint)}{shown}")
 
 
-@functools.lru_cache(maxsize=None)
-def _adapter(hint: Any):
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(hint)
-
-
-@functools.lru_cache(maxsize=None)
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _fields(cls: type) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}
-
-
-def _args(hint: Any) -> tuple:
-    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) else (hint,)
-
-
-def _optional(hint: Any) -> bool:
-    return type(None) in _args(hint)
-
-
-def _is_list(hint: Any) -> bool:
-    return any(typing.get_origin(a) is list or a is list for a in _args(hint))
-
-
-def _accepts(hint: Any, types: tuple) -> bool:
-    return any(a in types for a in _args(hint))
-
-
-def type_name(hint: Any) -> str:
-    """`float`, `int or None`, `list of str`: the expected type in an error message."""
-    names = []
-    for a in _args(hint):
-        if a is type(None):
-            continue
-        if typing.get_origin(a) is list:
-            names.append("a comma list of " + "/".join(t.__name__ for t in typing.get_args(a)))
-        elif typing.get_origin(a) is typing.Literal:
-            names.append("one of " + ", ".join(map(str, typing.get_args(a))))
-        else:
-            names.append({"str": "text", "bool": "a boolean (true/false)", "int": "an integer",
-                          "float": "a number"}.get(getattr(a, "__name__", str(a)), getattr(a, "__name__", str(a))))
-    return " or ".join(names) + (" (or null)" if _optional(hint) else "")
+def _refuse_renamed(cls: type, keys, source: str) -> None:
+    """A key that was renamed (`cls.RENAMED`, old -> new): one line naming the new one."""
+    for old, new in getattr(cls, "RENAMED", {}).items():
+        if old in keys:
+            raise ConfigError(f"{source}: {old} is now {new} ({flag(new)}; one name on every command)")
 
 
 def parse_sets(items: list[str], cls: type) -> dict[str, Any]:
@@ -188,6 +230,7 @@ def parse_sets(items: list[str], cls: type) -> dict[str, Any]:
     for item in items:
         key, sep, text = item.partition("=")
         key = key.strip().replace("-", "_")
+        _refuse_renamed(cls, {key}, "--set")
         if not sep or key not in fields:
             raise ConfigError(f"--set {item!r}: expected key=value with key one of {', '.join(sorted(fields))}")
         try:

@@ -79,17 +79,14 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def resolve_dtype(dtype: str, device: str):
-    """`auto`: bfloat16 on a GPU that supports it, float32 elsewhere (CPU bf16 is slow)."""
+    """`auto` (on every command): the checkpoint's own dtype, as transformers' and lm-eval's
+    dtype="auto" (transformers reads the config's torch_dtype; random:<config> models: float32)."""
     import torch
 
-    if dtype == CHECKPOINT_DTYPE:
-        return "auto"  # transformers reads the checkpoint's own torch_dtype
+    if dtype in (CHECKPOINT_DTYPE, "auto"):
+        return "auto"
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    if dtype == "auto":
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
     return getattr(torch, dtype)
 
 

@@ -224,10 +224,10 @@ def tripwires(monkeypatch) -> None:
     (["evaluate", "--model", "random:tiny-gpt2", "--tasks", "arc_easy", "--gen-kwargs", "greedy"],
      ["--gen-kwargs", "key=value"]),
     (["midtrain", *TRAIN, "--report-to", "tensorbored"], ["--report-to tensorbored", "tensorboard"]),
-    (["midtrain", *TRAIN, "--condensation-every", "-1"], ["--condensation-every must be >= 0"]),
-    (["midtrain", *TRAIN, "--set", "condensation_sequences=0"], ["condensation_sequences", "> 0"]),
+    (["midtrain", *TRAIN, "--condensation-every", "-1"], ["--condensation-every -1: must be >= 0"]),
+    (["midtrain", *TRAIN, "--set", "condensation_sequences=0"], ["condensation_sequences=0", ">= 1"]),
     (["midtrain", *TRAIN, "--set", "num_proc=0"], ["num_proc"]),
-    (["midtrain", *TRAIN, "--loss", "dispersion", "--tau", "1e-9"], ["--tau", ">= 1e-06"]),
+    (["midtrain", *TRAIN, "--loss", "dispersion", "--tau", "1e-9"], ["--tau 1e-09", ">= 1e-06"]),
     (["midtrain", *TRAIN, "--loss", "dispersion", "--tau", "inf"], ["--tau inf", "finite"]),
     (["midtrain", *TRAIN, "--set", "trainer_args={optim: sgdd}"], ["trainer_args"]),
 ])
@@ -369,10 +369,12 @@ def test_tasks_list_shows_lm_eval_tasks_and_include_path(run_cli, tmp_path):
     tasks.mkdir()
     (tasks / "mine.yaml").write_text("task: arc_mine\ndataset_path: json\noutput_type: loglikelihood\n"
                                      "doc_to_text: '{{x}}'\ndoc_to_target: '{{y}}'\ntest_split: test\n")
-    res = run_cli("evaluate", "--tasks", "list:arc_*", "--include-path", tasks)
+    res = run_cli("evaluate", "--list-tasks", "arc_*", "--include-path", tasks)
     assert res.code == 0, res.err
     names = res.out.split()
     assert {"arc_easy", "arc_challenge", "arc_mine"} <= set(names) and "hellaswag" not in names
+    # the old spelling: one line naming the new one
+    refused(run_cli("evaluate", "--tasks", "list:arc_*"), "--tasks list:arc_* is now --list-tasks 'arc_*'")
 
 
 # ----------------------------------------------------------------------------- 7. a quiet terminal

@@ -181,6 +181,7 @@ def _fake_training_run(folder, final_from, **overrides):
 
 
 def test_method_labels_name_what_differs_from_the_paper_defaults():
+    from lmdisp.errors import LmdispError
     from lmdisp.train.config import TrainConfig
 
     def method_label(settings):
@@ -189,7 +190,8 @@ def test_method_labels_name_what_differs_from_the_paper_defaults():
     assert method_label({"loss": "dispersion", "lambda_disp": 0.1, "tau": 1.0, "location": "all"}) == "dispersion"
     assert method_label({"loss": "dispersion", "tau": 0.5, "location": "late_half"}) == \
         "dispersion (tau=0.5, location=late_half)"
-    assert method_label({"loss": "ce", "lambda_disp": 0.5}) == "ce"          # ce has no lambda
+    with pytest.raises(LmdispError, match="does nothing with --loss ce"):  # ce has no lambda: refused
+        method_label({"loss": "ce", "lambda_disp": 0.5})
     assert method_label({"loss": "ce", "teacher": "gpt2-medium"}) == "ce (KD from gpt2-medium)"
 
 
@@ -213,7 +215,7 @@ def test_evaluate_in_training_restores_mode_and_rng(preset, task_dir, tmp_path):
 
     from lmdisp.models import load_model
 
-    run = _fake_training_run(tmp_path / "run", None, loss="ce", seed=5)
+    run = _fake_training_run(tmp_path / "run", None, loss="ce", seed=5, lambda_disp=0.1)
     loaded = load_model("random:tiny-gpt2", lm_head=True, device="cpu")
     loaded.model.train()
     torch.manual_seed(123)

@@ -18,7 +18,7 @@ from lmdisp.train.losses import (
     subsample,
 )
 
-NAMES = ["dispersion", "decorrelation", "l2_repel", "l2_repel_paper", "orthogonalization", "infonce_cos"]
+NAMES = ["dispersion", "decorrelation", "l2-repel", "l2-repel-paper", "orthogonalization", "infonce-cos"]
 
 
 # ---------------------------------------------------------------- independent references
@@ -73,10 +73,10 @@ def ref_infonce_cos(z, tau=1.0):
 REFS = {
     "dispersion": ref_dispersion,
     "decorrelation": ref_decorrelation,
-    "l2_repel": ref_l2_repel,
-    "l2_repel_paper": ref_l2_repel_paper,
+    "l2-repel": ref_l2_repel,
+    "l2-repel-paper": ref_l2_repel_paper,
     "orthogonalization": ref_orthogonalization,
-    "infonce_cos": ref_infonce_cos,
+    "infonce-cos": ref_infonce_cos,
 }
 
 
@@ -105,10 +105,10 @@ def batch(seed=0, B=4, S=7, d=5, scale=1.0):
 OPTS = {
     "dispersion": [{}, {"tau": 0.5, "clamp": 0.2}, {"log_mean": True}],
     "decorrelation": [{}],
-    "l2_repel": [{}, {"tau": 2.0, "lambda_norm": 0.5}, {"log_mean": True}],
-    "l2_repel_paper": [{}, {"tau": 2.0, "lambda_norm": 0.5}, {"log_mean": True}],
+    "l2-repel": [{}, {"tau": 2.0, "lambda_norm": 0.5}, {"log_mean": True}],
+    "l2-repel-paper": [{}, {"tau": 2.0, "lambda_norm": 0.5}, {"log_mean": True}],
     "orthogonalization": [{}, {"clamp": 0.05}],
-    "infonce_cos": [{}, {"tau": 0.3}],
+    "infonce-cos": [{}, {"tau": 0.3}],
 }
 
 
@@ -128,7 +128,7 @@ def test_value_matches_loop_reference(name):
 
 def test_registry_holds_the_seven_losses():
     # dispersion_torchtitan (Table 5's variant) is checked in tests/test_loss_torchtitan.py
-    assert sorted(LOSSES) == sorted([*NAMES, "dispersion_torchtitan"])
+    assert sorted(LOSSES) == sorted([*NAMES, "dispersion-torchtitan"])
     for name in NAMES:
         assert get_loss(name) is LOSSES[name]
 
@@ -231,7 +231,7 @@ def test_finite_value_and_grad_on_degenerate_inputs(name, case):
     assert h.grad.dtype == h.dtype and torch.isfinite(h.grad.float()).all()
 
 
-@pytest.mark.parametrize("name", ["dispersion", "orthogonalization", "l2_repel", "l2_repel_paper"])
+@pytest.mark.parametrize("name", ["dispersion", "orthogonalization", "l2-repel", "l2-repel-paper"])
 def test_identical_tokens_still_get_pushed_apart(name):
     # Identical tokens in general position must receive a gradient (the point of the
     # straight-through clamp); a tiny perturbation breaks the exact symmetry.
@@ -383,7 +383,7 @@ def test_regularizer_calls_loss_once_and_skips_embeddings(monkeypatch):
 
 
 def test_unknown_names_and_options_raise_config_error():
-    with pytest.raises(ConfigError, match="valid: decorrelation, dispersion, dispersion_torchtitan, infonce_cos"):
+    with pytest.raises(ConfigError, match="valid: decorrelation, dispersion, dispersion-torchtitan, infonce-cos"):
         get_loss("disperse")
     h, mask = batch()
     with pytest.raises(ConfigError, match="valid: clamp, log_mean, tau"):

@@ -93,7 +93,7 @@ def test_means_averages_ranks_and_t_tests(runs, tmp_path):
 
 
 def test_latex_and_markdown_bold_the_best_of_each_block(runs, tmp_path):
-    run = run_report(ReportConfig(runs=[str(runs)], output=str(tmp_path / "report"), plot=False))
+    run = run_report(ReportConfig(runs=[str(runs)], output=str(tmp_path / "report"), plots=False))
     tex = (run.path / "table.tex").read_text()
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "arc\\_easy" in tex
     rows, base = {}, None
@@ -156,7 +156,7 @@ def test_a_final_evaluation_beats_the_training_hooks_for_the_same_seed(runs, tmp
     stale = runs / "hook-step-100"
     manifest = json.loads((stale / "manifest.json").read_text())
     (stale / "manifest.json").write_text(json.dumps({**manifest, "training_step": 100}))
-    run = run_report(ReportConfig(runs=[str(runs)], output=str(tmp_path / "report"), plot=False))
+    run = run_report(ReportConfig(runs=[str(runs)], output=str(tmp_path / "report"), plots=False))
     v = run.values.set_index(["base_model", "method"])
     assert v.loc[("gpt2", "ce"), "piqa"] == pytest.approx(61.0)   # seed 1's 10.0 from the hook is not used
     assert any("gpt2 / ce / seed 1 was evaluated 2 times" in n for n in run.notes)
@@ -180,7 +180,7 @@ def test_select_final_or_best_checkpoint_per_seed(tmp_path, run_cli, select):
     per_seed = {"ce": {1: {306: 40.0, 612: 44.0, 1525: 42.0}, 2: {306: 43.0, 612: 41.0, 1525: 41.5}},
                 "dispersion": {1: {306: 45.0, 612: 46.0, 1525: 47.0}, 2: {306: 48.0, 612: 44.0, 1525: 46.5}}}
     _checkpoint_runs(tmp_path / "evals", per_seed)
-    res = run_cli("report", tmp_path / "evals", "--select", select, "--output", tmp_path / "r", "--set", "plot=false")
+    res = run_cli("report", tmp_path / "evals", "--select", select, "--output", tmp_path / "r", "--no-plots")
     assert res.code == 0, res.err
     values = pd.read_csv(tmp_path / "r" / "table_values.csv").set_index("method")
     for method, seeds in per_seed.items():
@@ -203,7 +203,7 @@ def test_best_chooses_over_steps_0_to_T_and_best_trained_leaves_step_0_out(tmp_p
     per_seed = {"dispersion": {1: {0: 50.0, 306: 45.0, 1526: 44.0}, 2: {0: 40.0, 612: 46.0, 1526: 45.0}}}
     _checkpoint_runs(tmp_path / "evals", per_seed)
     fake_run(tmp_path / "evals" / "base", "gpt2", "base", 1, {t: 30.0 for t in TASKS})
-    run = run_report(ReportConfig(runs=[str(tmp_path / "evals")], output=str(tmp_path / "r"), plot=False,
+    run = run_report(ReportConfig(runs=[str(tmp_path / "evals")], output=str(tmp_path / "r"), plots=False,
                                   select=select))
     v = run.values.set_index("method")
     assert v.loc["dispersion", "steps"] == ",".join(str(picks[s]) for s in (1, 2))
@@ -219,7 +219,7 @@ def test_the_reference_is_found_by_its_loss_name_when_one_row_has_it(tmp_path, m
     for m, values in (("ce", (40.0, 41.0, 42.0)), (method, (45.0, 46.0, 47.0))):
         for seed, v in enumerate(values, 1):
             fake_run(root / f"{m}-{seed}", "Qwen/Qwen3-0.6B", m, seed, {t: v for t in TASKS})
-    run = run_report(ReportConfig(runs=[str(root)], output=str(tmp_path / "r"), plot=False))
+    run = run_report(ReportConfig(runs=[str(root)], output=str(tmp_path / "r"), plots=False))
     v = run.values.set_index("method")
     assert v.loc[method, "significance"] == "ref." and v.loc["ce", "significance"] != "—"
     assert v.loc["ce", "p_value"] == pytest.approx(ttest_ind([41.0, 40.0, 42.0], [45.0, 46.0, 47.0]).pvalue)

@@ -22,7 +22,7 @@ from lmdisp.train.run import run_train
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(model="random:tiny-gpt2", dataset="builtin", context_length=32, batch_size=4, grad_accum=1,
             lr=1e-3, gradient_checkpointing=False, condensation_every=0, logging_steps=1, save_steps=1000,
-            warmup_ratio=0.0)
+            warmup_ratio=0.0, train_tokens=4096)
 TINY_FLAGS = ["--model", "random:tiny-gpt2", "--dataset", "builtin", "--context-length", "32", "--batch-size", "4",
               "--grad-accum", "1", "--no-gradient-checkpointing", "--condensation-every", "0"]
 
@@ -101,8 +101,8 @@ def no_model_load(monkeypatch):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--lambda", "-0.1"], "--lambda must be >= 0"),
-    (["--tau", "0"], "--tau must be > 0"),
+    (["--lambda", "-0.1"], "--lambda -0.1: must be >= 0"),
+    (["--tau", "0"], "--tau 0.0: must be >= 1e-06"),
     (["--loss", "magic"], "--loss 'magic'"),
     (["--loss", "dispersion", "--location", "middle"], "--location 'middle'"),
     (["--train-tokens", "100"], "less than one optimiser step"),
@@ -207,8 +207,8 @@ def test_run_folder_contents_and_condensation_trace(tmp_path):
 def test_run_folder_is_not_reused_for_another_config(tmp_path, run_cli):
     run_train(tiny(tmp_path, train_tokens=128))
     res = run_cli("midtrain", *TINY_FLAGS, "--train-tokens", "128", "--output", tmp_path / "run", "--lr", "0.001",
-                  "--set", "warmup_ratio=0", "--set", "save_steps=1000", "--logging-steps", "1", "--tau", "2")
-    assert res.code == 2 and "different config" in res.err and "tau" in res.err
+                  "--set", "warmup_ratio=0", "--set", "save_steps=1000", "--logging-steps", "1", "--set", "weight_decay=0.05")
+    assert res.code == 2 and "different config" in res.err and "weight_decay" in res.err
     res = run_cli("midtrain", *TINY_FLAGS, "--train-tokens", "128", "--output", tmp_path / "run", "--lr", "0.001",
                   "--set", "warmup_ratio=0", "--set", "save_steps=1000", "--logging-steps", "1")
     assert res.code == 2 and "finished run" in res.err and "new --output" in res.err

@@ -11,46 +11,47 @@ import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
-from lmdisp.config import load_config, option, read_yaml, require, resolve_config
+from lmdisp.config import (DEVICE_PANEL, MODEL_PANEL, OUTPUT_PANEL, Dtype, NonNegativeInt, Positive, PositiveInt,
+                           load_config, option, read_yaml, require, resolve_config, validate)
 from lmdisp.errors import ConfigError
+from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN
 from lmdisp.runs import check_output_option
-from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN, DTYPES
 
-BACKENDS = ("hf", "vllm")
-CHECKPOINTS = ("final", "all", "trained")
+Backend = Literal["hf", "vllm"]
 _TASK_KEYS = {"num_fewshot", "metric"}
-_WHAT, _HOW, _MODEL, _OUT = "Model and tasks", "Protocol", "Device", "Outputs"
+_WHAT, _HOW, _MODEL, _DEVICE, _OUT = "Tasks", "Protocol", MODEL_PANEL, DEVICE_PANEL, OUTPUT_PANEL
 
 
 @dataclass
 class EvaluateConfig:
     model: str = option(DEFAULT_MODEL, "Hub id, local folder, .gguf, alias, random:<config>, or a midtrain/"
-                        "pretrain/distill run folder (its final/ model).", short="-m", panel=_WHAT)
-    tasks: Any = option(None, "Comma-separated lm-eval task names; with --preset, a subset of its tasks; `list` "
-                        "or `list:PATTERN` (a glob) prints the names lm-eval knows.",
+                        "pretrain/distill run folder (its final/ model).", short="-m", panel=_MODEL)
+    tasks: Any = option(None, "Comma-separated lm-eval task names; with --preset, a subset of its tasks "
+                        "(--list-tasks PATTERN prints the names lm-eval knows).",
                         short="-t", panel=_WHAT)
     preset: str | None = option(None, "The named preset or YAML the config came from.", cli="fixed")
-    checkpoints: str = option("final", "final: a training run's final/ model | all: its starting model (step 0) "
-                              "and every saved checkpoint, one evaluation each (<output>/step-N) labelled with "
-                              "its training step, for `report --select` | trained: the checkpoints without step 0.",
-                              panel=_WHAT)
+    checkpoints: Literal["final", "all", "trained"] = option(
+        "final", "final: a training run's final/ model | all: its starting model (step 0) and every saved "
+        "checkpoint, one evaluation each (<output>/step-N) labelled with its training step, for `report --select` | "
+        "trained: the checkpoints without step 0.", panel=_WHAT)
     include_path: list[str] | None = option(None, "Folder(s) of your own task YAMLs (local data files: the way "
                                             "to run offline).", panel=_WHAT)
-    num_fewshot: int | None = option(None, "Shots for every task (None: the preset's per-task value, else the "
+    num_fewshot: Optional[NonNegativeInt] = option(None, "Shots for every task (None: the preset's per-task value, else the "
                                      "task's own).", panel=_HOW)
-    limit: float | None = option(None, "Examples per task (per subtask of a group); < 1: a fraction.", panel=_HOW)
+    limit: Optional[Positive] = option(None, "Examples per task (per subtask of a group); < 1: a fraction.", panel=_HOW)
     seed: int | None = option(None, "Random, numpy, torch and few-shot seed (None: the training run's, else 1).",
                               panel=_HOW)
     gen_kwargs: str | None = option(None, "Generation settings for generative tasks, e.g. "
                                     "do_sample=False,max_gen_toks=256.", panel=_HOW)
     batch_size: int | str | None = option(None, "An integer or auto (None: auto on a GPU, 8 on a CPU).",
-                                          panel=_MODEL)
-    max_batch_size: int = option(64, "The ceiling of batch size auto.", cli="set")
-    backend: str = option("hf", "hf or vllm (when installed).", panel=_MODEL)
-    device: str = option("auto", "auto, cpu, cuda, cuda:1, mps.", panel=_MODEL)
-    dtype: str = option("auto", "auto|float32|bfloat16|float16 (auto: bf16 on GPU, fp32 on CPU).", panel=_MODEL)
+                                          panel=_DEVICE)
+    max_batch_size: PositiveInt = option(64, "The ceiling of batch size auto.", cli="set")
+    backend: Backend = option("hf", "vllm when installed.", panel=_DEVICE)
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, mps.", panel=_DEVICE)
+    dtype: Dtype = option("auto", "Weight dtype (auto: the checkpoint's own, as lm-eval's dtype=auto and on every "
+                          "command).", panel=_MODEL)
     tokenizer: str | None = option(None, "Tokenizer to use instead of the model's own.", panel=_MODEL)
     trust_remote_code: bool = option(False, "Allow model repos to run their own Python code (only for repos "
                                      "you trust).", panel=_MODEL)
@@ -62,35 +63,28 @@ class EvaluateConfig:
     results_dir: str = option("results", "Where timestamped run folders go.", panel=_OUT)
 
     def __post_init__(self):
+        validate(self)  # each field's type, choices and range (lmdisp.config); below: the rest
         self.tasks = normalize_tasks(self.tasks)
         require(bool(self.tasks), "give --tasks (e.g. arc_easy,mmlu) or --preset paper")
-        require(self.checkpoints in CHECKPOINTS, f"--checkpoints {self.checkpoints!r}: choose one of "
-                f"{', '.join(CHECKPOINTS)}")
         if isinstance(self.include_path, str):
             self.include_path = [p for p in self.include_path.split(",") if p]
         self.include_path = [str(Path(p).expanduser()) for p in self.include_path or []]
         for folder in self.include_path:
             require(Path(folder).is_dir(), f"--include-path: not a folder: {folder}")
-        require(self.num_fewshot is None or self.num_fewshot >= 0,
-                f"--num-fewshot must be >= 0 (got {self.num_fewshot})")
         if self.limit is not None:
-            require(self.limit > 0, f"--limit must be > 0 (got {self.limit})")
             self.limit = int(self.limit) if float(self.limit) >= 1 and float(self.limit).is_integer() else self.limit
         if isinstance(self.batch_size, str) and self.batch_size.isdigit():
             self.batch_size = int(self.batch_size)
         require(self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size >= 1)
                 or (isinstance(self.batch_size, str) and re.fullmatch(r"auto(:\d+)?", self.batch_size) is not None),
                 f"--batch-size must be a positive integer or auto (got {self.batch_size!r})")
-        require(self.max_batch_size >= 1, "--set max_batch_size= must be >= 1")
         if self.gen_kwargs is not None:
             bad = [kv for kv in self.gen_kwargs.split(",") if not re.fullmatch(r"\s*[A-Za-z_]\w*\s*=[^=]*", kv)]
             if bad:
                 raise ConfigError(f"--gen-kwargs {self.gen_kwargs!r}: expected key=value pairs separated by commas, "
                                   f"e.g. do_sample=false,max_gen_toks=256 (not {bad[0]!r})")
-        require(self.backend in BACKENDS, f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         require(self.backend != "vllm" or importlib.util.find_spec("vllm") is not None,
                 "--backend vllm needs the `vllm` package (pip install vllm); or use --backend hf")
-        require(self.dtype in DTYPES, f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
         require(re.fullmatch(DEVICE_PATTERN, self.device) is not None,
                 f"--device {self.device!r}: choose auto, cpu, cuda, cuda:N or mps")
         check_output_option(self.output)

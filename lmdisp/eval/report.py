@@ -28,44 +28,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from lmdisp.config import as_dict, option, require
+from lmdisp.config import OUTPUT_PANEL, as_dict, option, require, validate
 from lmdisp.errors import ConfigError, DataError
 from lmdisp.eval.results import read_manifest, read_tasks_csv
-from lmdisp.eval.selection import SELECTIONS, check_reference, select_runs
+from lmdisp.eval.selection import Selection, check_reference, select_runs
 from lmdisp.runs import RunDir, save_figure, slugify, write_table, write_text
 
 # Display order of the methods inside a block (the paper's Table 2); others follow by name.
 METHOD_ORDER = ("base", "ce", "noisy-embedding", "active-forgetting", "decorrelation", "l2-repel", "l2-repel-paper",
                 "orthogonalization", "infonce-cos", "dispersion")
 DASH = "—"
+_TABLE = "Table"
 
 
 @dataclass
 class ReportConfig:
     runs: list[str] = option(None, "`lmdisp evaluate` run folders, or folders holding them (searched "
                              "recursively).", cli="arg", factory=list)
-    reference: str = option("dispersion", "Method each row is t-tested against, in every base model's block.")
+    reference: str = option("dispersion", "Method each row is t-tested against, in every base model's block.",
+                            panel=_TABLE)
     tasks: list[str] | None = option(None, "Table columns, comma-separated (None: every task of the runs, the "
-                                     "paper's order first).")
-    output: str | None = option(None, "Exact run folder (new or empty).", short="-o")
-    results_dir: str = option("results", "Where timestamped run folders go.")
-    plot: bool = option(True, "Write the bar chart of the averages.")
-    select: str = option("final", "Which evaluation of a run and seed makes the row: final (its last checkpoint, "
+                                     "paper's order first).", panel=_TABLE)
+    output: str | None = option(None, "Exact run folder (new or empty).", short="-o", panel=OUTPUT_PANEL)
+    results_dir: str = option("results", "Where timestamped run folders go.", panel=OUTPUT_PANEL)
+    plots: bool = option(True, "Write the bar chart of the averages.", panel=OUTPUT_PANEL)
+    select: Selection = option("final", "Which evaluation of a run and seed makes the row: final (its last checkpoint, "
                          "lmdisp's default) | best (the best average over the table's tasks among its "
                          "checkpoints, step 0 included: the authors' selection, made on the test data itself) | "
-                         "best-trained (the same without step 0).")
+                         "best-trained (the same without step 0).", panel=_TABLE)
+
+    RENAMED: ClassVar[dict[str, str]] = {"plot": "plots"}  # old name -> new: a one-line hint
 
     def __post_init__(self):
         if isinstance(self.runs, (str, Path)):
-            self.runs = [self.runs]
-        self.runs = [str(r) for r in self.runs or []]
+            self.runs = [str(self.runs)]
+        validate(self)  # each field's type and choices (lmdisp.config); below: the rest
         require(bool(self.runs), "give at least one evaluation run folder (or a folder holding them)")
         if isinstance(self.tasks, str):
             self.tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
         require(self.tasks is None or len(self.tasks) > 0, "--tasks: give at least one task")
-        require(self.select in SELECTIONS, f"--select {self.select!r}: choose one of {', '.join(SELECTIONS)}")
 
 
 @dataclass
@@ -392,7 +395,7 @@ def run_report(cfg: ReportConfig) -> ReportRun:
     values["seed_averages"] = [",".join(f"{a:.10g}" for a in v) for v in values["seed_averages"]]
     write_table(values, run.path / "table_values", float_format="%.10g")
     write_table(long, run.path / "runs", float_format="%.10g")
-    if cfg.plot and table["average"].notna().any():
+    if cfg.plots and table["average"].notna().any():
         save_figure(bar_chart(table), run.path / "averages.png")
     run.write_manifest(as_dict(cfg), runs=[str(f) for f in folders], tasks=tasks, notes=notes)
     run.release()

@@ -14,9 +14,13 @@
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 from lmdisp.errors import ConfigError
 
-SELECTIONS = ("final", "best", "best-trained")
+Selection = Literal["final", "best", "best-trained"]
+SELECTIONS = typing.get_args(Selection)
 NO_STEP = "—"  # an evaluation of a model that is not a training run (a base-model row)
 
 

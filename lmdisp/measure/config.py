@@ -6,12 +6,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal, Optional
 
-from lmdisp.config import option, require
+import annotated_types as at
+
+from lmdisp.config import (DEVICE_PANEL, MODEL_PANEL, OUTPUT_PANEL, Dtype, NonNegativeInt, OpenUnit, PositiveInt,
+                           option, require, validate)
+from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN
 from lmdisp.runs import check_output_option
-from lmdisp.models import DEFAULT_MODEL, DEVICE_PATTERN, DTYPES
 
-_DATA, _PROTO, _MODEL, _OUT = "Text", "Protocol", "Model and device", "Outputs"
+_DATA, _PROTO, _MODEL, _DEVICE, _OUT = "Text", "Protocol", MODEL_PANEL, DEVICE_PANEL, OUTPUT_PANEL
 _SITE = "Sites and positions"
 
 
@@ -27,17 +31,18 @@ class MeasureConfig:
     subset: str | None = option(None, "Dataset config name for hub datasets.", cli="set")
     texts: str | None = option(None, "Fixed texts (.txt one per line, or .jsonl `text`); repetition r uses text "
                                "r mod N.", panel=_DATA)
-    repetitions: int = option(100, "Texts to average over (paper: 100).", short="-r", panel=_PROTO)
-    max_length: int = option(512, "Tokens per text (paper: 512).", panel=_PROTO)
-    min_words: int = option(1024, "Minimum words per sampled text (paper: 1024).", panel=_PROTO)
-    max_words: int = option(1280, "Maximum words per sampled text (paper: 1280).", panel=_PROTO)
+    repetitions: PositiveInt = option(100, "Texts to average over (paper: 100).", short="-r", panel=_PROTO)
+    max_length: Annotated[int, at.Ge(2)] = option(512, "Tokens per text (paper: 512).", panel=_PROTO)
+    min_words: PositiveInt = option(1024, "Minimum words per sampled text (paper: 1024).", panel=_PROTO)
+    max_words: PositiveInt = option(1280, "Maximum words per sampled text (paper: 1280).", panel=_PROTO)
     seed: int = option(0, "Repetition r samples its text with seed SEED + r (paper: r).", panel=_PROTO)
-    batch_size: int | None = option(None, "Repetitions per forward pass (None: 1 on a CPU, 8 on a GPU).",
-                                    panel=_MODEL)
-    dtype: str = option("float32", "float32 (the authors' and the paper's) | bfloat16 | float16 | auto (the "
-                        "checkpoint's own dtype; for large models).", panel=_MODEL)
-    device: str = option("auto", "auto, cpu, cuda, cuda:1, mps.", panel=_MODEL)
-    device_map: str | None = option(None, "`auto` spreads a large model over all GPUs.", panel=_MODEL)
+    batch_size: Optional[PositiveInt] = option(None, "Repetitions per forward pass (None: 1 on a CPU, 8 on a GPU).",
+                                    panel=_DEVICE)
+    dtype: Dtype = option("float32", "float32 (the authors' and the paper's) | bfloat16 | float16 | auto (the "
+                        "checkpoint's own dtype, as on every command; for large models).", panel=_MODEL)
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, mps.", panel=_DEVICE)
+    device_map: Optional[Literal["auto"]] = option(None, "`auto` spreads a large model over all GPUs.",
+                                                   panel=_DEVICE)
     tokenizer: str | None = option(None, "Tokenizer to use instead of the model's own.", panel=_MODEL)
     trust_remote_code: bool = option(False, "Allow model repos to run their own Python code (only for repos "
                                      "you trust).", panel=_MODEL)
@@ -45,16 +50,16 @@ class MeasureConfig:
                              "hidden states, the paper's), residual (block outputs before any final norm), attn, "
                              "mlp (sublayer outputs), or a module-name pattern such as 'layers.*.mlp.act_fn'.",
                              panel=_SITE, factory=lambda: ["hidden"])
-    skip_first: int = option(0, "Drop the first K token positions from every statistic (e.g. 1: the first "
+    skip_first: NonNegativeInt = option(0, "Drop the first K token positions from every statistic (e.g. 1: the first "
                              "token / attention sink).", panel=_SITE)
     metrics: list[str] = option(None, "Extra per-layer geometry: entropy,variance (SVD: effective rank, max. "
                                 "explainable variance), centred (centred cosine), isoscore, rogue (top-k "
                                 "dimensions' share of the cosine), or all.", panel=_OUT, factory=list)
-    rogue_k: int = option(3, "k of the `rogue` metric: the share of the cosine carried by the top-k dimensions.",
+    rogue_k: PositiveInt = option(3, "k of the `rogue` metric: the share of the cosine carried by the top-k dimensions.",
                           cli="set")
-    bootstrap: int = option(1000, "Bootstrap resamples over repetitions for the confidence intervals (0: none).",
+    bootstrap: NonNegativeInt = option(1000, "Bootstrap resamples over repetitions for the confidence intervals (0: none).",
                             panel=_OUT)
-    confidence: float = option(0.95, "Level of the bootstrap confidence intervals.", cli="set")
+    confidence: OpenUnit = option(0.95, "Level of the bootstrap confidence intervals.", cli="set")
     compare: bool = option(False, "With two models: run them in lockstep on the same texts and add linear CKA "
                            "between corresponding layers (both models are held in memory).", panel=_OUT)
     include_logits: bool = option(False, "Add the output logits as an extra layer.", panel=_OUT)
@@ -66,35 +71,20 @@ class MeasureConfig:
     def __post_init__(self):
         from lmdisp.measure.condensation import METRICS
 
-        if isinstance(self.models, str):
-            self.models = [self.models]
-        if isinstance(self.metrics, str):
-            self.metrics = [m for m in self.metrics.split(",") if m]
+        validate(self)  # each field's type, choices and range (lmdisp.config); below: cross-field rules
         if "all" in self.metrics:
             self.metrics = list(METRICS)
-        if isinstance(self.site, str):
-            self.site = [s.strip() for s in self.site.split(",") if s.strip()]
         require(len(self.site) > 0, "--site: give at least one site (hidden, residual, attn, mlp or a pattern)")
         require(len(set(self.site)) == len(self.site), f"--site: a site is listed twice ({','.join(self.site)})")
-        require(self.skip_first >= 0, f"--skip-first must be >= 0 (got {self.skip_first})")
         require(self.max_length < 2 or self.max_length - self.skip_first >= 2,  # (--max-length checked below)
                 f"--skip-first {self.skip_first} leaves fewer than 2 of the --max-length {self.max_length} tokens")
-        require(self.rogue_k >= 1, f"--set rogue_k= must be >= 1 (got {self.rogue_k})")
-        require(self.bootstrap >= 0, f"--bootstrap must be >= 0 (got {self.bootstrap})")
-        require(0 < self.confidence < 1, f"--set confidence= must be in (0, 1) (got {self.confidence})")
         require(not self.compare or len(self.models) == 2,
                 f"--compare needs exactly two models (got {len(self.models)})")
         require(len(self.models) > 0, "give at least one model")
-        require(self.repetitions >= 1, f"--repetitions must be >= 1 (got {self.repetitions})")
-        require(self.max_length >= 2, f"--max-length must be >= 2 tokens (got {self.max_length})")
-        require(self.min_words >= 1, f"--min-words must be >= 1 (got {self.min_words})")
         require(self.max_words >= self.min_words,
                 f"--max-words ({self.max_words}) must be >= --min-words ({self.min_words})")
-        require(self.batch_size is None or self.batch_size >= 1, f"--batch-size must be >= 1 (got {self.batch_size})")
-        require(self.dtype in DTYPES, f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
         require(re.fullmatch(DEVICE_PATTERN, self.device) is not None,
                 f"--device {self.device!r}: choose auto, cpu, cuda, cuda:N or mps")
         bad = sorted(set(self.metrics) - set(METRICS))
         require(not bad, f"--metrics: unknown {', '.join(bad)}; choose from {', '.join(METRICS)} or all")
-        require(self.device_map in (None, "auto"), "--device-map accepts only `auto`")
         check_output_option(self.output)

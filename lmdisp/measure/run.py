@@ -35,7 +35,7 @@ from lmdisp.models import (LoadedModel, check_model, check_vocabulary, default_t
                            load_tokenizer, resolve_device)
 from lmdisp.runs import RunDir, peak_memory, provenance, save_figure, save_npz, slugify, write_json, write_table
 
-Progress = Callable[[str, int, int], None]  # (model spec, repetitions done, total)
+MeasureProgress = Callable[[str, int, int], None]  # (model spec, repetitions done, total)
 
 
 @dataclass
@@ -97,15 +97,7 @@ def tokenize(tokenizer, texts: list[str], max_length: int, source: str | None = 
     return {k: torch.tensor(v) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
-def load_dtype(dtype: str) -> str:
-    """`measure --dtype auto` is the checkpoint's own dtype (`models.CHECKPOINT_DTYPE`), not the
-    bf16-on-GPU default of the other commands: the paper measures in float32, the default."""
-    from lmdisp.models import CHECKPOINT_DTYPE
-
-    return CHECKPOINT_DTYPE if dtype == "auto" else dtype
-
-
-def resolve_batch_size(batch_size: int | None, device_type: str) -> int:
+def measure_batch_size(batch_size: int | None, device_type: str) -> int:
     """The default trades nothing on a CPU (no speed-up from batching) for throughput on a GPU."""
     return batch_size or (8 if device_type == "cuda" else 1)
 
@@ -141,7 +133,7 @@ class _Stream:
         return SiteResults({site: acc.result() for site, acc in self.accs.items()}, dict(self.recorder.names), distinct)
 
 
-def measure_sites(loaded: LoadedModel, texts: list[str], cfg: MeasureConfig, progress: Progress | None = None,
+def measure_sites(loaded: LoadedModel, texts: list[str], cfg: MeasureConfig, progress: MeasureProgress | None = None,
                   partner: LoadedModel | None = None):
     """Stream all repetitions through the model, accumulating every site of `cfg.site` in one pass.
     With `partner` (--compare) both models run in lockstep on the same token ids and the result is
@@ -162,7 +154,7 @@ def measure_sites(loaded: LoadedModel, texts: list[str], cfg: MeasureConfig, pro
                             "CKA needs the same tokens (models sharing a tokenizer)")
         streams.append(_Stream(partner, cfg, enc_b))
         ckas = {site: CkaAccumulator() for site in cfg.site}
-    batch_size = resolve_batch_size(cfg.batch_size, streams[0].device.type)
+    batch_size = measure_batch_size(cfg.batch_size, streams[0].device.type)
     total = len(texts)
     try:
         with torch.inference_mode():
@@ -184,7 +176,7 @@ def measure_sites(loaded: LoadedModel, texts: list[str], cfg: MeasureConfig, pro
 
 
 def measure_model(loaded: LoadedModel, texts: list[str], cfg: MeasureConfig,
-                  progress: Progress | None = None) -> CondensationResult:
+                  progress: MeasureProgress | None = None) -> CondensationResult:
     """The first site's result (`hidden` by default: the paper's measurement)."""
     return next(iter(measure_sites(loaded, texts, cfg, progress).results.values()))
 
@@ -217,14 +209,14 @@ def summarize(loaded: LoadedModel, measured: SiteResults, cfg: MeasureConfig, co
         **{k: v for k, v in head.items() if k not in ("modules",)},
         "corpus": corpus, "repetitions": first.num_repetitions, "seq_len": int(first.mean_matrices.shape[1]),
         "skip_first": cfg.skip_first, "min_words": cfg.min_words, "max_words": cfg.max_words, "seed": cfg.seed,
-        "batch_size": resolve_batch_size(cfg.batch_size, device.split(":")[0]), "dtype": dtype, "device": device,
+        "batch_size": measure_batch_size(cfg.batch_size, device.split(":")[0]), "dtype": dtype, "device": device,
         "metrics": list(cfg.metrics), "bootstrap": cfg.bootstrap, "confidence": cfg.confidence,
         "wall_time_s": round(wall, 3), "sites": sites, "degenerate": bool(warnings), "warnings": warnings,
     }
     return pd.concat(frames, ignore_index=True), summary
 
 
-def run_measure(cfg: MeasureConfig, progress: Progress | None = None,
+def run_measure(cfg: MeasureConfig, progress: MeasureProgress | None = None,
                 on_model_start: Callable[[str], None] | None = None) -> MeasureRun:
     """Measure every model in `cfg.models`, write the run folder, return the results."""
     import pandas as pd
@@ -270,7 +262,7 @@ def run_measure(cfg: MeasureConfig, progress: Progress | None = None,
 
 
 def _measure_all(cfg: MeasureConfig, texts: list[str], corpus: str, run: RunDir,
-                 progress: Progress | None, on_model_start: Callable[[str], None] | None):
+                 progress: MeasureProgress | None, on_model_start: Callable[[str], None] | None):
     """Load, measure, write and free each model in turn (both at once with --compare)."""
     import torch
 
@@ -283,7 +275,7 @@ def _measure_all(cfg: MeasureConfig, texts: list[str], corpus: str, run: RunDir,
             for spec in group:
                 if on_model_start:
                     on_model_start(spec)
-                loaded.append(load_model(spec, dtype=load_dtype(cfg.dtype), device=cfg.device,
+                loaded.append(load_model(spec, dtype=cfg.dtype, device=cfg.device,
                                          device_map=cfg.device_map, trust_remote_code=cfg.trust_remote_code,
                                          lm_head=cfg.include_logits, tokenizer=cfg.tokenizer, seed=cfg.seed))
             start = time.perf_counter()

@@ -26,20 +26,23 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import typing
 from typing import Callable, NamedTuple, Sequence
 
 import torch
 
 from lmdisp.errors import ConfigError
+from lmdisp.train.config import Location, canonical_loss
 
 COS_EPS = 1e-3  # floor on ||z|| before normalising: the condensation metric's value
 STD_EPS = 1e-5  # variance floor in decorrelation: a constant token vector stays finite
-LOCATIONS = ("all", "early_half", "late_half", "last")
+LOCATIONS = typing.get_args(Location)
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {}
 
 
 def register(name: str) -> Callable:
-    """Add a loss to `LOSSES` under `name`. The wrapper turns autocast off (the pairwise maths
+    """Add a loss to `LOSSES` under `name` (dashed, as `--loss` spells it; also add it to
+    `lmdisp.train.config.LossName` and `LOSS_OPTIONS`). The wrapper turns autocast off (the pairwise maths
     must not fall back to bf16 inside a mixed-precision trainer) and rejects unknown options
     with a `ConfigError`, so a typo in a config cannot be silently ignored."""
 
@@ -65,11 +68,11 @@ def register(name: str) -> Callable:
 
 
 def get_loss(name: str) -> Callable[..., torch.Tensor]:
-    """The registered loss called `name` (`l2_repel` or the CLI's `l2-repel`: one vocabulary);
-    `ConfigError` listing the valid names otherwise."""
-    key = str(name).replace("-", "_")
+    """The registered loss called `name`, spelt as the CLI does (`l2-repel`; `l2_repel` is read
+    as the same name by `canonical_loss`); `ConfigError` listing the valid names otherwise."""
+    key = canonical_loss(str(name))
     if key not in LOSSES:
-        raise ConfigError(f"unknown regulariser {name!r}; valid: {', '.join(sorted(LOSSES))} (or with -)")
+        raise ConfigError(f"unknown regulariser {name!r}; valid: {', '.join(sorted(LOSSES))}")
     return LOSSES[key]
 
 
@@ -163,7 +166,7 @@ def dispersion(h, mask=None, *, tau: float = 1.0, clamp: float = 0.1, log_mean: 
 TT_EPS = 1e-4  # the TorchTitan copy's epsilon: in the normalisation and inside the log-sum-exp
 
 
-@register("dispersion_torchtitan")
+@register("dispersion-torchtitan")
 def dispersion_torchtitan(h, mask=None, *, tau: float = 1.0, clamp: float = 0.01):
     """The dispersion loss as the authors' TorchTitan copy computes it for Table 5
     (docs/fidelity.md P6), per sequence over its real tokens i != j:
@@ -214,7 +217,7 @@ def _l2_repel(h, mask, tau: float, lambda_norm: float, log_mean: bool, diagonal:
     return _mean_over_sequences(per_seq + lambda_norm * norm, t.valid)
 
 
-@register("l2_repel")
+@register("l2-repel")
 def l2_repel(h, mask=None, *, tau: float = 1.0, lambda_norm: float = 0.1, log_mean: bool = False):
     """Euclidean repulsion with a norm penalty, as in the authors' code (`dispersion.py`,
     variant l2_repel), which every paper config uses. Per sequence over its real tokens:
@@ -226,7 +229,7 @@ def l2_repel(h, mask=None, *, tau: float = 1.0, lambda_norm: float = 0.1, log_me
     return _l2_repel(h, mask, tau, lambda_norm, log_mean, diagonal=True)
 
 
-@register("l2_repel_paper")
+@register("l2-repel-paper")
 def l2_repel_paper(h, mask=None, *, tau: float = 1.0, lambda_norm: float = 0.1, log_mean: bool = False):
     """The paper's l2-repel formula (Table 1): the same as `l2_repel` but over i != j only,
         L = log sum_{i != j} exp(-||z_i - z_j||^2 / tau)   [- log(n (n - 1)) if log_mean]
@@ -248,7 +251,7 @@ def orthogonalization(h, mask=None, *, clamp: float = 0.1):
     return _mean_over_sequences(_pair_mean(gap.pow(2), t.pairs), t.valid)
 
 
-@register("infonce_cos")
+@register("infonce-cos")
 def infonce_cos(h, mask=None, *, tau: float = 1.0):
     """The image-generation original ("Diffuse and Disperse", D = -cos), a log-mean over all
     real pairs INCLUDING the diagonal:  L = log( (1 / n^2) sum_{i, j} exp(cos_ij / tau) )."""
@@ -261,7 +264,7 @@ def infonce_cos(h, mask=None, *, tau: float = 1.0):
 
 # ---------------------------------------------------------------- token and layer selection
 
-def _positions(real: torch.Tensor, max_tokens: int, generator: torch.Generator | None):
+def _sample_positions(real: torch.Tensor, max_tokens: int, generator: torch.Generator | None):
     """[B, k] sorted positions, k = min(S, max_tokens): a uniform random subset of each row's
     real tokens (all of them when it has <= max_tokens), padded with padding positions. None
     when S <= max_tokens (nothing to drop; the generator is then not advanced)."""
@@ -285,7 +288,7 @@ def subsample(h, mask=None, max_tokens: int = 256, generator: torch.Generator | 
     with <= max_tokens real tokens keeps them all (the rest of its k slots are padding).
     Reproducible with a seeded `torch.Generator` (on any device; its draws are moved to h's)."""
     real = _real_mask(mask, h)
-    idx = _positions(real, max_tokens, generator)
+    idx = _sample_positions(real, max_tokens, generator)
     if idx is None:
         return h, real
     return _gather(h, idx), real.gather(1, idx)
@@ -320,7 +323,7 @@ def regularizer(
     loss = get_loss(name)
     layers = select_layers(len(hidden_states) - 1, location)
     real = _real_mask(mask, hidden_states[layers[0]])
-    idx = _positions(real, max_tokens, generator)
+    idx = _sample_positions(real, max_tokens, generator)
     if idx is not None:
         real = real.gather(1, idx)
     picked = [hidden_states[i] if idx is None else _gather(hidden_states[i], idx) for i in layers]

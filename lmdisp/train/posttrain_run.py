@@ -134,8 +134,8 @@ def build_posttrainer(cfg: PostTrainConfig, run_dir: Path, tokenizer, data, call
 
     trainer_class, config_class = trl_classes(cfg.objective)
     args = trl_arguments(cfg, run_dir, config_class)
-    reg = None if cfg.regularizer is None else Regularizer(
-        cfg.regularizer, cfg.lambda_disp, tau=cfg.tau, clamp=cfg.clamp, location=cfg.location,
+    reg = None if not cfg.has_regularizer else Regularizer(
+        cfg.loss, cfg.lambda_disp, tau=cfg.tau, clamp=cfg.clamp, location=cfg.location,
         max_tokens=cfg.max_tokens, tokens=cfg.reg_tokens, seed=cfg.seed)
     kwargs = dict(model=load_posttrain_model(cfg), args=args, train_dataset=data, processing_class=tokenizer,
                   callbacks=callbacks, regularizer=reg)

@@ -21,6 +21,8 @@ from lmdisp import locks, preempt
 from lmdisp.errors import ConfigError, DataError, Interrupted, Terminated
 from lmdisp.runs import RunDir, peak_memory, save_figure, write_json
 from lmdisp.train.config import TrainConfig
+from lmdisp.train.data_config import DataConfig
+from lmdisp.train.machine import check_machine
 from lmdisp.train.folder import (check_output, final_losses, prepare_run_dir, resume_point, stopped_message,
                                  train_labels)
 from lmdisp.train import ranks
@@ -68,18 +70,18 @@ def build_data(cfg: TrainConfig, tokenizer, progress=None):
 
 
 def prepare_data(cfg, tokenizer, progress=None):
-    """(shards, held-out blocks, training blocks) for a config with TrainConfig's data fields."""
-    from lmdisp.train.config import train_blocks
+    """(shards, held-out blocks, training blocks) for a `DataConfig` (a TrainConfig is one)."""
     from lmdisp.train.shards import Packing, prepare_shards, resolve_source
 
     src = resolve_source(cfg.dataset, text_field=cfg.text_field, split=cfg.split, subset=cfg.subset)
-    held, n_train = cfg.condensation_sequences, train_blocks(cfg)
+    held, n_train = cfg.condensation_sequences, cfg.train_blocks()
     shards = prepare_shards(src, tokenizer, cfg.context_length, held + n_train, cache_dir=cfg.cache_dir,
                             progress=progress, num_proc=cfg.num_proc,
                             packing=Packing(cfg.packing, cfg.doc_tokens))
     n = shards.n_blocks
-    if n < held + n_train:  # the whole corpus is shorter than the budget: epochs over it
+    if n < held + n_train:  # the whole corpus is shorter than the budget: epochs over it, if allowed
         held = min(held, n // 10)
+        cfg.check_repeat(n, held)
         n_train = n - held
     if n_train < 1:
         raise DataError(f"dataset `{cfg.dataset}` gives {n} blocks of {cfg.context_length} tokens; "
@@ -201,6 +203,7 @@ def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tup
     if cfg.init == "scratch" and not cfg.model.startswith("random:"):
         cfg.model = f"random:{cfg.model}"  # pre-training: the spec names a config, weights start fresh
     state = _dist_state(cfg)
+    check_machine(cfg.precision, state, command)  # a precision or sharding this machine cannot give
     world = state.num_processes
     max_steps = cfg.max_steps(world)          # refuses a budget below one step
     if (command == "distill") != bool(cfg.teacher):
@@ -336,7 +339,7 @@ def _finish(cfg: TrainConfig, run_dir: Path, started: float, mem: dict, trainer,
     write_json(run_dir / "train_summary.json", extra)
 
 
-def run_prepare(cfg: TrainConfig, progress=None) -> dict:
+def run_prepare(cfg: DataConfig, progress=None) -> dict:
     """Build (or find) the token shards a training run with `cfg` will read; a summary."""
     from lmdisp.models import default_tokenizer, load_tokenizer
 

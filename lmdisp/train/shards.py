@@ -52,7 +52,7 @@ TOKENS = "tokens.bin"
 INDEX = "index.json"
 BATCH_CHARS = 1 << 20            # text handed to the tokenizer per call (about 1 MB)
 AUTHORS_BATCH = 1000             # records per `datasets.map` batch in the authors' packing (its default)
-Progress = Callable[[dict], None]
+ShardProgress = Callable[[dict], None]  # called with a progress report while shards are built
 log = logging.getLogger("lmdisp")
 
 
@@ -233,7 +233,7 @@ def damage(shards: Shards) -> str | None:
 
 
 def prepare_shards(src: Source, tokenizer, context_length: int, need: int, *, cache_dir: str | None = None,
-                   progress: Progress | None = None, num_proc: int | None = None,
+                   progress: ShardProgress | None = None, num_proc: int | None = None,
                    packing: Packing = Packing()) -> Shards:
     """The shards holding the first `need` blocks of `src` (or all it has): found in the
     cache, or built now under the key's lock (see the module docstring)."""
@@ -278,7 +278,7 @@ def _locked(path: Path):
 
 
 def _build(src: Source, tokenizer, ctx: int, need: int, folder: Path, ident: dict,
-           progress: Progress | None, num_proc: int | None, packing: Packing = Packing()) -> Shards:
+           progress: ShardProgress | None, num_proc: int | None, packing: Packing = Packing()) -> Shards:
     from contextlib import closing
 
     dtype = token_dtype(tokenizer)

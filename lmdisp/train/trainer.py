@@ -21,7 +21,7 @@ import torch
 from transformers import Trainer
 
 from lmdisp.errors import LmdispError
-from lmdisp.train.config import TrainConfig
+from lmdisp.train.config import LOSS_OPTIONS, TrainConfig
 from lmdisp.train.losses import regularizer
 
 
@@ -62,7 +62,7 @@ class DispersionTrainer(Trainer):
     # -- the loss ---------------------------------------------------------------------
 
     def has_auxiliary(self) -> bool:
-        return self.run_config.regularizer is not None
+        return self.run_config.has_regularizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.has_auxiliary() or not model.training:
@@ -70,7 +70,7 @@ class DispersionTrainer(Trainer):
             if model.training:
                 self._track(loss_out[0] if return_outputs else loss_out, {}, inputs, num_items_in_batch)
             return loss_out
-        if self.run_config.regularizer:
+        if self.run_config.has_regularizer:
             inputs = {**inputs, "output_hidden_states": True}
         ce, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         terms = self.auxiliary_terms(model, inputs, outputs)
@@ -85,9 +85,9 @@ class DispersionTrainer(Trainer):
     def auxiliary_terms(self, model, inputs, outputs) -> dict[str, tuple[float, torch.Tensor]]:
         """name -> (weight, per-micro-batch mean value): here the hidden-state regulariser."""
         cfg = self.run_config
-        if cfg.regularizer is None:
+        if not cfg.has_regularizer:
             return {}
-        reg = regularizer(outputs.hidden_states, inputs.get("attention_mask"), cfg.regularizer,
+        reg = regularizer(outputs.hidden_states, inputs.get("attention_mask"), cfg.loss,
                           location=cfg.location, max_tokens=cfg.max_tokens, generator=self._generator(),
                           **self._loss_options())
         return {"reg": (cfg.lambda_disp, reg)}
@@ -99,11 +99,7 @@ class DispersionTrainer(Trainer):
 
     def _loss_options(self) -> dict[str, float]:
         cfg = self.run_config
-        opts = {"dispersion": {"tau": cfg.tau, "clamp": cfg.clamp}, "l2_repel": {"tau": cfg.tau},
-                "dispersion_torchtitan": {"tau": cfg.tau, "clamp": cfg.clamp},
-                "l2_repel_paper": {"tau": cfg.tau},
-                "orthogonalization": {"clamp": cfg.clamp}, "infonce_cos": {"tau": cfg.tau}}
-        return opts.get(cfg.regularizer, {})
+        return {name: getattr(cfg, name) for name in LOSS_OPTIONS[cfg.loss] if name in ("tau", "clamp")}
 
     def _loss_scaled_for_ga(self, num_items_in_batch) -> bool:
         if self.loss_is_scaled_for_ga is not None:
