@@ -404,4 +404,8 @@ def test_docs_cite_only_files_in_the_repository():
             if path.startswith(_REPO_DIRS) and not re.search(r"[<>*{}\[\]$]", path) and not (REPO / path).exists():
                 bad.append(f"{doc.name}: {ref}")
         bad += [f"{doc.name}: cites {m}" for m in re.findall(r"FIDELITY\.md|/work/\S+", text)]
+    code = [p for d in ("lmdisp", "cli", "tests", "bench", "configs") for p in (REPO / d).rglob("*")
+            if p.suffix in (".py", ".yaml", ".md")] + [REPO / "Makefile"]
+    bad += [f"{p.relative_to(REPO)}: cites the audit, not docs/fidelity.md" for p in code
+            if re.search(r"FIDELITY\.md", p.read_text())]
     assert not bad, bad

@@ -18,13 +18,7 @@ Run folder: `lm_eval_results.json` (lm-eval's raw results, samples left out),
 wall time). The training commands' periodic evaluation (`evaluate_in_training`) writes the
 same files.
 
-Resuming: `lmdisp evaluate` hands lm-eval's request cache (`use_cache`, its `CachingLM`: a
-SQLite file of model answers keyed by request, committed as each answer is computed) a path
-under the run folder, `lm_eval_cache/`. lm-eval keys answers by request only, so the folder
-also records which model answered (`identity.json`: spec, weights location and their
-modification time, backend, dtype, tokenizer). Re-running the same command with the same
-`--output` after a kill finds the folder holding only that cache, checks the identity, and
-asks the model only for the requests not answered yet.
+A killed evaluation resumes from lm-eval's request cache in its run folder (`lmdisp.eval.resume`).
 """
 
 from __future__ import annotations
@@ -40,12 +34,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lmdisp.config import require
-from lmdisp.errors import ConfigError, DataError, Interrupted, ModelLoadError, RunDirError
+from lmdisp.errors import ConfigError, DataError, Interrupted, ModelLoadError
 from lmdisp.eval.config import EvaluateConfig, is_preset, load_evaluate_config
 from lmdisp.eval.progress import RequestProgress, progress_lm, quiet_git_describe
-from lmdisp.eval.results import EvaluateRun, load_json, set_aside_damaged_requests, write_evaluation
+from lmdisp.eval.results import EvaluateRun, write_evaluation
+from lmdisp.eval.resume import CACHE_DIR, answers_cached, cache_identity, resumable_run, unfinished
 from lmdisp.eval.tasks import broken_task_yaml, template_problem
-from lmdisp.runs import LOCK_NAME, LOG_FILE, RunDir, read_training_run, training_run_of, write_json
+from lmdisp.runs import RunDir, read_training_run, training_run_of, write_json
 
 CPU_BATCH_SIZE = 8       # batching helps on a CPU too (bench/eval_speed.py); "auto" probes GPU memory
 DEFAULT_SEED = 1         # a model that is not a training run; the paper's seeds are 1, 2, 3
@@ -238,7 +233,7 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
     whose request cache a re-run with `--output` continues from."""
     from lmdisp.models import check_model, resolve_device
 
-    if not _unfinished(cfg.output):  # before any work: no result lost (a killed run's cache is resumed)
+    if not unfinished(cfg.output):  # before any work: no result lost (a killed run's cache is resumed)
         RunDir.check("evaluate", root=cfg.results_dir, output=cfg.output)
     RunDir.check_free(cfg.output)  # a killed evaluation's folder: refused while another process writes it
     resolve_device(cfg.device)
@@ -253,7 +248,7 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
         stage("loading task data")
     plan, by_shot = load_tasks(tm, plan, cfg.include_path)
     identity = cache_identity(cfg, target)
-    run, resumed = _resumable_run(cfg, target, identity)
+    run, resumed = resumable_run(cfg, target, identity)
     cache = run.path / CACHE_DIR
     try:
         if stage:
@@ -263,7 +258,7 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
         write_json(cache / "identity.json", identity)
         raw = evaluate_tasks(lm, by_shot, cfg, seed, tm, stage, cache=cache / "requests", progress=progress)
     except BaseException as exc:
-        kept = _answers_cached(cache)
+        kept = answers_cached(cache)
         if not kept:  # nothing to resume: leave nothing behind
             shutil.rmtree(cache, ignore_errors=True)
         run.discard_if_empty()
@@ -275,58 +270,6 @@ def run_evaluate(cfg: EvaluateConfig, stage: Stage | None = None, training_step:
     return write_evaluation(run, raw, plan, cfg, seed=seed, labels=labels, model=target.spec,
                             model_info=model_info, training_run=target.run, training=target.training,
                             training_step=training_step)
-
-
-CACHE_DIR = "lm_eval_cache"
-
-
-def _answers_cached(cache: Path) -> bool:
-    """Whether lm-eval's request cache holds an answer (it creates its database, empty, before
-    the model is asked anything). A database that cannot be read counts as holding answers."""
-    import sqlite3
-    from contextlib import closing
-
-    for db in cache.glob("requests*.db"):
-        try:
-            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
-                if con.execute("select count(*) from unnamed").fetchone()[0]:
-                    return True
-        except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
-                return True
-    return False
-
-
-def cache_identity(cfg: EvaluateConfig, target: ModelTarget) -> dict[str, Any]:
-    """What decides the model's answers to a request (lm-eval's cache key is the request)."""
-    load = Path(target.load).expanduser()
-    weights = [p for p in (load.glob("*.safetensors") if load.is_dir() else [load]) if p.is_file()]
-    return {"model": target.spec, "load": target.load, "backend": cfg.backend, "dtype": cfg.dtype,
-            "tokenizer": cfg.tokenizer, "weights_mtime_ns": max((p.stat().st_mtime_ns for p in weights), default=None)}
-
-
-def _unfinished(output: str | None) -> bool:
-    """`--output` holds only the request cache (and log) of a killed evaluation."""
-    out = Path(output).expanduser() if output else None
-    return out is not None and out.is_dir() and {p.name for p in out.iterdir()} - {LOG_FILE, LOCK_NAME} == {CACHE_DIR}
-
-
-def _resumable_run(cfg: EvaluateConfig, target: ModelTarget, identity: dict) -> tuple[RunDir, bool]:
-    """The run folder: `--output` holding only the request cache of a killed evaluation of the
-    same model is continued (a request cache cut mid-write moved aside first); anything else goes
-    through `RunDir.create` (new or empty)."""
-    out = Path(cfg.output) if cfg.output else None
-    if _unfinished(cfg.output):
-        try:
-            old = load_json(out / CACHE_DIR / "identity.json")
-        except (OSError, ValueError):
-            old = None
-        if old != identity:
-            raise RunDirError(f"{out} holds the request cache of an unfinished evaluation of another model or "
-                              f"setting ({old}); use a new --output")
-        run = RunDir.resume(out, "evaluate")
-        return run, set_aside_damaged_requests(out / CACHE_DIR)
-    return RunDir.create("evaluate", target.spec, root=cfg.results_dir, output=cfg.output), False
 
 
 def _plan(cfg: EvaluateConfig) -> dict[str, dict]:
