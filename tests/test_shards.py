@@ -272,10 +272,17 @@ def test_prepare_builds_what_a_training_run_then_reads(run_cli, tmp_path, monkey
     assert res.code == 2 and "not found" in res.err and "Traceback" not in res.err
 
 
-def test_prepare_options_come_from_its_config(monkeypatch):
+def test_prepare_options_come_from_its_config(monkeypatch, run_cli, tmp_path):
+    """Every data setting is a prepare option with its default shown, defined once (TrainConfig
+    extends DataConfig), and what prepare is given is what it builds."""
     import tests.test_architecture as arch
     from lmdisp.train.data_config import DataConfig
 
     monkeypatch.setitem(arch.CONFIGS, "prepare", DataConfig)
     arch.test_every_field_is_reachable_and_help_shows_its_default("prepare")
     assert issubclass(TrainConfig, DataConfig)  # the same options as the training commands', one definition
+    res = run_cli("prepare", "--model", "random:tiny-gpt2", "--dataset", "builtin", "--train-tokens", "768",
+                  "--context-length", "16", "--set", f"cache_dir={tmp_path}")
+    assert res.code == 0, res.err
+    (index,) = [json.loads(p.read_text()) for p in tmp_path.glob("*/blocks-*/index.json")]
+    assert index["context_length"] == 16 and index["n_blocks"] == 768 // 16 + 8  # + the 8 held-out blocks
