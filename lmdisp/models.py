@@ -300,8 +300,8 @@ def load_tokenizer(spec: str, *, trust_remote_code: bool = False):
 
     if spec in ALIASES or spec.endswith(".gguf"):
         spec = str(gguf_to_folder(Path(classify(spec)[1])))
-    elif not Path(spec).exists() and (shipped := shipped_tokenizer(spec)):
-        spec = str(shipped)
+    elif Path(spec).is_dir() or (not Path(spec).exists() and (shipped := shipped_tokenizer(spec))):
+        spec = classify(spec)[1] if Path(spec).is_dir() else str(shipped)  # a run folder: its final/
     try:
         name, rev = _at_revision(spec)
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **rev)

@@ -195,3 +195,15 @@ def test_trend_claim_uses_kendall_of_rho_and_falls_back_to_the_last_layer_when_r
     assert flat.verdict == "supported" and "last layer's mean cosine decides: 0.900 to 0.500" in flat.text()
     rising = _trend_claim(Claim("k", "p"), pts([0.1, 0.5, 0.6, 0.9]), csv, "w", "mini", "widths")
     assert rising.verdict == "not supported" and rising.text().endswith("not supported at mini scale.")
+
+
+def test_a_training_run_folder_gives_its_final_models_tokenizer(tmp_path, tiny_gpt2_dir):
+    """`lmdisp measure RUN` (a run folder, as MeasureConfig documents) loads the tokenizer of RUN/final;
+    the paper plans pass RUN/final, but a user passes RUN."""
+    import shutil
+
+    from lmdisp.models import load_tokenizer
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_gpt2_dir, run / "final")
+    assert len(load_tokenizer(str(run))) == len(load_tokenizer(str(run / "final")))
