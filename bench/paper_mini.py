@@ -24,7 +24,6 @@ def main() -> None:
     ap.add_argument("--root", default="results/paper/mini")
     ap.add_argument("--run", action="store_true", help="run the plan first")
     ap.add_argument("--output", default="results/bench/paper_mini")
-    ap.add_argument("--readme", action="store_true", help="fill the README block paper_mini")
     readme_flag(ap)
     args = ap.parse_args()
     load_before = os.getloadavg()

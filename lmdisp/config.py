@@ -120,7 +120,7 @@ def load_config(cls: type[T], config: str | Path | None = None, sets: list[str] 
         data = read_yaml(path)
         skipped = set(_fields(part_of)) - set(_fields(cls)) if part_of else set()
         values.update(convert_all(cls, {k: v for k, v in data.items() if k not in skipped}, source=str(path)))
-    set_values = parse_sets(sets or [], cls)
+    set_values = parse_sets(sets or [], cls, part_of)
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     both = sorted(set(set_values) & set(flags))
     if both:
@@ -221,8 +221,9 @@ def _refuse_renamed(cls: type, keys, source: str) -> None:
             raise ConfigError(f"{source}: {old} is now {new} ({flag(new)}; one name on every command)")
 
 
-def parse_sets(items: list[str], cls: type) -> dict[str, Any]:
-    """`--set key=value` pairs, values read as YAML scalars then converted to the field's type."""
+def parse_sets(items: list[str], cls: type, part_of: type | None = None) -> dict[str, Any]:
+    """`--set key=value` pairs, values read as YAML scalars then converted to the field's type.
+    A key of the wider config `part_of` (a training key given to `prepare`) is named as such."""
     import yaml
 
     fields = {n for n, f in _fields(cls).items() if f.metadata.get("cli") != "fixed"}
@@ -232,7 +233,9 @@ def parse_sets(items: list[str], cls: type) -> dict[str, Any]:
         key = key.strip().replace("-", "_")
         _refuse_renamed(cls, {key}, "--set")
         if not sep or key not in fields:
-            raise ConfigError(f"--set {item!r}: expected key=value with key one of {', '.join(sorted(fields))}")
+            wider = f"{key} is a {part_of.__name__} key this command does not read; " \
+                if part_of and key in _fields(part_of) else ""
+            raise ConfigError(f"--set {item!r}: {wider}expected key=value with key one of {', '.join(sorted(fields))}")
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:

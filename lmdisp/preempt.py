@@ -51,8 +51,22 @@ def _forked_child(signum) -> bool:
 
 
 def _raise(signum, frame):
-    if not _forked_child(signum):
-        raise Terminated("stopped by SIGTERM")
+    if _forked_child(signum):
+        return
+    if _in_finaliser(frame):
+        # Python prints and drops an exception raised in a finaliser ("Exception ignored in"), and
+        # the command would run on: deliver the signal again once the finaliser has returned.
+        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+        return
+    raise Terminated("stopped by SIGTERM")
+
+
+def _in_finaliser(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _flag(signum, frame):

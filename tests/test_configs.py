@@ -29,6 +29,7 @@ def test_midtrain_configs_carry_the_authors_per_model_values(path):
     assert cfg.world_tokens_per_step(1) == 131_072 and cfg.train_tokens == 200_000_000
     assert cfg.global_batch == (32 if qwen3 else 128) and cfg.max_steps(8) == 1526   # fidelity T1-T3
     assert cfg.packing == "per-1000"                          # fidelity D2
+    assert cfg.allow_repeat                                   # fidelity T12: ~1.7 passes over wikitext
     if qwen3 and cfg.has_regularizer:                             # fidelity W2: midtrain_qwen3.py's default
         assert cfg.lambda_disp == (0.1 if "lambda0.1" in path.name else 1.0)
     assert (cfg.lr, cfg.warmup_ratio, cfg.warmup_steps, cfg.min_lr_ratio) == (5e-5, 0.2, 0, 0.0)

@@ -566,3 +566,30 @@ def test_a_process_forked_inside_training_still_ends_on_sigterm():
     res = subprocess.run([sys.executable, "-c", _FORKED_UNDER_THE_FLAG], capture_output=True, text=True,
                          timeout=60, cwd=REPO)
     assert res.stdout.split() == ["-15", "False"], res.stdout + res.stderr
+
+
+_SIGTERM_IN_A_FINALISER = """
+import gc, os, signal, time
+from lmdisp import preempt
+
+class Sink:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)   # the signal lands while a finaliser runs
+        time.sleep(0.01)
+
+with preempt.sigterm_raises():
+    try:
+        Sink()
+        gc.collect()
+        time.sleep(5)
+        print("ran on")
+    except KeyboardInterrupt as exc:
+        print("stopped:", exc)
+"""
+
+
+def test_sigterm_during_a_finaliser_still_stops_the_command():
+    """An exception raised inside __del__ is dropped by Python; the signal is delivered again."""
+    res = subprocess.run([sys.executable, "-c", _SIGTERM_IN_A_FINALISER], env=ENV, cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert res.stdout.strip() == "stopped: stopped by SIGTERM", res.stdout + res.stderr[-2000:]

@@ -20,7 +20,8 @@ def _corpus(tmp_path):
 
 
 def test_prepare_set_of_a_training_key_is_refused_with_the_data_keys(run_cli, tmp_path):
-    line = refused(run_cli("prepare", *TINY, "--dataset", "builtin", "--set", "lr=0.1"), "--set 'lr=0.1'")
+    line = refused(run_cli("prepare", *TINY, "--dataset", "builtin", "--set", "lr=0.1"), "--set 'lr=0.1'",
+                   "lr is a TrainConfig key this command does not read")
     keys = set(re.findall(r"[a-z_]+", line.split("key one of", 1)[1]))
     assert {"dataset", "context_length", "train_tokens", "allow_repeat", "packing"} <= keys
     assert not keys & {"lr", "loss", "seed", "output"}  # training keys are not prepare's

@@ -218,15 +218,19 @@ def optimum(folders: list[Path], scale: str) -> Claim:
     for table, src in [read_table(p) for p in folders]:
         if table is None:
             continue
-        disp = table[table["method"].str.startswith("dispersion")].sort_values("average", ascending=False)
+        disp = table[table["method"].str.startswith("dispersion")].sort_values("average", ascending=False, kind="stable")
         if disp.empty:
             continue
         best = disp.iloc[0]
+        tied = int((disp["average"] >= best["average"] - 1e-9).sum())
         rank = list(disp["method"]).index("dispersion") + 1 if "dispersion" in set(disp["method"]) else None
-        c.verdict = "supported" if best["method"] == "dispersion" else "not supported"
-        c.pieces = [f"Of {len(disp)} settings the best average is {best['method']} (",
-                    _n(float(best["average"]), src, "{:.2f}"), f"); λ 0.1, τ 1.0 ranks {rank} of {len(disp)}"
-                    f"; {c.verdict} at {scale} scale."]
+        strict = best["method"] == "dispersion" and tied == 1
+        c.verdict = "supported" if strict else "not supported"
+        lead = (f"Of {len(disp)} settings the best average is {best['method']} (" if tied == 1 else
+                f"Of {len(disp)} settings {tied} tie at the best average (")
+        c.pieces = [lead, _n(float(best["average"]), src, "{:.2f}"), f"); λ 0.1, τ 1.0 ranks {rank} of {len(disp)}"
+                    + (" (within the tie)" if tied > 1 and rank and rank <= tied else "")
+                    + f"; {c.verdict} at {scale} scale."]
     return c
 
 
