@@ -33,8 +33,7 @@ from lmdisp.runfolder import MARKER, TrainingRun
 
 @dataclass(frozen=True)
 class Resolved:
-    """What a run does, decided from its config and the machine; written to the manifest as
-    `resolved` (the config is never changed to hold it)."""
+    """What a run does, from its config and the machine: the manifest's `resolved` (cfg is never changed)."""
 
     model: str                      # the spec loaded (pre-training: random:<config>)
     start: str                      # new | resume | finished (`check_output`)
@@ -212,10 +211,9 @@ def build_trainer(cfg: TrainConfig, tokenizer, train, args, callbacks: list, mod
 
 def run_train(cfg: TrainConfig, command: str = "midtrain", callbacks: list | tuple = (),
               data_progress=None) -> TrainRun:
-    """Validate, prepare data, load the model, train (or resume), save; return the run.
-    `callbacks` are extra `TrainerCallback`s (the CLI passes its progress bar);
-    `data_progress(report)` is called while token shards are built (`lmdisp.train.shards`).
-    `--resume` of a finished run does nothing and returns it (`resolved.start == "finished"`)."""
+    """Validate, prepare data, load the model, train (or resume), save; return the run. `callbacks`
+    are extra `TrainerCallback`s (the CLI's progress bar); `data_progress(report)` hears the token
+    shards being built. `--resume` of a finished run does nothing (`already_finished`)."""
     started = time.time()
     model = model_spec(cfg)                   # pre-training: fresh weights from the named config
     state = _dist_state(cfg)
@@ -288,9 +286,8 @@ def _train(cfg, resolved, command, state, run_dir, fresh, tokenizer, train, held
 
 
 def _check_models(cfg: TrainConfig, model: str):
-    """Student (and teacher) before any weights load: a causal LM whose positions hold the
-    context and whose embeddings cover the tokenizer; the teacher must share the student's
-    vocabulary (distillation compares their logits token by token). -> the tokenizer."""
+    """Student (and teacher) before any weights load: causal LMs whose positions hold the context and
+    whose embeddings cover the tokenizer, a teacher sharing the student's vocabulary. -> the tokenizer."""
     from lmdisp.models import check_causal_lm, check_model, check_vocabulary, default_tokenizer, load_tokenizer
 
     for spec in filter(None, (model, cfg.teacher)):
