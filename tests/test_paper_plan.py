@@ -74,6 +74,9 @@ def test_full_plan_covers_the_paper_at_its_scope():
     assert plan.jobs["table2/gpt2/ce-seed1"].gpu_hours == 1.122  # the paper's own A100 hours
     assert plan.jobs["table2/gpt2/dispersion-seed2"].gpu_hours == 1.176
     assert plan.jobs["table2/gpt2/eval-ce-seed1"].cost_source.startswith("estimate")
+    select = lambda jid: plan.jobs[jid].argv[plan.jobs[jid].argv.index("--select") + 1]  # noqa: E731
+    # E7: GPT-2's maximum includes step 0 (--eval_at_begin), the authors' Qwen3 runs never evaluated it
+    assert select("table2/gpt2/report") == "best" and select("table2/qwen3-0.6b/report") == "best-trained"
 
 
 @pytest.mark.parametrize("table", ["table2", "table3", "table4"])
