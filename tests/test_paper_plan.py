@@ -206,7 +206,9 @@ def test_a_training_run_folder_gives_its_final_models_tokenizer(tmp_path, tiny_g
     import shutil
 
     from lmdisp.models import load_tokenizer
+    from lmdisp.runfolder import TrainingRun
 
     run = tmp_path / "run"
     shutil.copytree(tiny_gpt2_dir, run / "final")
+    TrainingRun.mark(run, "midtrain")  # what a run writes when it makes its folder
     assert len(load_tokenizer(str(run))) == len(load_tokenizer(str(run / "final")))
