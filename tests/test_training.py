@@ -67,10 +67,10 @@ def _row(stem: str, losses) -> tuple[str, str]:
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "midtrain").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_midtrain_config_is_the_row_its_name_says(path):
     """`gpt2-dispersion-tau0.5.yaml` trains with loss dispersion and tau 0.5, nothing else."""
-    from lmdisp.train.config import loss_choices
+    from lmdisp.train.config import LOSS_OPTIONS
 
     cfg = load_config(TrainConfig, path)
-    loss, variant = _row(path.stem, loss_choices())
+    loss, variant = _row(path.stem, LOSS_OPTIONS)
     assert cfg.loss == loss, f"{path.name}: loss {cfg.loss!r}"
     if variant.startswith("lambda"):
         assert cfg.lambda_disp == float(variant[len("lambda"):]) and cfg.location == "all"
