@@ -1,4 +1,4 @@
-"""Regularisers on hidden states (PAPER.md section 2), registered by name, plus the layer and
+"""Regularisers on hidden states (the paper's section 2; docs/fidelity.md rows L), registered by name, plus the layer and
 token selection around them.
 
 Every loss is ``fn(h, mask=None, **options) -> scalar tensor`` with ``h`` [B, S, d] the hidden
