@@ -305,3 +305,15 @@ def _unknown_named_config(config: str, kind: str, config_option: str) -> str:
     if other:
         known += f"; {config} is a {other} config (lmdisp {_COMMAND_OF[other]} --config {config})"
     return f"{config_option} {config!r}: no such named config; {known} (or give a .yaml file)"
+
+
+def build_with_extras(cls: type[T], kwargs: dict, extras: dict, key: str) -> T:
+    """`cls(**kwargs)` updated by the user's `extras` (`--set trainer_args=...`), each key refused in
+    one line unless it is a field of `cls`; a value `cls` rejects is one line too, named by `key`."""
+    unknown = sorted(set(extras) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(f"{key}: {', '.join(unknown)} not a {cls.__name__} field")
+    try:
+        return cls(**{**kwargs, **extras})
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None

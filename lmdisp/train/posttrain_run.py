@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from lmdisp import locks, preempt
-from lmdisp.config import as_dict
+from lmdisp.config import as_dict, build_with_extras
 from lmdisp.errors import ConfigError, DataError, Interrupted, Terminated
 from lmdisp.runs import RunDir, make_readable, peak_memory, save_figure, write_json
 from lmdisp.train.callbacks import StopOnSigterm
@@ -87,14 +87,7 @@ def trl_arguments(cfg: PostTrainConfig, run_dir: Path, config_class):
                       temperature=cfg.temperature)
     if cfg.beta is not None and cfg.objective != "sft":
         kwargs["beta"] = cfg.beta
-    unknown = sorted(set(cfg.trl_args) - names)
-    if unknown:
-        raise ConfigError(f"trl_args: {', '.join(unknown)} not a {config_class.__name__} field")
-    kwargs.update(cfg.trl_args)
-    try:
-        return config_class(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{config_class.__name__}: {str(exc).splitlines()[0]}") from None
+    return build_with_extras(config_class, kwargs, cfg.trl_args, "trl_args")
 
 
 def heldout_batch(cfg: PostTrainConfig, tokenizer):

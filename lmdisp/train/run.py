@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmdisp.config import as_dict
+from lmdisp.config import as_dict, build_with_extras
 from lmdisp import locks, preempt
 from lmdisp.errors import ConfigError, DataError, Interrupted, Terminated
 from lmdisp.runs import RunDir, peak_memory, save_figure, write_json
@@ -115,8 +115,6 @@ def _check_positions(cfg: TrainConfig, model: str) -> None:
 
 def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_size: int):
     """The `TrainingArguments` of a run: lmdisp's fields, then `cfg.trainer_args` on top."""
-    import dataclasses
-
     import torch
     from transformers import TrainingArguments
 
@@ -148,15 +146,7 @@ def training_arguments(cfg: TrainConfig, run_dir: Path, max_steps: int, world_si
         ddp_find_unused_parameters=False,
         remove_unused_columns=False,
     )
-    names = {f.name for f in dataclasses.fields(TrainingArguments)}
-    unknown = sorted(set(cfg.trainer_args) - names)
-    if unknown:
-        raise ConfigError(f"trainer_args: {', '.join(unknown)} not a TrainingArguments field")
-    kwargs.update(cfg.trainer_args)
-    try:
-        return TrainingArguments(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"trainer_args: {str(exc).splitlines()[0]}") from None
+    return build_with_extras(TrainingArguments, kwargs, cfg.trainer_args, "trainer_args")
 
 
 def _schedule(cfg: TrainConfig) -> dict:
