@@ -10,6 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# the tests' own lm-eval calls (the references lmdisp is compared with) bootstrap in-process, as lmdisp
+# does: no Pool forked from the test process (lmdisp.eval.progress.bootstrap_in_process)
+os.environ.setdefault("DISABLE_MULTIPROC", "1")
 os.environ["LMDISP_CACHE"] = tempfile.mkdtemp(prefix="lmdisp-test-cache-")
 os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="lmdisp-test-modules-")  # remote code
 

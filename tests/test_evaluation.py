@@ -374,3 +374,32 @@ def test_eval_points_evaluates_at_the_authors_interval(run_cli, task_dir, tmp_pa
                   "--set", f"eval_include_path={task_dir}", "--set", "eval_points=2", "--set", "eval_limit=4")
     assert res.code == 0, res.err
     assert sorted(p.name for p in (tmp_path / "run" / "evals").iterdir()) == ["step-0", "step-3", "step-5"]
+
+
+def test_perplexity_stderr_bootstrapped_without_forking(tiny_gpt2_dir, task_dir, tmp_path, monkeypatch):
+    """lm-eval bootstraps perplexity's stderr in a forked Pool, which hung an evaluation in CI: lmdisp
+    draws the same resamples in-process (lm-eval's DISABLE_MULTIPROC), and no Pool is ever made."""
+    import multiprocessing
+    import os
+    import subprocess
+    import sys
+
+    def no_pool(*a, **k):
+        raise AssertionError("a multiprocessing.Pool was forked during the evaluation")
+
+    monkeypatch.setattr(multiprocessing, "Pool", no_pool)
+    monkeypatch.delenv("DISABLE_MULTIPROC", raising=False)
+    run = run_evaluate(EvaluateConfig(model=str(tiny_gpt2_dir), tasks=["toy_ll"], include_path=str(task_dir),
+                                      limit=6, seed=3, device="cpu", output=str(tmp_path / "run")))
+    assert "DISABLE_MULTIPROC" not in os.environ  # put back as found
+    raw = json.loads((run.path / "lm_eval_results.json").read_text())["results"]["toy_ll"]
+    assert raw["perplexity_stderr,none"] > 0
+    # lm-eval's pooled bootstrap, in a fresh process, gives the same stderr for the same inputs
+    code = ("import math, random; from lm_eval.api.metrics import bootstrap_stderr, perplexity\n"
+            "xs = [-random.Random(7).random() * (i + 1) for i in range(6)]\n"
+            "print(repr(bootstrap_stderr(perplexity, xs, 3000)))")
+    env = {k: v for k, v in os.environ.items() if k != "DISABLE_MULTIPROC"}
+    pooled = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    single = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**env, "DISABLE_MULTIPROC": "1"}, check=True)
+    assert float(pooled.stdout.splitlines()[-1]) == float(single.stdout.splitlines()[-1])

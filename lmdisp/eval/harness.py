@@ -36,7 +36,7 @@ from typing import Any, Callable
 from lmdisp.config import require
 from lmdisp.errors import ConfigError, DataError, Interrupted
 from lmdisp.eval.config import EvaluateConfig, is_preset, load_evaluate_config
-from lmdisp.eval.progress import RequestProgress, progress_lm, quiet_git_describe
+from lmdisp.eval.progress import RequestProgress, progress_lm, bootstrap_in_process, quiet_git_describe
 from lmdisp.eval.results import EvaluateRun, write_evaluation
 from lmdisp.eval.resume import CACHE_DIR, answers_cached, cache_identity, resumable_run, unfinished
 from lmdisp.eval.tasks import broken_task_yaml, template_problem
@@ -201,7 +201,7 @@ def evaluate_tasks(lm, by_shot: dict[Any, list], cfg: EvaluateConfig, seed: int,
             stage(f"evaluating {', '.join(_obj_name(o) for o in objs)} ({shot})")
         start = time.perf_counter()
         model = progress_lm(lm, progress) if progress else lm
-        with quiet_git_describe():
+        with quiet_git_describe(), bootstrap_in_process():
             out = simple_evaluate(model=model, tasks=objs, num_fewshot=n_shot, limit=cfg.limit,
                                   gen_kwargs=cfg.gen_kwargs, task_manager=tm, log_samples=cfg.log_samples,
                                   batch_size=cfg.batch_size, random_seed=seed, numpy_random_seed=seed,

@@ -87,6 +87,27 @@ class _CountingHook:
 
 
 @contextmanager
+def bootstrap_in_process():
+    """lm-eval bootstraps the stderr of perplexity-type metrics in a `multiprocessing.Pool` it
+    forks from this process; a fork of a process that holds torch's thread pools and other
+    threads' locks can leave a worker stuck, and the pool's exit then waits on it forever (an
+    evaluation seen hanging after its last bootstrap chunk). For the call only, set lm-eval's
+    own switch, `DISABLE_MULTIPROC`, so the same resamples (same seeds per chunk, hence the
+    same stderr) are drawn in this process; the variable is put back after."""
+    import os
+
+    old = os.environ.get("DISABLE_MULTIPROC")
+    os.environ["DISABLE_MULTIPROC"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("DISABLE_MULTIPROC", None)
+        else:
+            os.environ["DISABLE_MULTIPROC"] = old
+
+
+@contextmanager
 def quiet_git_describe():
     """lm-eval records `git describe` of the working directory and lets git print "fatal: not
     a git repository" to the terminal outside one: for the call only, ask git the same with its
