@@ -92,8 +92,15 @@ def resolve_source(spec: str, *, text_field: str | None = None, split: str = "tr
     return Source(spec, "hub", spec, subset, split, text_field)
 
 
-def hub_failure(spec: str, exc: Exception) -> DataError:
-    """One line for a dataset `datasets` could not load (offline, unknown id, no network)."""
+def hub_failure(spec: str, exc: Exception, hub_id: str | None = None) -> DataError:
+    """One line for a dataset `datasets` could not load: what the hub said (`lmdisp.hub`:
+    unknown id, gated, server error, timeout, a download cut off), else the library's first line
+    (offline, a local file it cannot read)."""
+    from lmdisp.hub import hub_problem
+
+    problem = hub_problem(exc, "dataset") if hub_id else None
+    if problem:
+        return DataError(f"cannot load dataset `{spec}`: {problem}")
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return DataError(f"cannot load dataset `{spec}`: {first[:300]}; {DATASET_OFFLINE_HINT}")
 
@@ -128,7 +135,7 @@ def load_corpus(spec: str = "wikipedia", *, text_field: str | None = None,
         return Corpus("builtin", [topics.topics[k] for k in sorted(topics.topics)])
     if src.files:
         return _load_local(src)
-    return _load_hub(src.spec, src.path, src.subset, src.split, src.field)
+    return _load_hub(src.spec, src.path, src.subset, src.split, src.field, hub_id=src.path)
 
 
 def unknown_corpus(spec: str) -> DataError:
@@ -175,7 +182,8 @@ def _load_local(src: Source) -> Corpus:
     return corpus
 
 
-def _load_hub(name: str, path: str, config: str | None, split: str, field: str, on_error=None, **kwargs) -> Corpus:
+def _load_hub(name: str, path: str, config: str | None, split: str, field: str, on_error=None,
+              hub_id: str | None = None, **kwargs) -> Corpus:
     import datasets
 
     datasets.disable_progress_bars()
@@ -184,7 +192,7 @@ def _load_hub(name: str, path: str, config: str | None, split: str, field: str, 
     except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
         if on_error is not None:
             on_error()  # a more precise DataError, when it finds one
-        raise hub_failure(name, exc) from None
+        raise hub_failure(name, exc, hub_id) from None
     if field not in ds.column_names:
         raise DataError(f"dataset `{name}` has no text field `{field}` (columns: {', '.join(ds.column_names)}); "
                         "set --text-field")

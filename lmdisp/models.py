@@ -29,6 +29,7 @@ from typing import Any
 
 from lmdisp import integrity
 from lmdisp.errors import ModelLoadError, first_line
+from lmdisp.hub import hub_problem
 from lmdisp.machine import (CHECKPOINT_DTYPE, DEVICE_PATTERN, DTYPES, cache_dir, resolve_device,  # noqa: F401
                             resolve_dtype, writable_cache)
 from lmdisp.model_configs import json_config, shipped
@@ -107,8 +108,8 @@ def check_model(spec: str, *, trust_remote_code: bool = False) -> str:
         try:
             name, rev = _at_revision(location)
             AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **rev)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(_load_failure(spec, source, exc)) from None
+        except Exception as exc:  # the hub client's own errors (httpx's) may reach here unwrapped
+            raise _load_error(spec, source, exc) from None
     if source == "local":
         check_weights(Path(location))
     return source
@@ -138,8 +139,8 @@ def model_config(spec: str, *, trust_remote_code: bool = False):
     name, rev = _at_revision(str(folder))
     try:
         return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **rev)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(_load_failure(spec, source, exc)) from None
+    except Exception as exc:
+        raise _load_error(spec, source, exc) from None
 
 
 def check_causal_lm(spec: str, *, trust_remote_code: bool = False) -> None:
@@ -197,11 +198,9 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = 
         else:
             name, rev = _at_revision(location)
             model = model_cls.from_pretrained(name, **kwargs, **rev)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(_load_failure(spec, source, exc)) from None
     except Exception as exc:  # safetensors' SafetensorError derives from Exception only
         if type(exc).__name__ != "SafetensorError":
-            raise
+            raise _load_error(spec, source, exc) from None
         raise ModelLoadError(f"cannot load model `{spec}`: damaged weights in {location} ({first_line(exc)})") from None
     if not device_map:
         model.to(device)
@@ -256,8 +255,11 @@ def load_tokenizer(spec: str, *, trust_remote_code: bool = False):
     try:
         name, rev = _at_revision(location)
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **rev)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"cannot load a tokenizer from `{spec}`: {first_line(exc)}") from None
+    except Exception as exc:
+        if not isinstance(exc, (OSError, ValueError, KeyError)) and _hub_line(location, exc) is None:
+            raise
+        raise ModelLoadError(f"cannot load a tokenizer from `{spec}`: {_hub_line(location, exc) or first_line(exc)}") \
+            from None
     if not getattr(tok, "vocab_size", 0) or not tok("The quick brown fox.", add_special_tokens=False)["input_ids"]:
         raise ModelLoadError(f"`{spec}` has no tokenizer files (tokenizer.json, vocab.json + merges.txt or "
                              "tokenizer.model): pass --tokenizer with the model's own tokenizer (a folder or hub "
@@ -311,7 +313,9 @@ def _random_config(location: str, trust_remote_code: bool):
     try:
         name, rev = _at_revision(location)
         return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **rev), location
-    except (OSError, ValueError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, (OSError, ValueError)):
+            raise _load_error(f"random:{location}", "hub", exc) from None
         if "/" in location:
             raise ModelLoadError(_load_failure(f"random:{location}", "hub", exc)) from None
         import difflib
@@ -353,9 +357,25 @@ def gguf_to_folder(gguf: Path) -> Path:
     return target
 
 
+def _load_error(spec: str, source: str, exc: Exception) -> Exception:
+    """The one-line error for a model that did not load; `exc` itself when it is no user error
+    (a bug keeps its traceback)."""
+    if isinstance(exc, (OSError, ValueError, KeyError)) or (source == "hub" and _hub_line(spec, exc)):
+        return ModelLoadError(_load_failure(spec, source, exc))
+    return exc
+
+
+def _hub_line(spec: str, exc: Exception) -> str | None:
+    """What the hub said, for a hub id (`org/model@rev`, `random:org/model`), in one line."""
+    return hub_problem(exc, "model", _at_revision(spec.removeprefix("random:"))[1].get("revision"))
+
+
 def _load_failure(spec: str, source: str, exc: Exception) -> str:
     msg = first_line(exc)
     if source == "hub":
+        problem = _hub_line(spec, exc)
+        if problem:
+            return f"cannot load model `{spec}`: {problem}"
         return f"cannot load model `{spec}`: not in the local cache and {_hub_why()}; {MODEL_OFFLINE_HINT}"
     return f"cannot load model `{spec}`: {msg}"
 

@@ -86,9 +86,16 @@ def _hub_records(src: Source) -> Iterator[str]:
         ds = datasets.load_dataset(src.path, src.subset, split=src.split, streaming=True)
         first = next(iter(ds.take(1)), None)
     except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
-        raise hub_failure(src.spec, exc) from None
+        raise hub_failure(src.spec, exc, src.path) from None
     if first is not None and src.field not in first:
         raise DataError(f"dataset `{src.spec}` has no text field `{src.field}` (columns: {', '.join(first)}); "
                         "set --text-field")
-    for row in ds.select_columns([src.field]):
+    rows = iter(ds.select_columns([src.field]))
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except Exception as exc:  # the stream broke mid-corpus (a dropped connection, a timeout, a 5xx)
+            raise hub_failure(src.spec, exc, src.path) from None
         yield row[src.field] or ""
