@@ -61,8 +61,12 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(OFFLINE) $(LMDISP) measure smollm2-135m random:smollm2-135m --dataset builtin --repetitions 20 --metrics all
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist): one per core, at most 4 (each
+# test's torch already uses threads); TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n > 4 ? 4 : n )))
+
 test: install browser
-	$(OFFLINE) LMDISP_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -x --durations=10
+	$(OFFLINE) LMDISP_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -x -n $(TEST_WORKERS) --durations=15
 
 # The report's browser test needs headless Chromium (Debian's `chromium`): installed when missing.
 browser:
@@ -71,7 +75,7 @@ browser:
 		echo "could not install chromium (apt-get install chromium as root): the browser test will fail"
 
 test-fast: install
-	$(OFFLINE) $(BIN)/python -m pytest -x -m "not slow"
+	$(OFFLINE) $(BIN)/python -m pytest -x -n $(TEST_WORKERS) -m "not slow"
 
 bench: install
 	$(OFFLINE) $(BIN)/python bench/measure_speed.py --repetitions $(REPS) $(BENCH_README)

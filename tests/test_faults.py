@@ -434,7 +434,7 @@ def test_a_truncated_converted_gguf_cache_is_converted_again(tmp_path, tiny_gpt2
 # ----------------------------------------------------------------------------- a dying rank
 
 def _torchrun(out, *extra):
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lmdisp", "midtrain",
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lmdisp", "midtrain",
             *FLAGS[:6], "--batch-size", "2", *FLAGS[8:], "--train-tokens", str(40 * 128), "--save-steps", "20",
             "--logging-steps", "5", "--output", str(out), *extra]
 

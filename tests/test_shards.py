@@ -228,7 +228,7 @@ def test_two_processes_read_disjoint_blocks_that_make_the_one_process_batches(tm
     script = tmp_path / "read_blocks.py"
     script.write_text(_READ_BLOCKS)
     cache = tmp_path / "cache"
-    for name, cmd in (("two", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)]),
+    for name, cmd in (("two", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]),
                       ("one", [sys.executable, str(script)])):
         (tmp_path / name).mkdir()
         batch = "2" if name == "two" else "4"

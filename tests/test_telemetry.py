@@ -39,7 +39,16 @@ def _tensorboard(folder):
     acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
     acc.Reload()
     scalars = {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
-    return scalars, {tag: [e.step for e in acc.Images(tag)] for tag in acc.Tags()["images"]}
+    return scalars, {tag: {e.step: _png(e.encoded_image_string) for e in acc.Images(tag)} for tag in acc.Tags()["images"]}
+
+
+def _png(data: bytes):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 def _mlflow(store):
@@ -48,7 +57,15 @@ def _mlflow(store):
     client = MlflowClient(tracking_uri=store.as_uri())
     exp = client.get_experiment_by_name("lmdisp-test")
     (run,) = client.search_runs([exp.experiment_id])
-    return {k: {m.step: m.value for m in client.get_metric_history(run.info.run_id, k)} for k in run.data.metrics}
+    metrics = {k: {m.step: m.value for m in client.get_metric_history(run.info.run_id, k)} for k in run.data.metrics}
+    images = {}  # mlflow's time-stepped images: images/<key with / as ~>+step+<n>+timestamp+<t>+<uuid>.png
+    for art in client.list_artifacts(run.info.run_id, "images"):
+        name = art.path.rsplit("/", 1)[-1]
+        if name.endswith(".png"):
+            key, _, step, *_ = name.split("+")
+            path = client.download_artifacts(run.info.run_id, art.path)
+            images.setdefault(key.replace("~", "/"), {})[int(step)] = _png(open(path, "rb").read())
+    return metrics, images
 
 
 def test_tensorboard_and_mlflow_get_every_number_the_files_hold(tmp_path, monkeypatch):
@@ -67,8 +84,8 @@ def test_tensorboard_and_mlflow_get_every_number_the_files_hold(tmp_path, monkey
     heldout = {r["step"]: r for r in records if "heldout_loss" in r}
     assert sorted(train_logs) == [1, 2, 3, 4]  # telemetry records cancel none of the Trainer's own logs
     assert not any(any("/" in k for k in r) for r in records)  # the file is as it was
-    scalars, images = _tensorboard(run.path / "tensorboard")
-    metrics = _mlflow(store)
+    scalars, tb_images = _tensorboard(run.path / "tensorboard")
+    metrics, ml_images = _mlflow(store)
     for got in (scalars, metrics):
         for row in trace.itertuples():
             assert got[layer_name(row.layer, 5)][row.step] == pytest.approx(row.mean_cos, rel=1e-6)
@@ -80,7 +97,13 @@ def test_tensorboard_and_mlflow_get_every_number_the_files_hold(tmp_path, monkey
             assert got["train/regularizer"][step] == pytest.approx(r["reg"], rel=1e-6)
             assert got["train/loss"][step] == pytest.approx(r["loss"], rel=1e-6)
             assert got["train/tokens_per_s"][step] == pytest.approx(r["tokens_per_s"], rel=1e-6)
-    assert images == {"condensation/heatmap": [0, 2, 4]}
+    # the heatmap at each snapshot: layer x step of condensation.csv so far, pixel for pixel
+    by_step = {step: list(g.sort_values("layer")["mean_cos"]) for step, g in trace.groupby("step")}
+    for images in (tb_images, ml_images):
+        assert list(images) == ["condensation/heatmap"] and sorted(images["condensation/heatmap"]) == [0, 2, 4]
+        for step, got in images["condensation/heatmap"].items():
+            want = heatmap_image({s: v for s, v in by_step.items() if s <= step})
+            assert got.shape == want.shape and (got == want).all()
 
 
 def test_active_forgetting_resets_reach_tensorboard(tmp_path):

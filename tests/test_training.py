@@ -391,7 +391,7 @@ def test_two_process_gloo_run_matches_one_process(tmp_path):
               "--loss", "dispersion", "--train-tokens", str(8 * 128), "--logging-steps", "1", "--lr", "0.001",
               "--set", "scale_lr=false", "--set", "warmup_ratio=0"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lmdisp", "midtrain"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lmdisp", "midtrain"]
     two = subprocess.run([*torchrun, *common, "--batch-size", "2", "--set", f"results_dir={tmp_path / 'res2'}"],
                          env=env, cwd=REPO, capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-2000:]

@@ -80,7 +80,7 @@ def test_a_paper_preset_on_one_and_two_processes_trains_the_same(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     runs = {}
     for world in (1, 2):
-        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"] if world == 2 else \
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"] if world == 2 else \
             [sys.executable]
         out = subprocess.run([*launch, "-m", "lmdisp", "midtrain", *shrink, "--output", str(tmp_path / f"w{world}")],
                              env=env, cwd=REPO, capture_output=True, text=True)
