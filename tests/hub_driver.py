@@ -48,7 +48,8 @@ def run_step(main, step: dict) -> dict:
             code = 1
     stats = _call("/_stats")
     return {"cache": _files(os.environ["HF_HOME"]), "code": code, "out": out.getvalue(), "err": err.getvalue(), "seconds": time.perf_counter() - start,
-            "requests": stats["requests"], "log": stats["log"]}
+            "requests": stats["requests"], "log": stats["log"],
+            "faults": stats["faults"]}
 
 
 def _files(root: str) -> dict[str, int]:

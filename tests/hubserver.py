@@ -14,7 +14,7 @@ Faults (`POST /_faults`, a JSON list; each applies to requests whose path contai
 whose method is `method` when given, and only to the first `times` of them when given):
 `{"status": 500}` or `{"status": 401, "code": "GatedRepo"}`, `{"drop": N}` (send the first N
 bytes of the file, then close the connection), `{"delay": s}` (answer after s seconds).
-`GET /_stats` returns the number of requests served since the last `/_faults`.
+`GET /_stats` returns the requests served and the faults injected since the last `/_faults`.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class HubServer(ThreadingHTTPServer):
         if hub is None:
             self.repos: dict[tuple[str, str], Repo] = {}
             self.faults: list[dict] = []
+            self.applied = 0  # faults injected since the last `/_faults`
             self.requests: list[str] = []
             self.blobs: dict[str, bytes] = {}
             self.lock = threading.Lock()
@@ -104,6 +105,7 @@ class HubServer(ThreadingHTTPServer):
                         and fault.get("times", 1) > 0:
                     if "times" in fault:  # a transient fault: the first `times` requests only
                         fault["times"] -= 1
+                    self.applied += 1
                     return fault
         return None
 
@@ -126,7 +128,8 @@ class _Handler(BaseHTTPRequestHandler):
         data = self.rfile.read(length) if length else b""
         if self.path == "/_faults":
             with self.server.state.lock:
-                self.server.state.faults, self.server.state.requests = json.loads(data or b"[]"), []
+                state = self.server.state
+                state.faults, state.requests, state.applied = json.loads(data or b"[]"), [], 0
             return self._json([])
         self._serve(body=True, form=parse_qs(data.decode()))
 
@@ -136,7 +139,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = unquote(url.path)
         if path == "/_stats":
-            return self._json({"requests": len(self.server.state.requests), "log": self.server.state.requests[-200:]})
+            state = self.server.state
+            return self._json({"requests": len(state.requests), "log": state.requests[-200:], "faults": state.applied})
         with self.server.state.lock:
             self.server.state.requests.append(f"{self.command} {self.path}")
         fault = self.server.state.fault_for(path, self.command)
