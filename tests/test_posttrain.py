@@ -248,8 +248,13 @@ def test_bad_sft_input_is_one_line_and_leaves_no_folder(run_cli, chat_model, tmp
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
+RESUME_ARGS = {"sft": [], "grpo": ["--reward", "length:12", "--num-generations", "2", "--max-completion-length", "6"]}
+
+
 @pytest.mark.slow
-def test_sft_resume_after_sigkill_reaches_the_same_weights(chat_model, tmp_path):
+@pytest.mark.parametrize("objective", ["sft", "grpo"])
+def test_resume_after_sigkill_reaches_the_same_weights(objective, chat_model, tmp_path):
+    """SFT (data order) and GRPO (sampled completions too: the generator's RNG is in the checkpoint)."""
     import os
     import signal
     import subprocess
@@ -258,8 +263,10 @@ def test_sft_resume_after_sigkill_reaches_the_same_weights(chat_model, tmp_path)
 
     from safetensors.torch import load_file
 
-    data = write_rows(tmp_path / "chat.jsonl", "sft", n=32)
-    args = _sft_args(chat_model, data, "--max-steps", "8", "--save-steps", "2", "--condensation-every", "0")
+    data = write_rows(tmp_path / "rows.jsonl", objective, n=32)
+    args = [*_sft_args(chat_model, data, "--max-steps", "8", "--save-steps", "2", "--condensation-every", "0"),
+            *RESUME_ARGS[objective]]
+    args[0] = objective
     cmd = lambda out, *more: [sys.executable, "-m", "lmdisp", *args, "--output", str(out), *more]  # noqa: E731
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     from lmdisp.config import load_config
@@ -267,10 +274,11 @@ def test_sft_resume_after_sigkill_reaches_the_same_weights(chat_model, tmp_path)
     from lmdisp.train.posttrain_run import run_posttrain
 
     # the reference run in-process (one interpreter start less), with the settings of `args`
+    extra = {"reward": "length:12", "num_generations": 2, "max_completion_length": 6} if objective == "grpo" else {}
     run_posttrain(load_config(PostTrainConfig, None, ["condensation_sequences=2", "heldout_length=32"], {
         "model": str(chat_model), "dataset": str(data), "loss": "dispersion", "lambda_disp": 0.5, "batch_size": 4,
         "logging_steps": 1, "lr": 1e-3, "max_steps": 8, "save_steps": 2, "condensation_every": 0,
-        "output": str(tmp_path / "full")}, fixed={"objective": "sft"}))
+        "output": str(tmp_path / "full"), **extra}, fixed={"objective": objective}))
     proc = subprocess.Popen(cmd(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = tmp_path / "killed" / "checkpoints" / "checkpoint-4" / "trainer_state.json"
     deadline = time.time() + 300
