@@ -212,3 +212,23 @@ def test_a_training_run_folder_gives_its_final_models_tokenizer(tmp_path, tiny_g
     shutil.copytree(tiny_gpt2_dir, run / "final")
     TrainingRun.mark(run, "midtrain")  # what a run writes when it makes its folder
     assert len(load_tokenizer(str(run))) == len(load_tokenizer(str(run / "final")))
+
+
+def test_a_comparison_of_nearly_identical_seeds_is_quiet(tmp_path):
+    """Tied tiny models give seed averages equal up to rounding: scipy's precision warning must not
+    reach the terminal of `lmdisp paper` (it printed three times after the mini report)."""
+    import warnings
+
+    import pandas as pd
+
+    from lmdisp.eval.report import t_test
+    from lmdisp.paper.claims import Claim, compare
+
+    a, b = "41.666666666666664,41.66666666666667", "42.22222222222222,42.22222222222223"
+    table = pd.DataFrame({"base_model": ["m", "m"], "method": ["ce", "dispersion"], "seed_averages": [a, b]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        claim = compare(Claim("k", "p"), table, tmp_path / "t.csv", "ce", "dispersion", "mini", "dispersion")
+        p = t_test([42.22222222222222, 42.22222222222223], [41.666666666666664, 41.66666666666667], equal_var=False)
+    assert claim.verdict in ("supported", "same direction, not significant") and "(difference +0.56 points" in claim.text()
+    assert (f"Welch p = {p:.3g}" in claim.text()) if p == p else "no spread over seeds" in claim.text()

@@ -84,15 +84,16 @@ class ReportRun:
 
 # ----------------------------------------------------------------------------- statistics
 
-def t_test(a, b) -> float:
-    """Two-sided p of Student's t-test with equal variances (scipy.stats.ttest_ind)."""
+def t_test(a, b, equal_var: bool = True) -> float:
+    """Two-sided p of Student's t-test with equal variances (scipy.stats.ttest_ind; Welch's with
+    `equal_var=False`)."""
     import warnings
 
     from scipy.stats import ttest_ind
 
     with warnings.catch_warnings():  # scipy warns on (nearly) identical samples; p is still its own
         warnings.simplefilter("ignore", RuntimeWarning)
-        return float(ttest_ind(a, b, equal_var=True).pvalue)
+        return float(ttest_ind(a, b, equal_var=equal_var).pvalue)
 
 
 def significance(p: float) -> str:

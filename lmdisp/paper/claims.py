@@ -166,7 +166,7 @@ def _row(rows, method: str):
 
 def compare(claim: Claim, table, src: Path, a: str, b: str, scale: str, label: str) -> Claim:
     """Is row `b`'s average above row `a`'s, per block: difference, Welch's t-test over seeds."""
-    from scipy.stats import ttest_ind
+    from lmdisp.eval.report import t_test
 
     verdicts = []
     for block, rows in table.groupby("base_model", sort=False):
@@ -175,7 +175,7 @@ def compare(claim: Claim, table, src: Path, a: str, b: str, scale: str, label: s
             continue
         xa, xb = _seeds(ra.iloc[0]), _seeds(rb.iloc[0])
         diff = float(np.mean(xb) - np.mean(xa))
-        p = float(ttest_ind(xb, xa, equal_var=False).pvalue) if min(len(xa), len(xb)) > 1 else float("nan")
+        p = t_test(xb, xa, equal_var=False) if min(len(xa), len(xb)) > 1 else float("nan")
         v = ("supported" if diff > 0 and p < 0.05 else "same direction, not significant" if diff > 0
              else "not supported")
         verdicts.append(v)
