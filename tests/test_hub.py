@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hubcontent import EVAL_DATASET, MODEL, NO_FIELD, populate  # noqa: E402
+from hubcontent import BARE_MODEL, EVAL_DATASET, MODEL, NO_FIELD, populate  # noqa: E402
 from hubserver import HubServer  # noqa: E402
 
 MEASURE = ["-r", "2", "--max-length", "16", "--min-words", "40", "--max-words", "50", "--no-plots"]
@@ -91,8 +91,13 @@ def drive(hub, name: str, steps: list[dict], timeouts: int | None = None) -> dic
     home.mkdir()
     (home / "steps.json").write_text(json.dumps(steps, default=str))
     driver = Path(__file__).parent / "hub_driver.py"
-    proc = subprocess.run([sys.executable, str(driver), str(home / "steps.json"), str(home / "results.json")],
-                          env=env, capture_output=True, text=True, timeout=300)
+    try:  # under pytest-timeout's 300 s, so that a hang names its step
+        proc = subprocess.run([sys.executable, str(driver), str(home / "steps.json"), str(home / "results.json")],
+                              env=env, capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        done = json.loads((home / "results.json").read_text()) if (home / "results.json").is_file() else {}
+        pytest.fail(f"hub steps still running after 240 s; finished: {list(done)}; next: "
+                    f"{[s['name'] for s in steps if s['name'] not in done][:1]}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((home / "results.json").read_text())
     for step, res in results.items():
@@ -120,8 +125,9 @@ def shard_tokens(cache: Path, prefix: str) -> bytes:
 def served(hub):
     """Every command on the hub path, and its local reference, in one process."""
     out = str(hub.root / "runs")
-    steps = [{"name": "revisions", "argv": ["measure", MODEL, f"{MODEL}@v2", hub.main, hub.v2, "--dataset", "builtin",
-                                            *MEASURE, "--output", f"{out}/revisions"]}]
+    models = [MODEL, f"{MODEL}@v2", BARE_MODEL, hub.main, hub.v2]
+    steps = [{"name": "revisions", "argv": ["measure", *models, "--dataset", "builtin", *MEASURE, "--output",
+                                            f"{out}/revisions"]}]
     for name, (key, field) in CORPORA.items():
         steps += [{"name": name, "argv": ["measure", MODEL, "--dataset", name, *MEASURE, "--output", f"{out}/{name}"]},
                   {"name": f"{name}-local", "argv": ["measure", hub.main, "--dataset", hub.files[key], "--text-field",
@@ -147,8 +153,9 @@ def check_revisions(served, hub) -> None:
     assert cos[MODEL] == cos[str(hub.main)]          # main: the weights of the main folder, read through the hub
     assert cos[f"{MODEL}@v2"] == cos[str(hub.v2)]    # @v2: that revision's weights
     assert cos[MODEL] != cos[f"{MODEL}@v2"]
+    assert cos[BARE_MODEL] == cos[str(hub.main)]     # an id without an organisation (as `gpt2`)
     log = "\n".join(served.results["revisions"]["log"])
-    assert f"/api/models/{MODEL}/revision/v2" in log and "/_lfs/" in log  # the revision asked for, LFS redirect followed
+    assert f"/api/models/{MODEL}/revision/v2" in log and "/_lfs/" in log  # the revision asked for; LFS redirect
 
 
 def check_corpus(served, name: str) -> None:
@@ -221,7 +228,8 @@ def faulted(hub):
         ("dataset-retry", [], _measure(MODEL, f"{out}/dataset-retry", "--dataset", "imdb")),
         ("dataset-gated", [{"match": "qiaojin/PubMedQA", **gated}], _measure(MODEL, f"{out}/dataset-gated",
                                                                                "--dataset", "pubmed")),
-        ("task-data-server-error", [{"match": "/_lfs/", "status": 500}], _evaluate(hub, f"{out}/task-data-server-error")),
+        ("task-data-server-error", [{"match": "/_lfs/", "status": 500}],
+         _evaluate(hub, f"{out}/task-data-server-error")),
         ("task-data-retry", [], _evaluate(hub, f"{out}/task-data-retry")),
         ("no-field", [], _measure(MODEL, f"{out}/no-field", "--dataset", NO_FIELD, "--text-field", "text")),
         ("no-field-streamed", [], ["midtrain", "--model", MODEL, "--dataset", NO_FIELD, "--text-field", "text", *TRAIN,
