@@ -2,11 +2,12 @@
 Face hub, as one line: what failed, which id, what to do.
 
 transformers and datasets wrap the hub client's errors (an `OSError`, a `DatasetNotFoundError`,
-...) but keep the original as the cause; `hub_problem` walks that chain and names the fault:
-no such repository, no such revision, a gated repository, a server error (5xx), no answer
-within the client's timeout, a download cut off mid-file, an unreachable endpoint, offline
-mode. Files that did not arrive whole are never used: the hub client keeps them as
-`.incomplete` in its cache and resumes them on the next run (`tests/test_hub.py` checks it).
+...) and mostly keep the original as the cause; `hub_problem` walks that chain (and, where
+datasets drops the cause, reads its message) and names the fault: no such repository, no such
+revision, a gated repository, a server error (5xx), no answer within the client's timeout, a
+download cut off mid-file, an unreachable endpoint. Offline mode keeps the callers' own lines.
+A file that did not arrive whole is never used: the hub client writes into a temporary file
+and moves it into its cache only when complete (`tests/test_hub.py` checks the cache).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def hub_problem(exc: BaseException, kind: str = "model", revision: str | None = 
         status = getattr(getattr(err, "response", None), "status_code", None)
         if _named(err, "HfHubHTTPError", "HTTPStatusError", "HTTPError") and isinstance(status, int):
             if status >= 500:
-                return f"{where} answered {status} (a server error); nothing was kept: run the command again later"
+                return f"{where} answered {status} (a server error); nothing partial was kept: run the command again later"
             if status in (401, 403):
                 return (f"{where} refused access ({status}): log in (`hf auth login` or HF_TOKEN) with an account "
                         "that has access")
@@ -81,7 +82,7 @@ def hub_problem(exc: BaseException, kind: str = "model", revision: str | None = 
         if _named(err, "RemoteProtocolError", "ReadError", "ChunkedEncodingError", "IncompleteRead") or \
                 "Consistency check failed" in str(err):
             return (f"the download from {where} was cut off mid-file (after the client's retries); the partial "
-                    "file is not used: run the command again to resume it")
+                    "file was not kept: run the command again")
         if _named(err, "ConnectError", "NetworkError"):
             return f"cannot reach {where}: check the network or proxy, or HF_ENDPOINT"
     if found("LocalEntryNotFoundError"):
