@@ -100,7 +100,8 @@ def hub_failure(spec: str, exc: Exception, hub_id: str | None = None) -> DataErr
 
     problem = hub_problem(exc, "dataset") if hub_id else None
     if problem:
-        return DataError(f"cannot load dataset `{spec}`: {problem}")
+        named = f" (`{hub_id}`)" if hub_id != spec else ""  # a short name: the hub id it stands for
+        return DataError(f"cannot load dataset `{spec}`{named}: {problem}")
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return DataError(f"cannot load dataset `{spec}`: {first[:300]}; {DATASET_OFFLINE_HINT}")
 

@@ -54,16 +54,19 @@ def hub_problem(exc: BaseException, kind: str = "model", revision: str | None = 
         return None
     chain = list(_chain(exc))
     where = f"the hub ({endpoint()})"
-    for err in chain:  # the most specific answer first
-        if _named(err, "GatedRepoError"):
-            return (f"the repository is gated on {where}: request access on its page, then log in "
-                    "(`hf auth login` or HF_TOKEN) and run the command again")
-        if _named(err, "RevisionNotFoundError"):
-            rev = f" `{revision}`" if revision else ""
-            return f"the repository has no revision{rev} on {where}: name one of its branches, tags or commits"
-        if _named(err, "RepositoryNotFoundError", "DatasetNotFoundError"):
-            return (f"no such {kind} on {where}, or it is private: check the id (org/name), or log in "
-                    "(`hf auth login` or HF_TOKEN) if you have access")
+
+    def found(*names: str, said: str = "\0") -> bool:  # anywhere in the chain, or in what it says: datasets
+        return any(_named(err, *names) or said in str(err) for err in chain)  # re-raises without the cause
+
+    if found("GatedRepoError", said="is a gated dataset"):
+        return (f"the repository is gated on {where}: request access on its page, then log in "
+                "(`hf auth login` or HF_TOKEN) and run the command again")
+    if found("RevisionNotFoundError", said="doesn't exist for dataset"):
+        rev = f" `{revision}`" if revision else ""
+        return f"the repository has no revision{rev} on {where}: name one of its branches, tags or commits"
+    if found("RepositoryNotFoundError", "DatasetNotFoundError"):
+        return (f"no such {kind} on {where}, or it is private: check the id (org/name), or log in "
+                "(`hf auth login` or HF_TOKEN) if you have access")
     for err in chain:
         status = getattr(getattr(err, "response", None), "status_code", None)
         if _named(err, "HfHubHTTPError", "HTTPStatusError", "HTTPError") and isinstance(status, int):
@@ -81,6 +84,6 @@ def hub_problem(exc: BaseException, kind: str = "model", revision: str | None = 
                     "file is not used: run the command again to resume it")
         if _named(err, "ConnectError", "NetworkError"):
             return f"cannot reach {where}: check the network or proxy, or HF_ENDPOINT"
-    if any(_named(e, "LocalEntryNotFoundError") for e in chain):
+    if found("LocalEntryNotFoundError"):
         return f"not in the local cache, and {where} could not be reached: check the network, or HF_ENDPOINT"
     return None

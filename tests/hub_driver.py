@@ -47,9 +47,9 @@ def run_step(main, step: dict) -> dict:
             traceback.print_exc()
             code = 1
     stats = _call("/_stats")
-    return {"cache": _files(os.environ["HF_HOME"]), "code": code, "out": out.getvalue(), "err": err.getvalue(), "seconds": time.perf_counter() - start,
-            "requests": stats["requests"], "log": stats["log"],
-            "faults": stats["faults"]}
+    return {"code": code, "out": out.getvalue(), "err": err.getvalue(), "seconds": time.perf_counter() - start,
+            "requests": stats["requests"], "log": stats["log"], "faults": stats["faults"],
+            "cache": _files(os.environ["HF_HOME"])}
 
 
 def _files(root: str) -> dict[str, int]:

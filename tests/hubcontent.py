@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 MODEL = "lmdisp-test/tiny-gpt2"
+BARE_MODEL = "tiny-gpt2"  # an id without an organisation, as `gpt2` is
 EVAL_DATASET = "lmdisp-test/cloze"
 FAULT_MODELS = ("lmdisp-test/gated", "lmdisp-test/flaky", "lmdisp-test/slow")
 NO_FIELD = "lmdisp-test/no-text"
@@ -100,19 +101,17 @@ def populate(server, main_dir: Path, v2_dir: Path, local: Path) -> dict[str, Pat
     model = server.repo("model", MODEL)
     model.commit(model_files(main_dir), "main")
     model.commit(model_files(v2_dir), "v2")
-    for copy in FAULT_MODELS:  # one repo per fault: a model cached by an earlier step would hide it
+    for copy in (BARE_MODEL, *FAULT_MODELS):  # one repo per fault: a model cached by an earlier step would hide it
         server.repo("model", copy).commit(model_files(main_dir), "main")
     files = {}
     for hub_id, configs in corpora().items():
         repo_files = {"README.md": _card({c: {"train": path} for c, (path, _) in configs.items()})}
         for config, (path, columns) in configs.items():
             repo_files[path] = _parquet(columns)
-            files[config if hub_id == "Salesforce/wikitext" else hub_id] = local / f"{config}-{hub_id.split('/')[1]}.parquet"
-            files_path = files[config if hub_id == "Salesforce/wikitext" else hub_id]
-            files_path.write_bytes(repo_files[path])
+            key = config if hub_id == "Salesforce/wikitext" else hub_id  # wikitext: one file per config
+            files[key] = local / f"{config}-{hub_id.split('/')[1]}.parquet"
+            files[key].write_bytes(repo_files[path])
         server.repo("dataset", hub_id).commit(repo_files)
-    import pyarrow as pa  # noqa: F401  (the cloze rows as parquet, like the hub's converted datasets)
-
     rows = cloze_rows()
     cloze = _parquet({k: [r[k] for r in rows] for k in rows[0]})
     server.repo("dataset", EVAL_DATASET).commit({"README.md": _card({"default": {"test": "data/test-*.parquet"}}),

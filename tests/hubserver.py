@@ -53,7 +53,7 @@ def git_sha(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-_PATH = re.compile(r"^/(?:(?P<api>api)/(?P<kinds>models|datasets)/|(?P<dskind>datasets)/)?(?P<repo>[^/]+/[^/]+)"
+_PATH = re.compile(r"^/(?:(?P<api>api)/(?P<kinds>models|datasets)/|(?P<dskind>datasets)/)?(?P<repo>[^/]+(?:/[^/]+)?)"
                    r"(?:/(?P<op>resolve|tree|paths-info|revision)/(?P<rest>.*))?$")
 
 
@@ -182,7 +182,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
         files = repo.commits[sha]
         self._json({"id": repo.repo_id, "_id": sha[:24], "sha": sha, "private": False, "gated": False,
-                    "disabled": False, "downloads": 0, "likes": 0, "tags": [], "lastModified": "2026-01-01T00:00:00.000Z",
+                    "disabled": False, "downloads": 0, "likes": 0, "tags": [],
+                    "lastModified": "2026-01-01T00:00:00.000Z",
                     "createdAt": "2026-01-01T00:00:00.000Z", "cardData": {},
                     "siblings": [{"rfilename": p} for p in sorted(files)]})
 

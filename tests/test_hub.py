@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hubcontent import EVAL_DATASET, MODEL, NO_FIELD, populate  # noqa: E402
+from hubcontent import BARE_MODEL, EVAL_DATASET, MODEL, NO_FIELD, populate  # noqa: E402
 from hubserver import HubServer  # noqa: E402
 
 MEASURE = ["-r", "2", "--max-length", "16", "--min-words", "40", "--max-words", "50", "--no-plots"]
@@ -82,14 +82,22 @@ def drive(hub, name: str, steps: list[dict], timeouts: int | None = None) -> dic
     env = {**os.environ, "HF_ENDPOINT": hub.server.url, "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0",
            "TRANSFORMERS_OFFLINE": "0", "HF_HOME": str(home / "hf"), "HF_DATASETS_CACHE": str(home / "hf" / "ds"),
            "LMDISP_CACHE": str(home / "lmdisp"), "HF_HUB_DISABLE_XET": "1", "NO_PROXY": "127.0.0.1",
-           "HF_TOKEN": "", "HF_HUB_DISABLE_TELEMETRY": "1"}
+           "HF_TOKEN": "", "HF_HUB_DISABLE_TELEMETRY": "1", "no_proxy": "127.0.0.1",
+           "HF_HUB_CACHE": str(home / "hf" / "hub")}
+    for name in ("HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"):
+        env.pop(name, None)  # the caller's own settings: the test's cache and timeouts only
     if timeouts:
         env.update(HF_HUB_ETAG_TIMEOUT=str(timeouts), HF_HUB_DOWNLOAD_TIMEOUT=str(timeouts))
     home.mkdir()
     (home / "steps.json").write_text(json.dumps(steps, default=str))
     driver = Path(__file__).parent / "hub_driver.py"
-    proc = subprocess.run([sys.executable, str(driver), str(home / "steps.json"), str(home / "results.json")],
-                          env=env, capture_output=True, text=True, timeout=300)
+    try:  # under pytest-timeout's 300 s, so that a hang names its step
+        proc = subprocess.run([sys.executable, str(driver), str(home / "steps.json"), str(home / "results.json")],
+                              env=env, capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        done = json.loads((home / "results.json").read_text()) if (home / "results.json").is_file() else {}
+        pytest.fail(f"hub steps still running after 240 s; finished: {list(done)}; next: "
+                    f"{[s['name'] for s in steps if s['name'] not in done][:1]}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((home / "results.json").read_text())
     for step, res in results.items():
@@ -117,8 +125,9 @@ def shard_tokens(cache: Path, prefix: str) -> bytes:
 def served(hub):
     """Every command on the hub path, and its local reference, in one process."""
     out = str(hub.root / "runs")
-    steps = [{"name": "revisions", "argv": ["measure", MODEL, f"{MODEL}@v2", hub.main, hub.v2, "--dataset", "builtin",
-                                            *MEASURE, "--output", f"{out}/revisions"]}]
+    models = [MODEL, f"{MODEL}@v2", BARE_MODEL, hub.main, hub.v2]
+    steps = [{"name": "revisions", "argv": ["measure", *models, "--dataset", "builtin", *MEASURE, "--output",
+                                            f"{out}/revisions"]}]
     for name, (key, field) in CORPORA.items():
         steps += [{"name": name, "argv": ["measure", MODEL, "--dataset", name, *MEASURE, "--output", f"{out}/{name}"]},
                   {"name": f"{name}-local", "argv": ["measure", hub.main, "--dataset", hub.files[key], "--text-field",
@@ -144,8 +153,9 @@ def check_revisions(served, hub) -> None:
     assert cos[MODEL] == cos[str(hub.main)]          # main: the weights of the main folder, read through the hub
     assert cos[f"{MODEL}@v2"] == cos[str(hub.v2)]    # @v2: that revision's weights
     assert cos[MODEL] != cos[f"{MODEL}@v2"]
+    assert cos[BARE_MODEL] == cos[str(hub.main)]     # an id without an organisation (as `gpt2`)
     log = "\n".join(served.results["revisions"]["log"])
-    assert f"/api/models/{MODEL}/revision/v2" in log and "/_lfs/" in log  # the revision asked for, LFS redirect followed
+    assert f"/api/models/{MODEL}/revision/v2" in log and "/_lfs/" in log  # the revision asked for; LFS redirect
 
 
 def check_corpus(served, name: str) -> None:
@@ -190,6 +200,10 @@ def _measure(model: str, out: str, *data: str) -> list[str]:
     return ["measure", model, *(data or ("--dataset", "builtin")), *MEASURE, "--output", out]
 
 
+def _evaluate(hub, out: str) -> list[str]:
+    return ["evaluate", "--model", MODEL, "--tasks", "hub_cloze", "--include-path", hub.tasks, "--output", out]
+
+
 @pytest.fixture(scope="module")
 def faulted(hub):
     """Each fault, then the same command with the fault gone, in one process (timeouts: 1 s)."""
@@ -212,6 +226,11 @@ def faulted(hub):
         ("dataset-server-error", [{"match": "/_lfs/", "status": 500}],
          _measure(MODEL, f"{out}/dataset-server-error", "--dataset", "imdb")),
         ("dataset-retry", [], _measure(MODEL, f"{out}/dataset-retry", "--dataset", "imdb")),
+        ("dataset-gated", [{"match": "qiaojin/PubMedQA", **gated}], _measure(MODEL, f"{out}/dataset-gated",
+                                                                               "--dataset", "pubmed")),
+        ("task-data-server-error", [{"match": "/_lfs/", "status": 500}],
+         _evaluate(hub, f"{out}/task-data-server-error")),
+        ("task-data-retry", [], _evaluate(hub, f"{out}/task-data-retry")),
         ("no-field", [], _measure(MODEL, f"{out}/no-field", "--dataset", NO_FIELD, "--text-field", "text")),
         ("no-field-streamed", [], ["midtrain", "--model", MODEL, "--dataset", NO_FIELD, "--text-field", "text", *TRAIN,
                                    "--output", f"{out}/no-field-streamed"]),
@@ -228,7 +247,9 @@ FAULTS = {  # step -> what its one line must say
     "server-error": ["`lmdisp-test/flaky`", "answered 500", "again later"],
     "slow": ["`lmdisp-test/slow`", "did not answer in time", "HF_HUB_DOWNLOAD_TIMEOUT=1s", "raise those variables"],
     "dataset-unknown": ["`lmdisp-test/no-such-data`", "no such dataset", "check the id"],
-    "dataset-server-error": ["`imdb`", "answered 500", "again later"],
+    "dataset-server-error": ["`imdb` (`stanfordnlp/imdb`)", "answered 500", "again later"],
+    "dataset-gated": ["`pubmed` (`qiaojin/PubMedQA`)", "gated", "request access"],
+    "task-data-server-error": ["task `hub_cloze`", f"dataset `{EVAL_DATASET}`", "answered 500", "again later"],
     "no-field": [f"`{NO_FIELD}`", "no text field `text`", "columns: question, answer", "--text-field"],
     "no-field-streamed": [f"`{NO_FIELD}`", "no text field `text`", "columns: question, answer", "--text-field"],
 }
@@ -243,7 +264,8 @@ def check_one_line(faulted, hub, step: str) -> None:
     assert hub.server.url in line or step.startswith("no-field"), f"{step}: {line}"  # which hub it asked
     assert (res["faults"] >= 1) == (step not in NO_FAULT), step  # the fault injected did happen
     assert res["requests"] < 60, f"{step}: {res['log']}"  # bounded: no retry storm
-    assert not list((faulted.runs / step).glob("**/summary.json")), step  # no result claims to be complete
+    done = [*(faulted.runs / step).glob("**/summary.json"), *(faulted.runs / step).glob("**/tasks.csv")]
+    assert not done, step  # no result claims to be complete
 
 
 def check_partial_file_unused(faulted, hub) -> None:
@@ -280,4 +302,6 @@ def test_each_hub_fault_is_one_line_and_a_retry_succeeds(faulted, hub):
     check_partial_file_unused(faulted, hub)
     for step in ("dropped", "gated", "server-error", "slow", "dataset-server-error"):
         check_retry(faulted, step)
+    retried = faulted.results["task-data-retry"]
+    assert retried["code"] == 0 and (faulted.runs / "task-data-retry" / "tasks.csv").is_file(), retried["err"][-3000:]
     assert faulted.results["slow"]["seconds"] < 40  # 1 s timeout, then the client's 5 resumes with 1 s pauses

@@ -39,7 +39,7 @@ from lmdisp.eval.config import EvaluateConfig, is_preset, load_evaluate_config
 from lmdisp.eval.progress import RequestProgress, progress_lm, bootstrap_in_process, quiet_git_describe
 from lmdisp.eval.results import EvaluateRun, write_evaluation
 from lmdisp.eval.resume import CACHE_DIR, answers_cached, cache_identity, resumable_run, unfinished
-from lmdisp.eval.tasks import broken_task_yaml, template_problem
+from lmdisp.eval.tasks import broken_task_yaml, hub_data_problem, template_problem
 from lmdisp.runfolder import TrainingRun
 from lmdisp.runs import RunDir, write_json
 
@@ -86,6 +86,9 @@ def load_tasks(tm, plan: dict[str, dict], include_path: list[str] = ()) -> tuple
             template = template_problem(exc, name, include_path)
             if template:
                 raise ConfigError(template) from None
+            hub = hub_data_problem(tm, name, exc)
+            if hub:
+                raise DataError(hub) from None
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise DataError(f"cannot load task `{name}`: {first}; offline, task data must be cached or "
                             "local (a task YAML with dataset_path: json, via --include-path)") from None

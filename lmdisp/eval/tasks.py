@@ -77,3 +77,22 @@ def template_problem(exc: BaseException, name: str, include_path: list[str]) -> 
             break
     return (f"task `{name}`: its template uses `{field}`, which is not a field of the task's documents{where}; "
             "correct the name in the task YAML (doc_to_text, doc_to_target, doc_to_choice)")
+
+
+def hub_data_problem(tm, name: str, exc: BaseException) -> str | None:
+    """One line for a task whose data could not be fetched from the hub (`lmdisp.hub`), naming
+    the task and its `dataset_path`; None when the failure is not the hub's."""
+    import re
+
+    from lmdisp.hub import hub_problem
+
+    problem = hub_problem(exc, "dataset")
+    if problem is None:
+        return None
+    entry = (getattr(tm, "task_index", None) or {}).get(name)
+    yaml_path = entry.get("yaml_path") if isinstance(entry, dict) else getattr(entry, "yaml_path", None)
+    found = None
+    if isinstance(yaml_path, (str, Path)) and Path(yaml_path).is_file():
+        found = re.search(r"^dataset_path:\s*['\"]?([^\s'\"]+)", Path(yaml_path).read_text(), re.M)
+    dataset = f" (dataset `{found[1]}`)" if found else ""
+    return f"cannot load the data of task `{name}`{dataset}: {problem}"
