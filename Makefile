@@ -86,10 +86,10 @@ GEOREPS ?= 8
 geometry: install
 	$(OFFLINE) $(BIN)/python bench/geometry.py --repetitions $(GEOREPS) $(BENCH_README)
 
-# The open question at small scale: a tiny GPT-2 pre-trained first (POSTTRAIN_MODEL=smollm2-135m: the
-# bundled SmolLM2-135M-Instruct), SFT (ce, dispersion; 2 seeds) and a short GRPO run, each measured
-# on the same texts; results/bench/posttrain.* (README=1: the README block `posttrain`), runs in results/posttrain/.
-POSTTRAIN_MODEL ?= tiny
+# The open question at small scale: the bundled SmolLM2-135M-Instruct (POSTTRAIN_MODEL=tiny: a tiny
+# GPT-2 pre-trained first, under a minute), SFT (ce, dispersion; 2 seeds) and a short GRPO run, each
+# measured on the same texts; results/bench/posttrain.* (README=1: the README block `posttrain`), runs in results/posttrain/.
+POSTTRAIN_MODEL ?= smollm2-135m
 posttrain: install
 	$(OFFLINE) $(BIN)/python bench/posttrain.py --model $(POSTTRAIN_MODEL) $(BENCH_README)
 
