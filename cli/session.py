@@ -70,6 +70,25 @@ class _Notes(logging.Handler):
         console.print(f"[yellow]note:[/] {escape(record.getMessage())}", highlight=False, soft_wrap=True)
 
 
+class _RetryNotes(logging.Handler):
+    """The hub clients' retries (datasets' streamed reads: 20 tries, 5 s apart; huggingface_hub's
+    downloads), which would otherwise wait minutes in silence: each one a `note:` line naming the
+    library, so a user sees why a command waits and that it goes on by itself."""
+
+    SIGNS = ("Retrying in", "Waiting ")
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        library = record.name.split(".", 1)[0]
+        if library in ("datasets", "huggingface_hub") and any(s in record.getMessage() for s in self.SIGNS):
+            from rich.markup import escape
+
+            console.print(f"[yellow]note:[/] {library}: {escape(record.getMessage())}", highlight=False,
+                          soft_wrap=True)
+
+
 def _logger_state(logger: logging.Logger) -> tuple:
     return logger, logger.level, list(logger.handlers), logger.propagate
 
@@ -138,6 +157,7 @@ def _route_logging(log: RunLog, verbose: bool, libraries: list[logging.Logger]) 
         root.addHandler(stream)
     else:
         own.addHandler(_Notes(logging.WARNING))
+        root.addHandler(_RetryNotes())
 
 
 def _progress_bars(undo: contextlib.ExitStack, enabled: bool) -> None:

@@ -337,3 +337,25 @@ def test_plain_progress_does_not_repeat_a_stale_logged_value():
     lines = bar.console.export_text().splitlines()
     assert len(lines) == 11 and lines[-1].startswith("train 50/50 (100%)")
     assert [sum(v in ln for ln in lines) for v in ("ce 6.8185", "ce 5.1000", "ce 4.2000")] == [1, 1, 1]
+
+
+def test_a_hub_clients_retries_are_notes_on_the_terminal(capsys):
+    """datasets retries a broken stream 20 times, 5 s apart, logging each try: without --verbose its
+    log goes to the run's log file, so a user would wait minutes in silence; the retries are notes."""
+    import logging
+
+    from lmdisp.cli.session import cli_session
+
+    with cli_session():
+        logging.getLogger("datasets.utils.file_utils").warning(
+            "Got disconnected from remote data host. Retrying in 5sec [3/20]")
+        logging.getLogger("datasets.builder").warning("some other notice")
+        logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 2/5].")
+    out = capsys.readouterr().out
+    assert "note: datasets: Got disconnected from remote data host. Retrying in 5sec [3/20]" in out
+    assert "note: huggingface_hub: Retrying in 1s [Retry 2/5]." in out
+    assert "some other notice" not in out
+    with cli_session():  # outside a command nothing is added: the handler left with the session
+        pass
+    logging.getLogger("datasets.utils.file_utils").warning("Retrying in 5sec [4/20]")
+    assert "[4/20]" not in capsys.readouterr().out
