@@ -248,13 +248,14 @@ def test_bad_sft_input_is_one_line_and_leaves_no_folder(run_cli, chat_model, tmp
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
-RESUME_ARGS = {"sft": [], "grpo": ["--reward", "length:12", "--num-generations", "2", "--max-completion-length", "6"]}
+RESUME_ARGS = {"sft": [], "dpo": [], "grpo": ["--reward", "length:12", "--num-generations", "2", "--max-completion-length", "6"]}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objective", ["sft", "grpo"])
+@pytest.mark.parametrize("objective", ["sft", "dpo", "grpo"])
 def test_resume_after_sigkill_reaches_the_same_weights(objective, chat_model, tmp_path):
-    """SFT (data order) and GRPO (sampled completions too: the generator's RNG is in the checkpoint)."""
+    """SFT (data order), DPO (its reference model rebuilt from --model) and GRPO (sampled
+    completions too: the generator's RNG is in the checkpoint)."""
     import os
     import signal
     import subprocess

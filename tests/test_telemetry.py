@@ -1,6 +1,7 @@
 """Telemetry through the Trainer's log, read back from real integrations (offline, no mocks):
 TensorBoard's event files with tensorboard's own reader, MLflow's local file store with
-MLflow's client. Every value must equal the run folder's own files."""
+MLflow's client, a W&B offline run's `.wandb` file with W&B's own protobuf records. Every value
+must equal the run folder's own files."""
 
 import json
 
@@ -68,16 +69,61 @@ def _mlflow(store):
     return metrics, images
 
 
-def test_tensorboard_and_mlflow_get_every_number_the_files_hold(tmp_path, monkeypatch):
+def _wandb_records(path):
+    """The protobuf records of a W&B run file: W&B's 7-byte header, then LevelDB-log framing
+    (32 KiB blocks; each chunk: crc32c, 2-byte length, type FULL=1 / FIRST=2 / MIDDLE=3 / LAST=4)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, block, buf = path.read_bytes(), 7, 32768, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(buf)
+            yield record
+
+
+def _wandb(folder):
+    """Scalars by training step (W&B's history keeps the Trainer's `train/global_step`) and the
+    heatmap images, from an offline run in `folder`."""
+    (path,) = folder.glob("wandb/offline-run-*/run-*.wandb")
+    scalars, images = {}, {}
+    for record in _wandb_records(path):
+        if record.WhichOneof("record_type") != "history":
+            continue
+        items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+        step = int(items["train/global_step"])
+        if "condensation/heatmap/path" in items:
+            png = (path.parent / "files" / items["condensation/heatmap/path"]).read_bytes()
+            images.setdefault("condensation/heatmap", {})[step] = _png(png)
+        for key, value in items.items():
+            if not key.startswith(("_", "condensation/heatmap/")) and isinstance(value, (int, float)):
+                scalars.setdefault(key, {})[step] = value
+    return scalars, images
+
+
+def test_tensorboard_mlflow_and_wandb_get_every_number_the_files_hold(tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     pytest.importorskip("mlflow")
+    wandb = pytest.importorskip("wandb")
     store = tmp_path / "mlruns"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.as_uri())
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "lmdisp-test")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the local file store (mlflow 3: maintenance mode)
-    run = run_train(TrainConfig(**TINY, loss="dispersion", train_tokens=4 * 128, condensation_every=2,
-                                condensation_sequences=4, report_to="tensorboard,mlflow",
-                                output=str(tmp_path / "run")))
+    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}.items():
+        monkeypatch.setenv(key, value)
+    try:
+        run = run_train(TrainConfig(**TINY, loss="dispersion", train_tokens=4 * 128, condensation_every=2,
+                                    condensation_sequences=4, report_to="tensorboard,mlflow,wandb",
+                                    output=str(tmp_path / "run")))
+    finally:
+        wandb.finish()  # what ends a user's process: the run file complete
     trace = pd.read_csv(run.path / "condensation.csv")
     records = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
     train_logs = {r["step"]: r for r in records if "ce" in r}
@@ -86,7 +132,8 @@ def test_tensorboard_and_mlflow_get_every_number_the_files_hold(tmp_path, monkey
     assert not any(any("/" in k for k in r) for r in records)  # the file is as it was
     scalars, tb_images = _tensorboard(run.path / "tensorboard")
     metrics, ml_images = _mlflow(store)
-    for got in (scalars, metrics):
+    wb_scalars, wb_images = _wandb(tmp_path)
+    for got in (scalars, metrics, wb_scalars):
         for row in trace.itertuples():
             assert got[layer_name(row.layer, 5)][row.step] == pytest.approx(row.mean_cos, rel=1e-6)
         for step, r in heldout.items():
@@ -99,7 +146,7 @@ def test_tensorboard_and_mlflow_get_every_number_the_files_hold(tmp_path, monkey
             assert got["train/tokens_per_s"][step] == pytest.approx(r["tokens_per_s"], rel=1e-6)
     # the heatmap at each snapshot: layer x step of condensation.csv so far, pixel for pixel
     by_step = {step: list(g.sort_values("layer")["mean_cos"]) for step, g in trace.groupby("step")}
-    for images in (tb_images, ml_images):
+    for images in (tb_images, ml_images, wb_images):
         assert list(images) == ["condensation/heatmap"] and sorted(images["condensation/heatmap"]) == [0, 2, 4]
         for step, got in images["condensation/heatmap"].items():
             want = heatmap_image({s: v for s, v in by_step.items() if s <= step})
