@@ -45,6 +45,13 @@ def _root() -> None:
 def main() -> None:
     """Console-script entry: user errors, Typer's usage errors included, become one line on
     stderr and exit code 2."""
+    from lmdisp.preempt import process_handler
+
+    with process_handler():  # a SIGTERM outside the command's own handlers never cuts the last line
+        _main()
+
+
+def _main() -> None:
     from lmdisp.errors import LmdispError
 
     click = sys.modules[typer.BadParameter.__module__]  # click's exceptions (typer >= 0.17 vendors click)

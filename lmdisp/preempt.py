@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -53,9 +54,11 @@ def _forked_child(signum) -> bool:
 def _raise(signum, frame):
     if _forked_child(signum):
         return
-    if _in_finaliser(frame):
-        # Python prints and drops an exception raised in a finaliser ("Exception ignored in"), and
-        # the command would run on: deliver the signal again once the finaliser has returned.
+    if _in_finaliser(frame) or sys.exc_info()[1] is not None:
+        # In a finaliser Python prints and drops the exception ("Exception ignored in") and the command
+        # would run on; while an error already ends the command (a rank lost, a full disk) it would
+        # replace the line that says why. Deliver the signal again once that has passed: 50 ms later
+        # the command has either gone on (and stops then) or ended (and the process handler keeps it).
         threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
         return
     raise Terminated("stopped by SIGTERM")
@@ -81,11 +84,39 @@ def _install(handler):
     return signal.signal(signal.SIGTERM, handler)
 
 
+_pending: list[int] = []  # SIGTERMs received by the console script outside a command
+
+
+def _defer(signum, frame):
+    if not _forked_child(signum):
+        _pending.append(signum)
+
+
+@contextmanager
+def process_handler():
+    """The console script's SIGTERM handler for the moments outside a command (parsing its
+    arguments, printing the line that says how it ended): the signal is kept, not acted on, so
+    a scheduler's SIGTERM never cuts that line; a command that starts afterwards stops at once.
+    The previous handler is put back after (an in-process caller keeps its own)."""
+    _pending.clear()
+    old = _install(_defer)
+    try:
+        yield
+    finally:
+        _pending.clear()
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
 @contextmanager
 def sigterm_raises():
-    """SIGTERM raises `Terminated` in the main thread for the duration (the CLI's default)."""
+    """SIGTERM raises `Terminated` in the main thread for the duration (the CLI's default); one
+    kept by the console script before the command began stops it before it starts."""
     old = _install(_raise)
     try:
+        if _pending:
+            _pending.clear()
+            raise Terminated("stopped by SIGTERM")
         yield
     finally:
         if old is not None:

@@ -151,6 +151,41 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_message(tmp_path, hold
     assert not (run / locks.LOCK_NAME).exists()
 
 
+_LAST_LINE = """
+import os, signal, sys, time
+from lmdisp import preempt
+from lmdisp.errors import RunDirError, Terminated
+
+with preempt.process_handler():  # what the console script does first
+    os.kill(os.getpid(), signal.SIGTERM)  # while it parses its arguments: kept, the command never starts
+    try:
+        with preempt.sigterm_raises():
+            print("the command ran")
+    except Terminated:
+        print("stopped before it started")
+    try:
+        with preempt.sigterm_raises():
+            try:
+                raise RunDirError("rank 1 died")  # the error that ends the command...
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)  # ...and the launcher's SIGTERM while it unwinds
+                time.sleep(0.01)
+    except RunDirError as exc:
+        time.sleep(0.2)  # the signal, delivered again, reaches the process handler: kept
+        print(f"error: {exc}")
+        code = 2
+assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as found
+sys.exit(code)
+"""
+
+
+def test_a_sigterm_while_a_command_ends_never_cuts_its_last_line():
+    """torchrun SIGTERMs the other ranks as soon as one dies: the rank that saw the collective fail
+    was killed between restoring its handler and printing why (CI, under xdist), its line lost."""
+    res = subprocess.run([sys.executable, "-c", _LAST_LINE], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert res.returncode == 2 and res.stdout.splitlines() == ["stopped before it started", "error: rank 1 died"], res
+
+
 @pytest.mark.slow
 def test_sigterm_to_the_cli_exits_143_with_the_command_that_continues(tmp_path):
     """The real signal from outside, as Slurm sends it: one line, exit 143, the printed command resumes."""
